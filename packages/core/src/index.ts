@@ -1,0 +1,3 @@
+export * from './content-types.ts'
+export * from './errors.ts'
+export * from './limits.ts'
