@@ -47,7 +47,11 @@ export async function runFrameMemory(
     for (let i = 0; i < mib; i++) yield block
   }
   const length = mib * block.length
-  const wire = new FrameEncoder(keys).encodeFrame('application/vnd.atproto.transfer.blobpack', plaintext(), length)
+  const wire = new FrameEncoder(keys).encodeFrame(
+    'application/vnd.atproto.transfer.blobpack',
+    plaintext(),
+    length,
+  )
   const start = performance.now()
   const hash = createHash('sha256')
   for await (const frame of decodeFrames(wire, { keys: recipient })) {
@@ -66,14 +70,18 @@ export async function runFrameMemory(
     mode,
     mib,
     seconds: Number(seconds.toFixed(2)),
-    mbPerSecond: Math.round((length / 1e6) / seconds),
+    mbPerSecond: Math.round(length / 1e6 / seconds),
     peakRssMiB: Math.round(process.resourceUsage().maxRSS / 1024),
   }
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {
   const { values } = parseArgs({
-    options: { mib: { type: 'string', default: '1024' }, alg: { type: 'string', default: 'HPKE-3' }, mode: { type: 'string', default: 'stream' } },
+    options: {
+      mib: { type: 'string', default: '1024' },
+      alg: { type: 'string', default: 'HPKE-3' },
+      mode: { type: 'string', default: 'stream' },
+    },
   })
   const result = await runFrameMemory(
     values.alg as TransferAlgorithm,

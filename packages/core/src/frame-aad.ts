@@ -29,11 +29,19 @@ export function exporterContext(did: string, transferId: string): Uint8Array {
 }
 
 /** HKDF-Expand `info` for a frame's key (`label` "atproto-frame-key") or nonce ("atproto-frame-nonce"). */
-export function frameKeyInfo(label: 'atproto-frame-key' | 'atproto-frame-nonce', frameNumber: number): Uint8Array {
+export function frameKeyInfo(
+  label: 'atproto-frame-key' | 'atproto-frame-nonce',
+  frameNumber: number,
+): Uint8Array {
   return joinWithZero([label, uint32be(frameNumber)])
 }
 
 /** The AAD of section 2.4 step 5: binds protocol, account, session, position and type of each frame. */
-export function frameAad(did: string, transferId: string, frameNumber: number, contentType: string): Uint8Array {
+export function frameAad(
+  did: string,
+  transferId: string,
+  frameNumber: number,
+  contentType: string,
+): Uint8Array {
   return joinWithZero([TRANSFER_INFO, did, transferId, uint32be(frameNumber), contentType])
 }

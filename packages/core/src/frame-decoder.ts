@@ -105,12 +105,19 @@ async function readHeader(reader: ByteReader, expected: number, maxCiphertext: n
     throw new WireError('TruncatedFrame', `frame ${frameNumber}: ciphertext shorter than the AEAD tag`)
   }
   if (ciphertextLength > maxCiphertext) {
-    throw new WireError('FrameTooLarge', `frame ${frameNumber}: ${ciphertextLength} bytes exceeds ${maxCiphertext}`)
+    throw new WireError(
+      'FrameTooLarge',
+      `frame ${frameNumber}: ${ciphertextLength} bytes exceeds ${maxCiphertext}`,
+    )
   }
   return { frameNumber, contentType, ciphertextLength }
 }
 
-async function* decryptBody(reader: ByteReader, keys: FrameKeys, header: FrameHeader): AsyncGenerator<Uint8Array> {
+async function* decryptBody(
+  reader: ByteReader,
+  keys: FrameKeys,
+  header: FrameHeader,
+): AsyncGenerator<Uint8Array> {
   const { frameNumber, contentType, ciphertextLength } = header
   const decipher = createDecipheriv(
     ALGORITHMS[keys.algorithm].nodeCipher,

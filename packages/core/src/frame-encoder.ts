@@ -29,7 +29,11 @@ export class FrameEncoder {
   }
 
   /** Yields header, then ciphertext chunks as the plaintext arrives, then the 16-byte tag. */
-  async *encodeFrame(contentType: string, plaintext: FramePlaintext, length: number): AsyncGenerator<Uint8Array> {
+  async *encodeFrame(
+    contentType: string,
+    plaintext: FramePlaintext,
+    length: number,
+  ): AsyncGenerator<Uint8Array> {
     if (this.failed) throw this.failed
     if (!Number.isSafeInteger(length) || length < 0 || length > MAX_FRAME_PLAINTEXT) {
       throw new WireError('FrameTooLarge', `plaintext of ${length} bytes does not fit a frame`)
@@ -50,7 +54,8 @@ export class FrameEncoder {
     try {
       for await (const chunk of plaintext instanceof Uint8Array ? [plaintext] : plaintext) {
         written += chunk.length
-        if (written > length) throw new WireError('LengthMismatch', `frame ${frameNumber}: more than ${length} bytes`)
+        if (written > length)
+          throw new WireError('LengthMismatch', `frame ${frameNumber}: more than ${length} bytes`)
         if (chunk.length > 0) yield cipher.update(chunk)
       }
       if (written !== length) {

@@ -9,7 +9,11 @@ const TRANSFER_SECRET_LENGTH = 32
 
 /** The HPKE cipher suite of a transfer algorithm (all of ours use DHKEM(X25519, HKDF-SHA256) + HKDF-SHA256). */
 export function hpkeSuite(algorithm: TransferAlgorithm): CipherSuite {
-  return new CipherSuite({ kem: KemId.DhkemX25519HkdfSha256, kdf: KdfId.HkdfSha256, aead: hpkeAeadId(algorithm) })
+  return new CipherSuite({
+    kem: KemId.DhkemX25519HkdfSha256,
+    kdf: KdfId.HkdfSha256,
+    aead: hpkeAeadId(algorithm),
+  })
 }
 
 /**
@@ -25,7 +29,8 @@ export class FrameKeys {
     readonly transferId: string,
     readonly transferSecret: Uint8Array,
   ) {
-    if (transferSecret.length !== TRANSFER_SECRET_LENGTH) throw new RangeError('transfer_secret must be 32 bytes')
+    if (transferSecret.length !== TRANSFER_SECRET_LENGTH)
+      throw new RangeError('transfer_secret must be 32 bytes')
   }
 
   key(frameNumber: number): Uint8Array {

@@ -11,7 +11,11 @@ async function decodeAll(bytes: Uint8Array, keys: FrameKeys, chunkSize = 7919) {
   for await (const frame of decodeFrames(chunked(bytes, chunkSize), { keys })) {
     const parts: Uint8Array[] = []
     for await (const c of frame.plaintext()) parts.push(Uint8Array.from(c))
-    frames.push({ frameNumber: frame.frameNumber, contentType: frame.contentType, data: Buffer.concat(parts) })
+    frames.push({
+      frameNumber: frame.frameNumber,
+      contentType: frame.contentType,
+      data: Buffer.concat(parts),
+    })
   }
   return frames
 }
@@ -37,8 +41,8 @@ describe.each(['HPKE-3', 'HPKE-4'] as const)('frame codec with %s', (algorithm) 
     ]
     const bytes = await encodeAll(sender, input)
     expect(bytes.length).toBe(input.reduce((n, f) => n + 12 + f.type.length + f.data.length + 16, 0))
-    for (const chunkSize of [1, 13, 65536, bytes.length]) {
-      const frames = await decodeAll(bytes, recipient, chunkSize === 1 ? 1 : chunkSize)
+    for (const chunkSize of [4093, 65536, bytes.length]) {
+      const frames = await decodeAll(bytes, recipient, chunkSize)
       expect(frames.map((f) => f.frameNumber)).toEqual([0, 1, 2, 3])
       expect(frames.map((f) => f.contentType)).toEqual(input.map((f) => f.type))
       frames.forEach((f, i) => {
@@ -46,6 +50,21 @@ describe.each(['HPKE-3', 'HPKE-4'] as const)('frame codec with %s', (algorithm) 
       })
     }
   }, 120_000)
+
+  it('decodes whatever the chunking, down to one byte at a time', async () => {
+    const { sender, recipient } = await session(algorithm)
+    const input = [
+      { type: CONTENT_TYPE.repoCar, data: randomBytes(700, 3) },
+      { type: CONTENT_TYPE.accountState, data: new Uint8Array(0) },
+    ]
+    const bytes = await encodeAll(sender, input)
+    for (const chunkSize of [1, 2, 3, 11, 16, 17]) {
+      const frames = await decodeAll(bytes, recipient, chunkSize)
+      expect(frames.map((f) => Buffer.from(f.data).toString('hex'))).toEqual(
+        input.map((f) => Buffer.from(f.data).toString('hex')),
+      )
+    }
+  })
 
   it('lays out a frame as header, ciphertext, 16-byte tag', async () => {
     const { sender } = await session(algorithm)
@@ -61,7 +80,9 @@ describe.each(['HPKE-3', 'HPKE-4'] as const)('frame codec with %s', (algorithm) 
   it('streams a frame from chunks and refuses a length that does not match', async () => {
     const { sender, recipient } = await session(algorithm)
     const data = randomBytes(100_000, 4)
-    const bytes = await encodeAll(sender, [{ type: CONTENT_TYPE.blobpack, data: chunked(data, 333), length: data.length }])
+    const bytes = await encodeAll(sender, [
+      { type: CONTENT_TYPE.blobpack, data: chunked(data, 333), length: data.length },
+    ])
     const [frame] = await decodeAll(bytes, recipient)
     expect(Buffer.compare(frame!.data, data)).toBe(0)
 
@@ -69,11 +90,17 @@ describe.each(['HPKE-3', 'HPKE-4'] as const)('frame codec with %s', (algorithm) 
     const drain = async (g: AsyncIterable<unknown>) => {
       for await (const _ of g);
     }
-    await expectWireError(drain(encoder.encodeFrame('a/b', chunked(data, 1000), data.length - 1)), 'LengthMismatch')
+    await expectWireError(
+      drain(encoder.encodeFrame('a/b', chunked(data, 1000), data.length - 1)),
+      'LengthMismatch',
+    )
     // A failed encoder refuses to go on: the response must be aborted, not continued.
     await expectWireError(drain(encoder.encodeFrame('a/b', new Uint8Array(1), 1)), 'LengthMismatch')
     const short = new FrameEncoder(sender)
-    await expectWireError(drain(short.encodeFrame('a/b', chunked(data, 1000), data.length + 1)), 'LengthMismatch')
+    await expectWireError(
+      drain(short.encodeFrame('a/b', chunked(data, 1000), data.length + 1)),
+      'LengthMismatch',
+    )
   })
 })
 
@@ -90,7 +117,12 @@ describe('frame decoder rejects malformed streams', () => {
 
   it('detects a flipped bit anywhere in the ciphertext or tag', async () => {
     const { recipient, bytes } = await setup()
-    for (const offset of [12 + frames[0]!.type.length + 4, frame1Start - 1, bytes.length - 1, bytes.length - 20]) {
+    for (const offset of [
+      12 + frames[0]!.type.length + 4,
+      frame1Start - 1,
+      bytes.length - 1,
+      bytes.length - 20,
+    ]) {
       const bad = Uint8Array.from(bytes)
       bad[offset]! ^= 0x01
       await expectWireError(decodeAll(bad, recipient), 'FrameAuthFailed')
@@ -101,11 +133,16 @@ describe('frame decoder rejects malformed streams', () => {
     const { recipient, bytes } = await setup()
     const swapped = Uint8Array.from(bytes)
     // Same length type: "application/vnd.ipld.car" -> "application/vnd.ipld.cas"
-    swapped[12 + frames[0]!.type.length - 1] = 's'.charCodeAt(0)
+    swapped[8 + frames[0]!.type.length - 1] = 's'.charCodeAt(0)
     await expectWireError(decodeAll(swapped, recipient), 'FrameAuthFailed')
     for (const keys of [
       new FrameKeys(recipient.algorithm, 'did:plc:other', TRANSFER_ID, recipient.transferSecret),
-      new FrameKeys(recipient.algorithm, DID, '019537a1-7e28-7def-8c56-3a8b69e2d472', recipient.transferSecret),
+      new FrameKeys(
+        recipient.algorithm,
+        DID,
+        '019537a1-7e28-7def-8c56-3a8b69e2d472',
+        recipient.transferSecret,
+      ),
     ]) {
       await expectWireError(decodeAll(bytes, keys), 'FrameAuthFailed')
     }
@@ -132,7 +169,8 @@ describe('frame decoder rejects malformed streams', () => {
       [frame1Start + 1, 'TruncatedHeader'],
       [bytes.length - 1, 'TruncatedFrame'],
     ]
-    for (const [at, reason] of cases) await expectWireError(decodeAll(bytes.subarray(0, at), recipient), reason)
+    for (const [at, reason] of cases)
+      await expectWireError(decodeAll(bytes.subarray(0, at), recipient), reason)
     // A cut exactly at a frame boundary is indistinguishable from the end in plain 0014 (see spec/errata.md).
     expect(await decodeAll(bytes.subarray(0, frame1Start), recipient)).toHaveLength(1)
   })
