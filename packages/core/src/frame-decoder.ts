@@ -1,8 +1,7 @@
-import { createDecipheriv } from 'node:crypto'
-import { ALGORITHMS } from './algorithms.ts'
 import { ByteReader } from './byte-reader.ts'
 import { WireError } from './errors.ts'
 import { frameAad } from './frame-aad.ts'
+import { createFrameDecipher } from './frame-cipher.ts'
 import type { FrameHeader } from './frame-header.ts'
 import type { FrameKeys } from './key-schedule.ts'
 import { LIMITS } from './limits.ts'
@@ -119,12 +118,7 @@ async function* decryptBody(
   header: FrameHeader,
 ): AsyncGenerator<Uint8Array> {
   const { frameNumber, contentType, ciphertextLength } = header
-  const decipher = createDecipheriv(
-    ALGORITHMS[keys.algorithm].nodeCipher,
-    keys.key(frameNumber),
-    keys.nonce(frameNumber),
-    { authTagLength: LIMITS.tagLength },
-  )
+  const decipher = createFrameDecipher(keys.algorithm, keys.key(frameNumber), keys.nonce(frameNumber))
   decipher.setAAD(frameAad(keys.did, keys.transferId, frameNumber, contentType))
   let remaining = ciphertextLength - LIMITS.tagLength
   while (remaining > 0) {

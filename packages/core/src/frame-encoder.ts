@@ -1,7 +1,6 @@
-import { createCipheriv } from 'node:crypto'
-import { ALGORITHMS } from './algorithms.ts'
 import { WireError } from './errors.ts'
 import { frameAad } from './frame-aad.ts'
+import { createFrameCipher } from './frame-cipher.ts'
 import { encodeFrameHeader } from './frame-header.ts'
 import type { FrameKeys } from './key-schedule.ts'
 import { LIMITS, MAX_FRAME_PLAINTEXT } from './limits.ts'
@@ -41,12 +40,7 @@ export class FrameEncoder {
     if (this.next > 0xffff_ffff) throw new WireError('FrameTooLarge', 'frame numbers exhausted')
     const frameNumber = this.next++
     const { did, transferId, algorithm } = this.keys
-    const cipher = createCipheriv(
-      ALGORITHMS[algorithm].nodeCipher,
-      this.keys.key(frameNumber),
-      this.keys.nonce(frameNumber),
-      { authTagLength: LIMITS.tagLength },
-    )
+    const cipher = createFrameCipher(algorithm, this.keys.key(frameNumber), this.keys.nonce(frameNumber))
     cipher.setAAD(frameAad(did, transferId, frameNumber, contentType))
     yield encodeFrameHeader({ frameNumber, contentType, ciphertextLength: length + LIMITS.tagLength })
 

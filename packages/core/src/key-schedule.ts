@@ -1,3 +1,4 @@
+import type { webcrypto } from 'node:crypto'
 import { CipherSuite, KdfId, KemId } from 'hpke-js'
 import { ALGORITHMS, hpkeAeadId, type TransferAlgorithm } from './algorithms.ts'
 import { WireError } from './errors.ts'
@@ -103,7 +104,7 @@ export async function setupRecipient(params: {
   return new FrameKeys(params.algorithm, params.did, params.transferId, new Uint8Array(secret))
 }
 
-async function importKey(load: () => Promise<CryptoKey>): Promise<CryptoKey> {
+async function importKey(load: () => Promise<webcrypto.CryptoKey>): Promise<webcrypto.CryptoKey> {
   try {
     return await load()
   } catch (err) {
