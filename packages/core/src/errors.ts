@@ -13,6 +13,10 @@ export const TRANSFER_ERROR_STATUS = {
   InvalidPlcToken: 400,
   AccountDeactivated: 400,
   ExportFailed: 500,
+  /** Ours (decision 6): the repo moved past the exported rev; catch up before completing. */
+  RepoChangedDuringTransfer: 409,
+  /** XRPC standard name, used for the per-destination export rate limit. */
+  RateLimitExceeded: 429,
 } as const
 
 export type TransferErrorName = keyof typeof TRANSFER_ERROR_STATUS
@@ -20,16 +24,16 @@ export type TransferErrorName = keyof typeof TRANSFER_ERROR_STATUS
 /** An XRPC-level error: `{ error, message }` with the status the proposal gives it. */
 export class TransferError extends Error {
   override readonly name = 'TransferError'
+  /** HTTP status: the table's, unless overridden (401 for a missing or invalid token; see spec/errata.md). */
+  readonly status: number
+
   constructor(
     readonly error: TransferErrorName,
     message: string,
-    options?: ErrorOptions,
+    options?: ErrorOptions & { status?: number },
   ) {
     super(message, options)
-  }
-
-  get status(): number {
-    return TRANSFER_ERROR_STATUS[this.error]
+    this.status = options?.status ?? TRANSFER_ERROR_STATUS[error]
   }
 
   /** The XRPC error body. */
@@ -55,6 +59,7 @@ export type WireErrorReason =
   | 'BlobpackCidTooLong'
   | 'BlobpackBadCid'
   | 'BlobpackBlobTooLarge'
+  | 'BlobpackEmptyBlob'
   | 'BlobpackTruncated'
   | 'BlobpackCidMismatch'
   | 'InvalidAccountState'

@@ -1,4 +1,7 @@
 export * from './algorithms.ts'
+export * from './blob-cid.ts'
+export * from './blobpack-reader.ts'
+export * from './blobpack-writer.ts'
 export * from './byte-reader.ts'
 export * from './content-types.ts'
 export * from './errors.ts'
