@@ -9,8 +9,11 @@ export class ByteReader {
   /** Bytes handed out so far. */
   position = 0
 
-  constructor(source: AsyncIterable<Uint8Array>) {
-    this.iterator = source[Symbol.asyncIterator]()
+  constructor(source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>) {
+    this.iterator =
+      Symbol.asyncIterator in source
+        ? source[Symbol.asyncIterator]()
+        : toAsync(source)[Symbol.asyncIterator]()
   }
 
   /** True when the source is exhausted and nothing is buffered. */
@@ -75,4 +78,8 @@ function concat(parts: Uint8Array[], total: number): Uint8Array {
     offset += p.length
   }
   return out
+}
+
+async function* toAsync(chunks: Iterable<Uint8Array>): AsyncGenerator<Uint8Array> {
+  yield* chunks
 }

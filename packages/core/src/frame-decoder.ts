@@ -39,7 +39,7 @@ export interface DecodedFrame extends FrameHeader {
  * for the caller to decide (the proposal has no end marker; see spec/errata.md).
  */
 export async function* decodeFrames(
-  source: AsyncIterable<Uint8Array>,
+  source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
   options: DecodeFramesOptions,
 ): AsyncGenerator<DecodedFrame> {
   const reader = new ByteReader(source)
