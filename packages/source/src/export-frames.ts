@@ -1,0 +1,115 @@
+import {
+  BLOBPACK_HEADER_LENGTH,
+  type BlobpackSourceEntry,
+  blobpackEntryOverhead,
+  CONTENT_TYPE,
+  encodeAccountState,
+  encodeBlobpack,
+  type FrameEncoder,
+  MAX_FRAME_PLAINTEXT,
+  TransferError,
+} from '@pds-transfer/core'
+import { CID } from 'multiformats/cid'
+import type { AccountSource, RepoSnapshot, SourceBlobRef } from './account-source.ts'
+
+export interface ExportProgress {
+  frames: number
+  bytes: number
+  blobs: number
+}
+
+export interface ExportFramesOptions {
+  source: AccountSource
+  did: string
+  snapshot: RepoSnapshot
+  encoder: FrameEncoder
+  /** A blobpack frame is closed once it would exceed this many bytes (default 32 MiB). */
+  blobpackTarget?: number
+  /** Largest plaintext of one frame (default: the uint32 limit); blobs that cannot fit are left to getBlob. */
+  maxFramePlaintext?: number
+  /** Called after each frame is fully written. */
+  onProgress?: (progress: ExportProgress) => void
+  /** Blobs too large for any frame, left for the destination's getBlob reconciliation. */
+  onDeferredBlob?: (blob: SourceBlobRef) => void
+}
+
+const BLOB_PAGE = 500
+
+/**
+ * The body of an exportAccount response: repo CAR, blobpacks, preferences,
+ * private state, in that order, empty kinds omitted (section 2.1). Pulls from
+ * the account source only as fast as the consumer reads.
+ */
+export async function* exportFrames(options: ExportFramesOptions): AsyncGenerator<Uint8Array> {
+  const { source, did, snapshot, encoder } = options
+  const maxFrame = options.maxFramePlaintext ?? MAX_FRAME_PLAINTEXT
+  const target = Math.min(options.blobpackTarget ?? 32 * 1024 * 1024, maxFrame)
+  const progress: ExportProgress = { frames: 0, bytes: 0, blobs: 0 }
+
+  async function* frame(
+    type: string,
+    data: AsyncIterable<Uint8Array> | Uint8Array,
+    length: number,
+    blobs = 0,
+  ) {
+    for await (const chunk of encoder.encodeFrame(type, data, length)) {
+      progress.bytes += chunk.length
+      yield chunk
+    }
+    progress.frames++
+    progress.blobs += blobs
+    options.onProgress?.({ ...progress })
+  }
+
+  if (snapshot.carLength > maxFrame) {
+    throw new TransferError('ExportFailed', `repo CAR of ${snapshot.carLength} bytes exceeds one frame`)
+  }
+  yield* frame(CONTENT_TYPE.repoCar, snapshot.open(), snapshot.carLength)
+
+  let pack: BlobpackSourceEntry[] = []
+  let packLength = BLOBPACK_HEADER_LENGTH
+  const flush = () => frame(CONTENT_TYPE.blobpack, encodeBlobpack(pack), packLength, pack.length)
+  let cursor: string | undefined
+  do {
+    const page = await source.listBlobs(did, { limit: BLOB_PAGE, ...(cursor !== undefined && { cursor }) })
+    for (const ref of page.blobs) {
+      const entry = blobEntry(source, did, ref)
+      const entryLength = blobpackEntryOverhead(entry.cid.bytes.length) + ref.size
+      if (BLOBPACK_HEADER_LENGTH + entryLength > maxFrame) {
+        options.onDeferredBlob?.(ref)
+        continue
+      }
+      if (pack.length > 0 && packLength + entryLength > target) {
+        yield* flush()
+        pack = []
+        packLength = BLOBPACK_HEADER_LENGTH
+      }
+      pack.push(entry)
+      packLength += entryLength
+    }
+    cursor = page.cursor
+  } while (cursor !== undefined)
+  if (pack.length > 0) yield* flush()
+
+  const preferences = await source.getPreferences(did)
+  if (preferences.length > 0) {
+    const json = new TextEncoder().encode(JSON.stringify(preferences))
+    yield* frame(CONTENT_TYPE.preferences, json, json.length)
+  }
+
+  const state = encodeAccountState(await source.getAccountState(did))
+  if (state.length > 1) yield* frame(CONTENT_TYPE.accountState, state, state.length)
+}
+
+function blobEntry(source: AccountSource, did: string, ref: SourceBlobRef): BlobpackSourceEntry {
+  return {
+    cid: CID.parse(ref.cid),
+    size: ref.size,
+    async open() {
+      const stream = await source.openBlob(did, ref.cid)
+      // The pack's length is already on the wire: a blob that vanished cannot be skipped, only failed.
+      if (!stream) throw new TransferError('ExportFailed', `blob ${ref.cid} disappeared during export`)
+      return stream
+    },
+  }
+}

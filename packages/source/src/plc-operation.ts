@@ -1,0 +1,56 @@
+import type { Keypair } from '@atproto/crypto'
+import * as plc from '@did-plc/lib'
+import { TransferError } from '@pds-transfer/core'
+import type { SignedPlcOperation } from './account-source.ts'
+
+export interface PlcChange {
+  newPdsEndpoint: string
+  newSigningKey: string
+  newRotationKeys: string[]
+}
+
+/**
+ * Builds and signs the PLC operation that moves `did` to the destination
+ * (section 2.2): prev = the DID's last operation; the PDS endpoint and the
+ * `atproto` verification method replaced; rotation keys as asked minus our own; handle,
+ * other services and verification methods kept.
+ *
+ * Refuses a change that drops any rotation key other than our own: the user's
+ * own recovery keys must survive the move (see spec/decisions.md).
+ */
+export async function signTransferOperation(
+  client: plc.Client,
+  did: string,
+  rotationKey: Keypair,
+  change: PlcChange,
+): Promise<SignedPlcOperation> {
+  const lastOp = await client.getLastOp(did)
+  if (lastOp.type === 'plc_tombstone')
+    throw new TransferError('AccountDeactivated', `${did} is tombstoned in PLC`)
+  const current = plc.normalizeOp(lastOp)
+  const ourKey = rotationKey.did()
+  if (!current.rotationKeys.includes(ourKey)) {
+    throw new TransferError(
+      'ExportFailed',
+      `this PDS holds no rotation key of ${did}; it cannot sign the move`,
+    )
+  }
+  const dropped = current.rotationKeys.filter((k) => k !== ourKey && !change.newRotationKeys.includes(k))
+  if (dropped.length > 0) {
+    throw new TransferError(
+      'InvalidRequest',
+      `newRotationKeys drops the account's own rotation keys: ${dropped.join(', ')}`,
+    )
+  }
+  const op = await plc.createUpdateOp(lastOp, rotationKey, (normalized) => ({
+    ...normalized,
+    // The leaving PDS removes its own key: it no longer hosts the account.
+    rotationKeys: change.newRotationKeys.filter((k) => k !== ourKey),
+    verificationMethods: { ...normalized.verificationMethods, atproto: change.newSigningKey },
+    services: {
+      ...normalized.services,
+      atproto_pds: { type: 'AtprotoPersonalDataServer', endpoint: change.newPdsEndpoint },
+    },
+  }))
+  return op as unknown as SignedPlcOperation
+}

@@ -1,0 +1,412 @@
+import { Readable } from 'node:stream'
+import type { Keypair } from '@atproto/crypto'
+import * as plc from '@did-plc/lib'
+import {
+  buildWellKnown,
+  FrameEncoder,
+  NSID,
+  parseTransferPublicJwk,
+  setupSender,
+  type TransferAlgorithm,
+  TransferError,
+  validateCompleteTransferInput,
+  validateExportAccountInput,
+  validateGetTransferStatusParams,
+  WELL_KNOWN_CACHE_CONTROL,
+  WELL_KNOWN_PATH,
+  WireError,
+} from '@pds-transfer/core'
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import fp from 'fastify-plugin'
+import type { AccountSource } from './account-source.ts'
+import { DestinationKeys } from './destination-keys.ts'
+import { exportFrames } from './export-frames.ts'
+import { signTransferOperation } from './plc-operation.ts'
+import type { TransferAuthVerifier } from './transfer-auth.ts'
+import type { SourceTransfer, SourceTransferStore } from './transfer-store.ts'
+import { sendXrpcError } from './xrpc-reply.ts'
+
+export interface SourcePluginOptions {
+  source: AccountSource
+  store: SourceTransferStore
+  auth: TransferAuthVerifier
+  /** This PDS's service DID, published in its well-known document. */
+  serviceDid: string
+  /** PLC directory and the rotation key this PDS holds for its accounts (signs completeTransfer's operation). */
+  plc: { directoryUrl: string; rotationKey: Keypair }
+  /** Checks encryption keys against the destination's well-known document (decision 4). */
+  destinationKeys?: DestinationKeys
+  /** Suites offered, in preference order (default HPKE-3, HPKE-4). */
+  algorithms?: TransferAlgorithm[]
+  /** Serve `/.well-known/atproto-transfer` (default true; turn off when the destination plugin serves it). */
+  serveWellKnown?: boolean
+  /**
+   * Serve `com.atproto.sync.getBlob` from the `AccountSource` for reconciliation (default true;
+   * turn off where the PDS serves it itself).
+   */
+  serveGetBlob?: boolean
+  /** Max new exports per destination (OAuth client) per hour; the proposal recommends 10. */
+  exportsPerDestinationPerHour?: number
+  /** Transfers without progress this long are cancelled (default 24 h, as the proposal recommends). */
+  noProgressTimeoutMs?: number
+  /** How long a transferred account's data is kept after deactivation (default 30 days). */
+  retentionMs?: number
+  /** Target blobpack frame size in bytes (default 32 MiB). */
+  blobpackTarget?: number
+  now?: () => number
+}
+
+const HOUR = 3600_000
+
+/** An export that passed every check: its record is stored and its body is ready to stream. */
+interface StartedExport {
+  transfer: SourceTransfer
+  body: AsyncGenerator<Uint8Array>
+  /** base64url `enc` for `Atproto-Transfer-Enc`. */
+  enc: string
+  algorithm: TransferAlgorithm
+}
+
+/**
+ * The sending side of proposal 0014 as a fastify plugin: discovery,
+ * exportAccount (streamed, HPKE-encrypted), completeTransfer, getTransferStatus.
+ */
+export const sourcePlugin = fp(
+  async (app: FastifyInstance, opts: SourcePluginOptions) => {
+    const now = opts.now ?? Date.now
+    const algorithms = opts.algorithms ?? ['HPKE-3', 'HPKE-4']
+    const destinationKeys = opts.destinationKeys ?? new DestinationKeys({ now })
+    const plcClient = new plc.Client(opts.plc.directoryUrl)
+    const running = new Map<string, AbortController>()
+
+    if (opts.serveWellKnown ?? true) {
+      app.get(WELL_KNOWN_PATH, async (_req, reply) => {
+        reply.header('cache-control', WELL_KNOWN_CACHE_CONTROL)
+        return buildWellKnown({ did: opts.serviceDid, algorithms, keys: [], now: Math.floor(now() / 1000) })
+      })
+    }
+
+    if (opts.serveGetBlob ?? true) {
+      app.get('/xrpc/com.atproto.sync.getBlob', async (request, reply) => {
+        const { did, cid } = request.query as { did?: unknown; cid?: unknown }
+        if (typeof did !== 'string' || typeof cid !== 'string') {
+          return sendXrpcError(reply, new TransferError('InvalidRequest', 'did and cid are required'))
+        }
+        const account = await opts.source.getAccount(did)
+        if (!account)
+          return reply.code(404).send({ error: 'RepoNotFound', message: `${did} is not hosted here` })
+        if (account.status !== 'active') {
+          return reply.code(400).send({ error: 'RepoDeactivated', message: `${did} is ${account.status}` })
+        }
+        const body = await opts.source.openBlob(did, cid)
+        if (!body) return reply.code(404).send({ error: 'BlobNotFound', message: `no blob ${cid}` })
+        reply.header('content-type', 'application/octet-stream')
+        return reply.send(Readable.from(body))
+      })
+    }
+
+    app.post(`/xrpc/${NSID.exportAccount}`, async (request, reply) => {
+      let started: StartedExport
+      try {
+        started = await startExport(request)
+      } catch (err) {
+        return sendXrpcError(reply, err)
+      }
+      return streamExport(request, reply, started)
+    })
+
+    async function startExport(request: FastifyRequest): Promise<StartedExport> {
+      const input = validateExportAccountInput(request.body)
+      const caller = await opts.auth.verify(request, NSID.exportAccount)
+      if (caller.did !== input.did) {
+        throw new TransferError('TransferNotAuthorized', 'the token was issued for another account')
+      }
+      if (!(algorithms as string[]).includes(input.algorithm)) {
+        throw new TransferError(
+          'InvalidRequest',
+          `algorithm ${input.algorithm} is not supported (${algorithms.join(', ')})`,
+        )
+      }
+      const key = asInvalidRequest(() =>
+        parseTransferPublicJwk(input.encryptionKey, { now: Math.floor(now() / 1000) }),
+      )
+      if (key.alg !== input.algorithm) {
+        throw new TransferError('InvalidRequest', `encryptionKey is for ${key.alg}, not ${input.algorithm}`)
+      }
+      const account = await opts.source.getAccount(input.did)
+      if (!account) throw new TransferError('AccountNotFound', `${input.did} is not hosted here`)
+      if (account.status !== 'active') {
+        throw new TransferError('AccountDeactivated', `${input.did} is ${account.status}`)
+      }
+      const previous = await opts.store.get(input.transferId)
+      if (previous && (previous.did !== input.did || previous.clientId !== caller.clientId)) {
+        throw new TransferError('InvalidRequest', 'transferId is already used by another transfer')
+      }
+      const active = await opts.store.findActive(input.did)
+      if (active && active.clientId !== caller.clientId) {
+        throw new TransferError(
+          'TransferAlreadyActive',
+          `transfer ${active.transferId} is in progress for ${input.did}`,
+        )
+      }
+      if (active && running.has(active.transferId) && active.transferId === input.transferId) {
+        throw new TransferError('TransferAlreadyActive', `transfer ${active.transferId} is already streaming`)
+      }
+      if (!previous) {
+        const recent = await opts.store.countCreatedSince(caller.clientId, now() - HOUR)
+        if (recent >= (opts.exportsPerDestinationPerHour ?? 10)) {
+          throw new TransferError(
+            'RateLimitExceeded',
+            `${recent} exports for this destination in the last hour`,
+          )
+        }
+      }
+      await destinationKeys.assertPublished(caller.clientId, key)
+      // The same destination starting over (after a failure on its side) replaces its earlier attempt.
+      if (active && active.transferId !== input.transferId) {
+        running.get(active.transferId)?.abort(new Error(`superseded by ${input.transferId}`))
+        await opts.store.update(active.transferId, {
+          status: 'failed',
+          error: `superseded by ${input.transferId}`,
+          updatedAt: now(),
+        })
+      }
+
+      const snapshot = await opts.source.snapshotRepo(input.did)
+      try {
+        const { enc, keys } = await setupSender({
+          algorithm: key.alg,
+          recipientPublicKey: Uint8Array.from(Buffer.from(key.x, 'base64url')),
+          did: input.did,
+          transferId: input.transferId,
+        })
+        const fields = {
+          clientId: caller.clientId,
+          algorithm: key.alg,
+          status: 'exporting' as const,
+          exportedRev: snapshot.rev,
+          framesSent: 0,
+          bytesSent: 0,
+          blobsSent: 0,
+          updatedAt: now(),
+        }
+        if (previous) await opts.store.update(input.transferId, { ...fields, error: undefined })
+        else
+          await opts.store.create({
+            transferId: input.transferId,
+            did: input.did,
+            createdAt: now(),
+            ...fields,
+          })
+        const transfer = (await opts.store.get(input.transferId))!
+        const body = exportFrames({
+          source: opts.source,
+          did: input.did,
+          snapshot,
+          encoder: new FrameEncoder(keys),
+          ...(opts.blobpackTarget !== undefined && { blobpackTarget: opts.blobpackTarget }),
+          onProgress: (p) => {
+            void opts.store.update(input.transferId, {
+              framesSent: p.frames,
+              bytesSent: p.bytes,
+              blobsSent: p.blobs,
+              updatedAt: now(),
+            })
+          },
+        })
+        return {
+          transfer,
+          body: releasing(body, () => snapshot.release()),
+          enc: Buffer.from(enc).toString('base64url'),
+          algorithm: key.alg,
+        }
+      } catch (err) {
+        await snapshot.release()
+        throw err
+      }
+    }
+
+    function streamExport(request: FastifyRequest, reply: FastifyReply, started: StartedExport) {
+      const { transfer, body } = started
+      const abort = new AbortController()
+      running.set(transfer.transferId, abort)
+      const id = transfer.transferId
+      let finished = false
+      async function* tracked() {
+        try {
+          for await (const chunk of body) {
+            if (abort.signal.aborted) throw abort.signal.reason
+            yield chunk
+          }
+          finished = true
+          await opts.store.update(id, { status: 'importing', updatedAt: now() })
+          // Decision 8: the token is sent once the data has left, not at the start of a long export.
+          await opts.source.requestPlcToken(transfer.did).catch((err: unknown) => {
+            request.log.warn({ err }, 'could not send the PLC token')
+          })
+        } catch (err) {
+          request.log.warn({ err, transferId: id }, 'export failed after the response started')
+          await opts.store.update(id, { status: 'failed', error: describe(err), updatedAt: now() })
+          throw err
+        } finally {
+          running.delete(id)
+          if (!finished && !abort.signal.aborted) {
+            await opts.store.update(id, {
+              status: 'failed',
+              error: 'destination disconnected',
+              updatedAt: now(),
+            })
+          }
+        }
+      }
+      const stream = Readable.from(tracked(), { objectMode: false, highWaterMark: 1 << 20 })
+      // An error after the 200 must reset the connection: a clean end would look like a complete stream.
+      stream.on('error', () => reply.raw.destroy())
+      // A reader that stopped reading leaves the generator parked on backpressure, where a flag
+      // is never seen: an abort (supersede, stall, shutdown) destroys the stream itself.
+      abort.signal.addEventListener('abort', () => stream.destroy(abort.signal.reason), { once: true })
+      return reply
+        .code(200)
+        .header('content-type', 'application/octet-stream')
+        .header('cache-control', 'no-store')
+        .header('atproto-transfer-enc', started.enc)
+        .header('atproto-transfer-algorithm', started.algorithm)
+        .send(stream)
+    }
+
+    app.post(`/xrpc/${NSID.completeTransfer}`, async (request, reply) => {
+      try {
+        const input = validateCompleteTransferInput(request.body)
+        const caller = await opts.auth.verify(request, NSID.completeTransfer)
+        if (caller.did !== input.did) {
+          throw new TransferError('TransferNotAuthorized', 'the token was issued for another account')
+        }
+        const transfer = await opts.store.get(input.transferId)
+        if (!transfer || transfer.did !== input.did || transfer.clientId !== caller.clientId) {
+          throw new TransferError(
+            'TransferNotFound',
+            `no transfer ${input.transferId} of ${input.did} by this client`,
+          )
+        }
+        const account = await opts.source.getAccount(input.did)
+        if (!account) throw new TransferError('AccountNotFound', `${input.did} is not hosted here`)
+        if (account.status !== 'active' || transfer.status === 'completed') {
+          throw new TransferError('AccountDeactivated', `${input.did} is already ${account.status}`)
+        }
+        if (transfer.status !== 'importing') {
+          throw new TransferError(
+            'TransferNotFound',
+            `transfer ${input.transferId} has no finished export (${transfer.status})`,
+          )
+        }
+        const head = await opts.source.currentRev(input.did)
+        if (head !== transfer.exportedRev) {
+          throw new TransferError(
+            'RepoChangedDuringTransfer',
+            `the repo moved from rev ${transfer.exportedRev} to ${head} after the export; export again before completing`,
+          )
+        }
+        if (!(await opts.source.consumePlcToken(input.did, input.plcSignatureToken))) {
+          throw new TransferError('InvalidPlcToken', 'the PLC signature token is wrong or expired')
+        }
+        await opts.store.update(input.transferId, { status: 'completing', updatedAt: now() })
+        const signedPlcOperation = await signTransferOperation(plcClient, input.did, opts.plc.rotationKey, {
+          newPdsEndpoint: input.newPdsEndpoint,
+          newSigningKey: input.newSigningKey,
+          newRotationKeys: input.newRotationKeys,
+        }).catch(async (err: unknown) => {
+          await opts.store.update(input.transferId, { status: 'importing', updatedAt: now() })
+          throw err
+        })
+        await opts.source.deactivate(input.did, {
+          retainUntil: new Date(now() + (opts.retentionMs ?? 30 * 24 * HOUR)),
+        })
+        await opts.store.update(input.transferId, { status: 'completed', updatedAt: now() })
+        return { signedPlcOperation }
+      } catch (err) {
+        return sendXrpcError(reply, err)
+      }
+    })
+
+    app.get(`/xrpc/${NSID.getTransferStatus}`, async (request, reply) => {
+      try {
+        const params = validateGetTransferStatusParams(request.query)
+        const caller = await opts.auth.verify(request, NSID.getTransferStatus)
+        const transfer = await opts.store.get(params.transferId)
+        if (!transfer || transfer.did !== caller.did) {
+          throw new TransferError('TransferNotFound', `no transfer ${params.transferId} for this account`)
+        }
+        return {
+          transferId: transfer.transferId,
+          did: transfer.did,
+          status: transfer.status,
+          progress: {
+            framesReceived: transfer.framesSent,
+            bytesReceived: transfer.bytesSent,
+            blobsReceived: transfer.blobsSent,
+          },
+          ...(transfer.error !== undefined && { error: 'ExportFailed', message: transfer.error }),
+        }
+      } catch (err) {
+        return sendXrpcError(reply, err)
+      }
+    })
+
+    const sweep = setInterval(
+      () => {
+        void cancelStale().catch((err: unknown) => app.log.error({ err }, 'stale transfer sweep failed'))
+      },
+      Math.min(opts.noProgressTimeoutMs ?? 24 * HOUR, 60_000),
+    )
+    sweep.unref()
+    // preClose: onClose would wait for the exports' connections to end first.
+    app.addHook('preClose', async () => {
+      clearInterval(sweep)
+      for (const abort of running.values()) abort.abort(new Error('server closing'))
+    })
+
+    /** Cancels transfers without progress for the configured time (section "Denial of Service"). */
+    async function cancelStale() {
+      for (const t of await opts.store.listStale(now() - (opts.noProgressTimeoutMs ?? 24 * HOUR))) {
+        running.get(t.transferId)?.abort(new Error('no progress'))
+        await opts.store.update(t.transferId, {
+          status: 'failed',
+          error: 'cancelled: no progress',
+          updatedAt: now(),
+        })
+      }
+    }
+    app.decorate('cancelStaleTransfers', cancelStale)
+
+    app.setErrorHandler((err, _request, reply) => {
+      // Body parsing errors (malformed JSON, wrong content type) are the client's: InvalidRequest.
+      const status = (err as { statusCode?: number }).statusCode ?? 500
+      if (status >= 400 && status < 500) {
+        return sendXrpcError(reply, new TransferError('InvalidRequest', (err as Error).message))
+      }
+      return sendXrpcError(reply, err)
+    })
+  },
+  { name: '@pds-transfer/source', fastify: '5.x' },
+)
+
+function asInvalidRequest<T>(fn: () => T): T {
+  try {
+    return fn()
+  } catch (err) {
+    if (err instanceof WireError) throw new TransferError('InvalidRequest', err.message, { cause: err })
+    throw err
+  }
+}
+
+async function* releasing<T>(inner: AsyncGenerator<T>, release: () => Promise<void>): AsyncGenerator<T> {
+  try {
+    yield* inner
+  } finally {
+    await release()
+  }
+}
+
+function describe(err: unknown): string {
+  return err instanceof Error ? err.message : String(err)
+}

@@ -1,0 +1,124 @@
+import Database from 'better-sqlite3'
+import type { SourceTransfer, SourceTransferStore, TransferStatus } from './transfer-store.ts'
+
+interface Row {
+  transfer_id: string
+  did: string
+  client_id: string
+  algorithm: string
+  status: TransferStatus
+  exported_rev: string | null
+  frames_sent: number
+  bytes_sent: number
+  blobs_sent: number
+  error: string | null
+  created_at: number
+  updated_at: number
+}
+
+const COLUMNS: Record<string, keyof Row> = {
+  clientId: 'client_id',
+  algorithm: 'algorithm',
+  status: 'status',
+  exportedRev: 'exported_rev',
+  framesSent: 'frames_sent',
+  bytesSent: 'bytes_sent',
+  blobsSent: 'blobs_sent',
+  error: 'error',
+  updatedAt: 'updated_at',
+}
+
+const ACTIVE = "status NOT IN ('completed', 'failed')"
+
+/** SQLite `SourceTransferStore`; pass a file path to persist, or ':memory:'. */
+export class SqliteTransferStore implements SourceTransferStore {
+  private readonly db: Database.Database
+
+  constructor(path: string) {
+    this.db = new Database(path)
+    this.db.pragma('journal_mode = WAL')
+    this.db.exec(`CREATE TABLE IF NOT EXISTS source_transfer (
+      transfer_id TEXT PRIMARY KEY,
+      did TEXT NOT NULL,
+      client_id TEXT NOT NULL,
+      algorithm TEXT NOT NULL,
+      status TEXT NOT NULL,
+      exported_rev TEXT,
+      frames_sent INTEGER NOT NULL DEFAULT 0,
+      bytes_sent INTEGER NOT NULL DEFAULT 0,
+      blobs_sent INTEGER NOT NULL DEFAULT 0,
+      error TEXT,
+      created_at INTEGER NOT NULL,
+      updated_at INTEGER NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS source_transfer_did ON source_transfer (did);
+    CREATE INDEX IF NOT EXISTS source_transfer_client ON source_transfer (client_id, created_at);`)
+  }
+
+  async create(t: SourceTransfer): Promise<void> {
+    this.db
+      .prepare(
+        `INSERT INTO source_transfer VALUES (@transferId, @did, @clientId, @algorithm, @status, @exportedRev,
+         @framesSent, @bytesSent, @blobsSent, @error, @createdAt, @updatedAt)`,
+      )
+      .run({ exportedRev: null, error: null, ...t })
+  }
+
+  async get(transferId: string): Promise<SourceTransfer | undefined> {
+    const row = this.db.prepare('SELECT * FROM source_transfer WHERE transfer_id = ?').get(transferId) as
+      | Row
+      | undefined
+    return row && fromRow(row)
+  }
+
+  async findActive(did: string): Promise<SourceTransfer | undefined> {
+    const row = this.db
+      .prepare(`SELECT * FROM source_transfer WHERE did = ? AND ${ACTIVE} ORDER BY created_at DESC LIMIT 1`)
+      .get(did) as Row | undefined
+    return row && fromRow(row)
+  }
+
+  async update(transferId: string, changes: Partial<SourceTransfer>): Promise<void> {
+    const entries = Object.entries(changes).filter(([k]) => k in COLUMNS)
+    if (entries.length === 0) return
+    const set = entries.map(([k]) => `${COLUMNS[k]} = @${k}`).join(', ')
+    this.db
+      .prepare(`UPDATE source_transfer SET ${set} WHERE transfer_id = @transferId`)
+      .run({ ...Object.fromEntries(entries.map(([k, v]) => [k, v ?? null])), transferId })
+  }
+
+  async countCreatedSince(clientId: string, since: number): Promise<number> {
+    const row = this.db
+      .prepare('SELECT count(*) AS n FROM source_transfer WHERE client_id = ? AND created_at >= ?')
+      .get(clientId, since) as { n: number }
+    return row.n
+  }
+
+  async listStale(before: number): Promise<SourceTransfer[]> {
+    const rows = this.db
+      .prepare(`SELECT * FROM source_transfer WHERE updated_at < ? AND ${ACTIVE}`)
+      .all(before) as Row[]
+    return rows.map(fromRow)
+  }
+
+  close(): void {
+    this.db.close()
+  }
+}
+
+function fromRow(r: Row): SourceTransfer {
+  return {
+    transferId: r.transfer_id,
+    did: r.did,
+    clientId: r.client_id,
+    algorithm: r.algorithm,
+    status: r.status,
+    ...(r.exported_rev !== null && { exportedRev: r.exported_rev }),
+    framesSent: r.frames_sent,
+    bytesSent: r.bytes_sent,
+    blobsSent: r.blobs_sent,
+    ...(r.error !== null && { error: r.error }),
+    createdAt: r.created_at,
+    updatedAt: r.updated_at,
+  }
+}
