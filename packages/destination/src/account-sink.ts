@@ -1,0 +1,50 @@
+import type { AccountState } from '@pds-transfer/core'
+
+/** A repo block whose bytes have been checked against its CID. */
+export interface VerifiedBlock {
+  cid: Uint8Array
+  bytes: Uint8Array
+}
+
+/** Blocks staged for one import; nothing here is visible as the account's repo until `commitRepo`. */
+export interface RepoStaging {
+  put(blocks: VerifiedBlock[]): Promise<void>
+  get(cid: Uint8Array): Promise<Uint8Array | undefined>
+  /** Drops everything staged (a failed or abandoned import). */
+  discard(): Promise<void>
+}
+
+/** A blob being written; only `commit` makes it part of the account. */
+export interface BlobUpload {
+  write(chunk: Uint8Array): Promise<void>
+  /** Called once the blob's CID and its frame's tag have verified. */
+  commit(): Promise<void>
+  abort(): Promise<void>
+}
+
+/**
+ * What the receiving PDS gives the destination engine: the seam where a PDS
+ * plugs in its own storage. See `@pds-transfer/atproto-pds` for the reference
+ * PDS and `@pds-transfer/conformance`'s SQLite store for a small one.
+ */
+export interface AccountSink {
+  /**
+   * Creates the account, deactivated, with a new repo signing key; for a DID already being
+   * imported here (an earlier, failed attempt) returns the existing account's key.
+   */
+  createDeactivatedAccount(did: string, options: { handle?: string }): Promise<{ signingKey: string }>
+  /** True if the DID is hosted here as an active account (then an import must not touch it). */
+  isActive(did: string): Promise<boolean>
+  /** Staging area for the blocks of one repo import. */
+  stageRepo(did: string): Promise<RepoStaging>
+  /** Makes the staged, fully verified repo the account's repo at `commitCid` / `rev`. */
+  commitRepo(did: string, staging: RepoStaging, head: { commitCid: string; rev: string }): Promise<void>
+  /** Starts storing a blob; size and CID are declared, and checked by the engine. */
+  startBlob(did: string, cid: string, size: number): Promise<BlobUpload>
+  hasBlob(did: string, cid: string): Promise<boolean>
+  putPreferences(did: string, preferences: unknown[]): Promise<void>
+  /** Applies the recognised fields of the private state (the destination MUST import all common ones). */
+  putAccountState(did: string, state: AccountState): Promise<void>
+  /** Activates the account once the PLC operation is accepted. */
+  activate(did: string): Promise<void>
+}

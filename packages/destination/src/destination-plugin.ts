@@ -1,0 +1,71 @@
+import { buildWellKnown, isUuidV7, NSID, WELL_KNOWN_CACHE_CONTROL, WELL_KNOWN_PATH } from '@pds-transfer/core'
+import type { FastifyInstance } from 'fastify'
+import fp from 'fastify-plugin'
+import type { InboundTransfer } from './inbound-transfer.ts'
+import type { KeyRing } from './key-ring.ts'
+import type { TransferEngine } from './transfer-engine.ts'
+
+export interface DestinationPluginOptions {
+  engine: TransferEngine
+  keys: KeyRing
+  /** This PDS's service DID, published in its well-known document. */
+  serviceDid: string
+  /** Wire extensions to advertise (spec/extensions.md). */
+  extensions?: string[]
+  /** Rotate keys this often (default hourly); rotation also runs at start. */
+  rotateEveryMs?: number
+}
+
+/**
+ * The receiving side's public routes: `/.well-known/atproto-transfer` with our HPKE keys, and
+ * `getTransferStatus` for inbound transfers. The transferId (a UUIDv7 with 74 random bits)
+ * acts as the capability for status reads; the migration UI holds it.
+ */
+export const destinationPlugin = fp(
+  async (app: FastifyInstance, opts: DestinationPluginOptions) => {
+    await opts.keys.rotate()
+    const timer = setInterval(() => {
+      void opts.keys.rotate().catch((err: unknown) => app.log.error({ err }, 'HPKE key rotation failed'))
+    }, opts.rotateEveryMs ?? 3600_000)
+    timer.unref()
+    app.addHook('onClose', async () => clearInterval(timer))
+
+    app.get(WELL_KNOWN_PATH, async (_req, reply) => {
+      reply.header('cache-control', WELL_KNOWN_CACHE_CONTROL)
+      const now = Math.floor(Date.now() / 1000)
+      return buildWellKnown({
+        did: opts.serviceDid,
+        algorithms: opts.keys.algorithms,
+        keys: await opts.keys.published(now),
+        ...(opts.extensions && { extensions: opts.extensions }),
+        now,
+      })
+    })
+
+    app.get(`/xrpc/${NSID.getTransferStatus}`, async (request, reply) => {
+      const { transferId } = request.query as { transferId?: unknown }
+      if (typeof transferId !== 'string' || !isUuidV7(transferId)) {
+        return reply.code(400).send({ error: 'InvalidRequest', message: 'transferId must be a UUIDv7' })
+      }
+      const transfer = await opts.engine.get(transferId)
+      if (!transfer)
+        return reply.code(404).send({ error: 'TransferNotFound', message: `no transfer ${transferId}` })
+      return statusView(transfer)
+    })
+  },
+  { name: '@pds-transfer/destination', fastify: '5.x' },
+)
+
+/** The getTransferStatus output for an inbound transfer. */
+export function statusView(t: InboundTransfer) {
+  return {
+    transferId: t.transferId,
+    did: t.did,
+    status: t.status,
+    stage: t.stage,
+    progress: t.progress,
+    ...(t.missingBlobs.length > 0 && { missingBlobs: t.missingBlobs }),
+    ...(t.failure && { error: t.failure.reason, message: t.failure.message }),
+    ...(t.rollback && { rollback: t.rollback }),
+  }
+}

@@ -1,0 +1,162 @@
+import {
+  CONTENT_TYPE,
+  CONTENT_TYPE_ORDER,
+  type DecodedFrame,
+  decodeAccountState,
+  parsePreferences,
+  readBlobpack,
+  stageFrame,
+  WireError,
+} from '@pds-transfer/core'
+import type { AccountSink, BlobUpload, RepoStaging } from './account-sink.ts'
+import { InvalidRepoError, verifiedCarBatches } from './car-blocks.ts'
+import { consumeFrame } from './frame-unit.ts'
+import { ImportFailure } from './import-failure.ts'
+import { type VerifiedRepo, verifyStagedRepo } from './repo-verifier.ts'
+
+/** Largest preferences or private-state frame we accept (they are small JSON / CBOR documents). */
+const MAX_DOCUMENT_FRAME = 16 * 1024 * 1024
+
+export interface FrameImporterOptions {
+  sink: AccountSink
+  did: string
+  /** The DID document's repo signing key (`did:key`). */
+  signingKey: string
+  maxBlobSize: number
+  /** Called after each committed unit. */
+  onProgress(delta: { frames?: number; bytes?: number; blobs?: number; records?: number }): Promise<void>
+}
+
+/**
+ * Imports the frames of one export stream, each as a unit: nothing of a frame reaches the
+ * account unless its AEAD tag and its content verified. The repo CAR is staged block by
+ * block (each block hash-checked), verified, then committed; blobs are committed once their
+ * CID and their frame's tag have verified; preferences and private state are validated whole.
+ */
+export class FrameImporter {
+  private position = -1
+  private repo: VerifiedRepo | undefined
+
+  constructor(private readonly options: FrameImporterOptions) {}
+
+  /** The verified repo, once its frame has been imported. */
+  get verifiedRepo(): VerifiedRepo | undefined {
+    return this.repo
+  }
+
+  async import(frame: DecodedFrame): Promise<void> {
+    this.checkOrder(frame.contentType)
+    switch (frame.contentType) {
+      case CONTENT_TYPE.repoCar:
+        await this.importRepo(frame)
+        break
+      case CONTENT_TYPE.blobpack:
+        await this.importBlobpack(frame)
+        break
+      case CONTENT_TYPE.preferences:
+        await this.importDocument(frame, 'PreferencesInvalid', async (bytes) => {
+          await this.options.sink.putPreferences(this.options.did, parsePreferences(bytes))
+        })
+        break
+      case CONTENT_TYPE.accountState:
+        await this.importDocument(frame, 'AccountStateInvalid', async (bytes) => {
+          await this.options.sink.putAccountState(this.options.did, decodeAccountState(bytes).state)
+        })
+        break
+    }
+  }
+
+  private checkOrder(contentType: string): void {
+    const index = CONTENT_TYPE_ORDER.indexOf(contentType)
+    if (index < 0)
+      throw new ImportFailure('StreamInvalid', `unknown content type ${JSON.stringify(contentType)}`)
+    const repeatable = contentType === CONTENT_TYPE.blobpack
+    if (index < this.position || (index === this.position && !repeatable)) {
+      throw new ImportFailure('StreamInvalid', `${contentType} frame out of order`)
+    }
+    if (index > 0 && !this.repo)
+      throw new ImportFailure('StreamInvalid', 'the stream must start with the repo CAR')
+    this.position = index
+  }
+
+  private async importRepo(frame: DecodedFrame): Promise<void> {
+    const { sink, did } = this.options
+    const staging: RepoStaging = await sink.stageRepo(did)
+    try {
+      let root: Parameters<typeof verifyStagedRepo>[0]['root'] | undefined
+      await consumeFrame(frame, async (plaintext) => {
+        for await (const batch of verifiedCarBatches(plaintext, { onRoot: (r) => (root = r) }))
+          await staging.put(batch)
+      })
+      if (!root) throw new InvalidRepoError('repo CAR has no root')
+      // consumeFrame returned, so the whole frame was read and its tag verified.
+      const repo = await verifyStagedRepo({ staging, root, did, signingKey: this.options.signingKey })
+      await sink.commitRepo(did, staging, { commitCid: repo.commitCid, rev: repo.rev })
+      this.repo = repo
+      await this.options.onProgress({ frames: 1, bytes: frame.plaintextLength, records: repo.records })
+    } catch (err) {
+      await staging.discard()
+      if (err instanceof InvalidRepoError) throw new ImportFailure('RepoInvalid', err.message, { cause: err })
+      throw err
+    }
+  }
+
+  private async importBlobpack(frame: DecodedFrame): Promise<void> {
+    const { sink, did, maxBlobSize } = this.options
+    const pending: BlobUpload[] = []
+    try {
+      const summary = await consumeFrame(frame, (plaintext) =>
+        readBlobpack(plaintext, {
+          maxBlobSize,
+          onBlob: async (entry) => {
+            const cid = entry.cid.toString()
+            if (entry.duplicate || (await sink.hasBlob(did, cid))) return discardSink
+            const upload = await sink.startBlob(did, cid, entry.size)
+            return {
+              write: (chunk) => upload.write(chunk),
+              end: () => {
+                pending.push(upload)
+              },
+              abort: () => upload.abort(),
+            }
+          },
+        }),
+      )
+      // readBlobpack consumed the whole frame, so its tag verified: the blobs are authentic.
+      for (const upload of pending.splice(0)) await upload.commit()
+      await this.options.onProgress({ frames: 1, bytes: frame.plaintextLength, blobs: summary.uniqueBlobs })
+    } catch (err) {
+      await Promise.allSettled(pending.map((u) => u.abort()))
+      if (err instanceof WireError && err.reason.startsWith('Blobpack')) {
+        throw new ImportFailure('BlobInvalid', err.message, { cause: err })
+      }
+      throw err
+    }
+  }
+
+  private async importDocument(
+    frame: DecodedFrame,
+    reason: 'PreferencesInvalid' | 'AccountStateInvalid',
+    apply: (bytes: Uint8Array) => Promise<void>,
+  ): Promise<void> {
+    if (frame.plaintextLength > MAX_DOCUMENT_FRAME) {
+      throw new ImportFailure(
+        reason,
+        `${frame.contentType} frame of ${frame.plaintextLength} bytes is too large`,
+      )
+    }
+    const staged = await stageFrame(frame, { memoryLimit: MAX_DOCUMENT_FRAME })
+    const chunks: Uint8Array[] = []
+    for await (const chunk of staged.open()) chunks.push(chunk)
+    await staged.dispose()
+    try {
+      await apply(Buffer.concat(chunks))
+    } catch (err) {
+      if (err instanceof WireError) throw new ImportFailure(reason, err.message, { cause: err })
+      throw err
+    }
+    await this.options.onProgress({ frames: 1, bytes: frame.plaintextLength })
+  }
+}
+
+const discardSink = { write() {}, end() {}, abort() {} }

@@ -1,0 +1,98 @@
+/** Status values of section 2.3. */
+export type TransferStatus = 'pending' | 'exporting' | 'importing' | 'completing' | 'completed' | 'failed'
+
+/**
+ * Finer-grained step within a status: what the engine is doing or waiting for.
+ * `awaitingPlcToken` is where the user's action is needed.
+ */
+export type TransferStage =
+  | 'created'
+  | 'streaming'
+  | 'reconciling'
+  | 'awaitingPlcToken'
+  | 'submittingPlc'
+  | 'activated'
+  | 'failed'
+
+/** Named reasons a transfer fails; shown in the status and to the user. */
+export type FailureReason =
+  | 'SourceRefused'
+  | 'SourceUnreachable'
+  | 'NoCommonAlgorithm'
+  | 'StreamInvalid'
+  | 'StreamCut'
+  | 'RepoInvalid'
+  | 'BlobInvalid'
+  | 'PreferencesInvalid'
+  | 'AccountStateInvalid'
+  | 'AccountAlreadyActive'
+  | 'PlcOperationInvalid'
+  | 'PlcSubmitFailed'
+  | 'NoProgress'
+  | 'LimitExceeded'
+  | 'Interrupted'
+
+export interface TransferProgress {
+  framesReceived: number
+  bytesReceived: number
+  blobsReceived: number
+  /** Blobs fetched one by one by reconciliation. */
+  blobsReconciled: number
+  /** Blobs referenced by records that could not be had (listed in `missingBlobs`). */
+  blobsMissing: number
+  records: number
+}
+
+/** The destination's durable record of one inbound transfer. */
+export interface InboundTransfer {
+  transferId: string
+  did: string
+  /** Source PDS base URL. */
+  sourceUrl: string
+  /** Source PDS service DID (its well-known document). */
+  sourceDid?: string
+  algorithm?: string
+  kid?: string
+  status: TransferStatus
+  stage: TransferStage
+  progress: TransferProgress
+  /** Head imported (decision 6: completion needs the source to still be at this rev). */
+  repo?: { rev: string; commitCid: string }
+  /** The account's new signing key here (`did:key`). */
+  signingKey?: string
+  missingBlobs: string[]
+  failure?: { reason: FailureReason; message: string }
+  /** The PLC operation submitted, once completion succeeded. */
+  plcOperation?: Record<string, unknown>
+  /** Rollback watch (section "Adversarial migration"): until when, and what it found. */
+  watchUntil?: number
+  rollback?: { detectedAt: number; operationCid: string; message: string }
+  createdAt: number
+  updatedAt: number
+}
+
+/** Durable transfer records; a restarted process knows every transfer. Default backend: SQLite. */
+export interface InboundTransferStore {
+  create(transfer: InboundTransfer): Promise<void>
+  get(transferId: string): Promise<InboundTransfer | undefined>
+  /** Applies `changes` and bumps `updatedAt`; returns the updated record. */
+  update(
+    transferId: string,
+    changes: Partial<Omit<InboundTransfer, 'transferId' | 'did' | 'createdAt'>>,
+  ): Promise<InboundTransfer>
+  /** Transfers whose status is neither completed nor failed. */
+  listActive(): Promise<InboundTransfer[]>
+  /** Completed transfers still inside their rollback watch at `now`. */
+  listWatched(now: number): Promise<InboundTransfer[]>
+}
+
+export function emptyProgress(): TransferProgress {
+  return {
+    framesReceived: 0,
+    bytesReceived: 0,
+    blobsReceived: 0,
+    blobsReconciled: 0,
+    blobsMissing: 0,
+    records: 0,
+  }
+}

@@ -1,0 +1,70 @@
+import * as plc from '@did-plc/lib'
+import { CID } from 'multiformats/cid'
+
+/** What the destination expects the source's signed PLC operation to do. */
+export interface ExpectedMove {
+  did: string
+  pdsEndpoint: string
+  signingKey: string
+  /** Our PLC rotation key, which must be in the new list. */
+  rotationKey: string
+}
+
+/** The returned PLC operation does not do what was asked, or is not validly signed. */
+export class PlcOperationError extends Error {
+  override readonly name = 'PlcOperationError'
+}
+
+/**
+ * Checks the operation returned by completeTransfer before it is submitted: it must be the
+ * valid next operation of the DID's log (prev and a signature by a current rotation key, as
+ * `@did-plc/lib` checks them), point the PDS and signing key at us, include our rotation key,
+ * and keep every current rotation key except the one that signed it (the leaving PDS's) in
+ * the same order, so the user's own recovery keys keep their priority.
+ */
+export async function checkPlcMove(
+  client: plc.Client,
+  op: unknown,
+  expected: ExpectedMove,
+): Promise<plc.Operation> {
+  const parsed = plc.def.operation.safeParse(op)
+  if (!parsed.success) throw new PlcOperationError(`not a PLC operation: ${parsed.error.message}`)
+  const next = parsed.data
+  const log = await client.getAuditableLog(expected.did)
+  const indexed: plc.IndexedOperation[] = log.map((e) => ({
+    did: e.did,
+    operation: e.operation,
+    cid: CID.parse(e.cid),
+    nullified: e.nullified,
+    createdAt: new Date(e.createdAt),
+  }))
+  const last = indexed.filter((e) => !e.nullified).at(-1)
+  if (!last || last.operation.type === 'plc_tombstone')
+    throw new PlcOperationError(`${expected.did} has no live PLC state`)
+  if (next.prev !== last.cid.toString()) {
+    throw new PlcOperationError(`prev ${next.prev} is not the DID's last operation ${last.cid}`)
+  }
+  try {
+    await plc.assureValidNextOp(expected.did, indexed, next)
+  } catch (err) {
+    throw new PlcOperationError(`PLC would reject it: ${(err as Error).message}`, { cause: err })
+  }
+  const current = plc.normalizeOp(last.operation)
+  const signer = await plc.assureValidSig(current.rotationKeys, next)
+  const pds = next.services.atproto_pds
+  if (pds?.endpoint !== expected.pdsEndpoint || pds.type !== 'AtprotoPersonalDataServer') {
+    throw new PlcOperationError(`it points the PDS at ${pds?.endpoint}, not ${expected.pdsEndpoint}`)
+  }
+  if (next.verificationMethods.atproto !== expected.signingKey) {
+    throw new PlcOperationError(`it sets signing key ${next.verificationMethods.atproto}, not ours`)
+  }
+  if (!next.rotationKeys.includes(expected.rotationKey)) {
+    throw new PlcOperationError('it does not include our rotation key')
+  }
+  const kept = current.rotationKeys.filter((k) => k !== signer)
+  const order = next.rotationKeys.filter((k) => kept.includes(k))
+  if (order.length !== kept.length || order.some((k, i) => k !== kept[i])) {
+    throw new PlcOperationError(`it drops or reorders the account's own rotation keys (${kept.join(', ')})`)
+  }
+  return next
+}

@@ -1,0 +1,511 @@
+import { createHash } from 'node:crypto'
+import type * as plc from '@did-plc/lib'
+import {
+  decodeFrames,
+  isBlobCid,
+  jwkPrivateKeyBytes,
+  LIMITS,
+  NSID,
+  parseWellKnown,
+  publicJwk,
+  selectAlgorithm,
+  setupRecipient,
+  WELL_KNOWN_PATH,
+  WireError,
+} from '@pds-transfer/core'
+import { CID } from 'multiformats/cid'
+import type { AccountSink } from './account-sink.ts'
+import type { DidResolver } from './did-resolver.ts'
+import { FrameImporter } from './frame-importer.ts'
+import { ImportFailure } from './import-failure.ts'
+import {
+  emptyProgress,
+  type FailureReason,
+  type InboundTransfer,
+  type InboundTransferStore,
+  type TransferProgress,
+} from './inbound-transfer.ts'
+import type { KeyRing } from './key-ring.ts'
+import { checkPlcMove, PlcOperationError } from './plc-check.ts'
+import { type SourceClient, SourceError } from './source-client.ts'
+import { createTransferId } from './transfer-id.ts'
+
+/** Limits of the proposal's denial-of-service section (defaults are its recommendations). */
+export interface EngineLimits {
+  /** Concurrent inbound transfers on this worker (5). */
+  maxConcurrent: number
+  /** Concurrent inbound transfers from one source PDS (2). */
+  maxPerSource: number
+  /** Bytes all running transfers may have received in total (50 GB). */
+  maxInFlightBytes: number
+  /** A stream that delivers nothing for this long is abandoned as `NoProgress` (5 minutes). */
+  stallTimeoutMs: number
+  /** Largest single blob accepted (100 MB, the reference PDS's default). */
+  maxBlobSize: number
+}
+
+export const DEFAULT_LIMITS: EngineLimits = {
+  maxConcurrent: 5,
+  maxPerSource: 2,
+  maxInFlightBytes: 50e9,
+  stallTimeoutMs: 5 * 60_000,
+  maxBlobSize: LIMITS.defaultMaxBlobSize,
+}
+
+/** Refusal of an engine call (not a transfer failure); `code` names it. */
+export class EngineError extends Error {
+  override readonly name = 'EngineError'
+  constructor(
+    readonly code:
+      | 'LimitExceeded'
+      | 'AccountAlreadyActive'
+      | 'TransferNotFound'
+      | 'InvalidState'
+      | 'SourceMismatch',
+    message: string,
+  ) {
+    super(message)
+  }
+}
+
+export interface TransferEngineOptions {
+  sink: AccountSink
+  store: InboundTransferStore
+  keys: KeyRing
+  resolver: DidResolver
+  plc: plc.Client
+  /** Our public PDS URL: the new `atproto_pds` endpoint. */
+  serviceUrl: string
+  /** Our PLC rotation key (`did:key`), added to the account's rotation keys. */
+  rotationKey: string
+  limits?: Partial<EngineLimits>
+  /** Hours to watch the PLC log for a rollback after completion (72). */
+  watchHours?: number
+}
+
+/**
+ * The receiving side's transfer engine: pulls an account from its source with exportAccount,
+ * decrypts and imports each frame as a verified unit, reconciles blobs, completes with the
+ * user's PLC token, submits the checked PLC operation, activates, and watches for rollback.
+ * Every step is recorded in the `InboundTransferStore`.
+ */
+export class TransferEngine {
+  readonly limits: EngineLimits
+  private readonly running = new Map<string, { done: Promise<void>; bytes: number }>()
+  /** The authorized source session of each transfer started by this process (kept for completion). */
+  private readonly sessions = new Map<string, SourceClient>()
+
+  constructor(private readonly options: TransferEngineOptions) {
+    this.limits = { ...DEFAULT_LIMITS, ...options.limits }
+  }
+
+  /**
+   * Checks limits and the account, records a new transfer and starts pulling it in the
+   * background. Returns the record as created; follow it with `get` or `wait`.
+   */
+  async start(params: { did: string; client: SourceClient }): Promise<InboundTransfer> {
+    const { did, client } = params
+    const identity = await this.options.resolver.resolve(did)
+    if (normalizeUrl(identity.pds) !== normalizeUrl(client.url)) {
+      throw new EngineError('SourceMismatch', `${did} is hosted at ${identity.pds}, not ${client.url}`)
+    }
+    if (normalizeUrl(identity.pds) === normalizeUrl(this.options.serviceUrl)) {
+      throw new EngineError('AccountAlreadyActive', `${did} is already hosted here`)
+    }
+    if (await this.options.sink.isActive(did))
+      throw new EngineError('AccountAlreadyActive', `${did} is active here`)
+    const active = [...this.running.keys()]
+    if (active.length >= this.limits.maxConcurrent) {
+      throw new EngineError('LimitExceeded', `${active.length} transfers are running; try again later`)
+    }
+    const fromSource = (await this.options.store.listActive()).filter(
+      (t) => this.running.has(t.transferId) && normalizeUrl(t.sourceUrl) === normalizeUrl(client.url),
+    )
+    if (fromSource.length >= this.limits.maxPerSource) {
+      throw new EngineError('LimitExceeded', `${fromSource.length} transfers from ${client.url} are running`)
+    }
+    if (fromSource.some((t) => t.did === did))
+      throw new EngineError('InvalidState', `${did} is already being imported`)
+
+    const now = Date.now()
+    const transfer: InboundTransfer = {
+      transferId: createTransferId(now),
+      did,
+      sourceUrl: client.url,
+      status: 'pending',
+      stage: 'created',
+      progress: emptyProgress(),
+      missingBlobs: [],
+      createdAt: now,
+      updatedAt: now,
+    }
+    await this.options.store.create(transfer)
+    const entry = { bytes: 0, done: Promise.resolve() }
+    this.running.set(transfer.transferId, entry)
+    this.sessions.set(transfer.transferId, client)
+    entry.done = this.pull(transfer, client, identity.signingKey, identity.handle).finally(() =>
+      this.running.delete(transfer.transferId),
+    )
+    return transfer
+  }
+
+  /** The current record of a transfer. */
+  async get(transferId: string): Promise<InboundTransfer | undefined> {
+    return this.options.store.get(transferId)
+  }
+
+  /** Resolves when the background pull of `transferId` has ended (either way). */
+  async wait(transferId: string): Promise<InboundTransfer> {
+    await this.running.get(transferId)?.done
+    const t = await this.get(transferId)
+    if (!t) throw new EngineError('TransferNotFound', `no transfer ${transferId}`)
+    return t
+  }
+
+  /**
+   * After a restart: transfers that were pulling have lost their stream (and their OAuth
+   * session, which lives in memory); they are marked `Interrupted` rather than left hanging.
+   */
+  async recover(): Promise<InboundTransfer[]> {
+    const interrupted: InboundTransfer[] = []
+    for (const t of await this.options.store.listActive()) {
+      if (this.running.has(t.transferId) || t.stage === 'awaitingPlcToken') continue
+      interrupted.push(
+        await this.fail(t.transferId, 'Interrupted', 'the destination restarted during the transfer'),
+      )
+    }
+    return interrupted
+  }
+
+  private async pull(
+    transfer: InboundTransfer,
+    client: SourceClient,
+    signingKey: string,
+    handle: string | undefined,
+  ): Promise<void> {
+    const { transferId, did } = transfer
+    const entry = this.running.get(transferId)
+    if (!entry) return
+    const { sink, store } = this.options
+    const abort = new AbortController()
+    let stall: NodeJS.Timeout | undefined
+    const touch = () => {
+      clearTimeout(stall)
+      stall = setTimeout(
+        () => abort.abort(new ImportFailure('NoProgress', 'the source sent nothing for too long')),
+        this.limits.stallTimeoutMs,
+      )
+    }
+    try {
+      const wellKnown = await this.sourceWellKnown(client.url)
+      const algorithm = selectAlgorithm(this.options.keys.algorithms, wellKnown.algorithms)
+      if (!algorithm) {
+        throw new ImportFailure(
+          'NoCommonAlgorithm',
+          `source offers ${wellKnown.algorithms.join(', ')}; we speak ${this.options.keys.algorithms.join(', ')}`,
+        )
+      }
+      const key = await this.options.keys.current(algorithm)
+      if (!key)
+        throw new ImportFailure('NoCommonAlgorithm', `no current ${algorithm} key; run KeyRing.rotate()`)
+      const accountKey = await sink.createDeactivatedAccount(did, handle === undefined ? {} : { handle })
+      await store.update(transferId, {
+        sourceDid: wellKnown.did,
+        algorithm,
+        kid: key.kid,
+        signingKey: accountKey.signingKey,
+        status: 'exporting',
+        stage: 'streaming',
+      })
+
+      touch()
+      const res = await client.fetch(`/xrpc/${NSID.exportAccount}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ did, transferId, algorithm, encryptionKey: publicJwk(key) }),
+        signal: abort.signal,
+      })
+      if (!res.ok || !res.body) throw await SourceError.from(res, 'exportAccount')
+      const headerAlg = res.headers.get('atproto-transfer-algorithm')
+      if (headerAlg !== algorithm) {
+        throw new ImportFailure(
+          'StreamInvalid',
+          `source answered with algorithm ${headerAlg}, not ${algorithm}`,
+        )
+      }
+      const enc = Buffer.from(res.headers.get('atproto-transfer-enc') ?? '', 'base64url')
+      const keys = await setupRecipient({
+        algorithm,
+        recipientPrivateKey: jwkPrivateKeyBytes(key),
+        enc,
+        did,
+        transferId,
+      })
+      await store.update(transferId, { status: 'importing' })
+
+      const progress = { ...emptyProgress() }
+      const importer = new FrameImporter({
+        sink,
+        did,
+        signingKey,
+        maxBlobSize: this.limits.maxBlobSize,
+        onProgress: async (delta) => {
+          progress.framesReceived += delta.frames ?? 0
+          progress.bytesReceived += delta.bytes ?? 0
+          progress.blobsReceived += delta.blobs ?? 0
+          progress.records += delta.records ?? 0
+          entry.bytes = progress.bytesReceived
+          this.checkQuota()
+          await store.update(transferId, { progress: { ...progress } })
+        },
+      })
+      const body = watched(res.body, touch)
+      for await (const frame of decodeFrames(body, { keys })) await importer.import(frame)
+      const repo = importer.verifiedRepo
+      if (!repo) throw new ImportFailure('StreamCut', 'the stream ended without a repo CAR')
+      clearTimeout(stall)
+
+      await store.update(transferId, {
+        stage: 'reconciling',
+        repo: { rev: repo.rev, commitCid: repo.commitCid },
+      })
+      const missing = await this.reconcile(transferId, did, client, repo.blobCids, progress)
+      await store.update(transferId, {
+        stage: 'awaitingPlcToken',
+        missingBlobs: missing,
+        progress: { ...progress, blobsMissing: missing.length },
+      })
+    } catch (err) {
+      const failure = toFailure(abort.signal.reason ?? err)
+      // Stop the source's stream too: nothing more of this attempt will be read.
+      if (!abort.signal.aborted) abort.abort(err)
+      await this.fail(transferId, failure.reason, failure.message)
+    } finally {
+      clearTimeout(stall)
+    }
+  }
+
+  /** Fetches each referenced blob we lack from the source's getBlob; returns those that could not be had. */
+  private async reconcile(
+    transferId: string,
+    did: string,
+    client: SourceClient,
+    referenced: Set<string>,
+    progress: TransferProgress,
+  ): Promise<string[]> {
+    const missing: string[] = []
+    for (const cid of referenced) {
+      if (await this.options.sink.hasBlob(did, cid)) continue
+      if (await this.fetchBlob(did, cid, client)) {
+        progress.blobsReconciled++
+        await this.options.store.update(transferId, { progress: { ...progress } })
+      } else missing.push(cid)
+    }
+    return missing
+  }
+
+  private async fetchBlob(did: string, cid: string, client: SourceClient): Promise<boolean> {
+    let parsed: CID
+    try {
+      parsed = CID.parse(cid)
+    } catch {
+      return false
+    }
+    if (!isBlobCid(parsed)) return false
+    const res = await client
+      .fetch(`/xrpc/com.atproto.sync.getBlob?did=${encodeURIComponent(did)}&cid=${encodeURIComponent(cid)}`)
+      .catch(() => undefined)
+    if (!res?.ok || !res.body) return false
+    const declared = Number(res.headers.get('content-length') ?? Number.NaN)
+    const upload = await this.options.sink.startBlob(did, cid, Number.isFinite(declared) ? declared : -1)
+    const hash = createHash('sha256')
+    let size = 0
+    try {
+      for await (const chunk of res.body) {
+        size += chunk.length
+        if (size > this.limits.maxBlobSize) throw new Error('blob over the size limit')
+        hash.update(chunk)
+        await upload.write(chunk)
+      }
+      if (!hash.digest().equals(parsed.multihash.digest)) throw new Error('bytes do not match the CID')
+      await upload.commit()
+      return true
+    } catch {
+      await upload.abort()
+      return false
+    }
+  }
+
+  /**
+   * Completes a transfer waiting for its PLC token: asks the source to sign the move, checks
+   * the operation, submits it to PLC, activates the account, and starts the rollback watch.
+   * With blobs still missing it refuses unless `acceptMissingBlobs` (the user saw the list).
+   */
+  async complete(
+    transferId: string,
+    params: { plcToken: string; client?: SourceClient; acceptMissingBlobs?: boolean },
+  ): Promise<InboundTransfer> {
+    const { store, sink } = this.options
+    const t = await store.get(transferId)
+    if (!t) throw new EngineError('TransferNotFound', `no transfer ${transferId}`)
+    if (t.stage !== 'awaitingPlcToken' || !t.signingKey) {
+      throw new EngineError(
+        'InvalidState',
+        `transfer ${transferId} is ${t.status}/${t.stage}, not waiting for a PLC token`,
+      )
+    }
+    if (t.missingBlobs.length > 0 && !params.acceptMissingBlobs) {
+      throw new EngineError(
+        'InvalidState',
+        `${t.missingBlobs.length} blobs are missing: ${t.missingBlobs.join(', ')}`,
+      )
+    }
+    const client = params.client ?? this.sessions.get(transferId)
+    if (!client) throw new EngineError('InvalidState', 'no authorized session with the source; sign in again')
+    const identity = await this.options.resolver.resolve(t.did)
+    await store.update(transferId, { status: 'completing', stage: 'submittingPlc' })
+    const res = await client.fetch(`/xrpc/${NSID.completeTransfer}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({
+        did: t.did,
+        transferId,
+        plcSignatureToken: params.plcToken,
+        newPdsEndpoint: this.options.serviceUrl,
+        newSigningKey: t.signingKey,
+        // Every current key stays in its order (the source drops its own), ours goes last.
+        newRotationKeys: [
+          ...identity.rotationKeys.filter((k) => k !== this.options.rotationKey),
+          this.options.rotationKey,
+        ],
+      }),
+    })
+    if (!res.ok) {
+      const err = await SourceError.from(res, 'completeTransfer')
+      // A wrong or expired token leaves the transfer waiting for another one.
+      const retryable = err.error === 'InvalidPlcToken' || err.error === 'RepoChangedDuringTransfer'
+      if (retryable) {
+        await store.update(transferId, { status: 'importing', stage: 'awaitingPlcToken' })
+        throw err
+      }
+      return this.fail(transferId, 'SourceRefused', err.message)
+    }
+    const body = (await res.json()) as { signedPlcOperation?: unknown }
+    let op: plc.Operation
+    try {
+      op = await checkPlcMove(this.options.plc, body.signedPlcOperation, {
+        did: t.did,
+        pdsEndpoint: this.options.serviceUrl,
+        signingKey: t.signingKey,
+        rotationKey: this.options.rotationKey,
+      })
+    } catch (err) {
+      if (err instanceof PlcOperationError) return this.fail(transferId, 'PlcOperationInvalid', err.message)
+      throw err
+    }
+    try {
+      await this.options.plc.sendOperation(t.did, op)
+    } catch (err) {
+      return this.fail(transferId, 'PlcSubmitFailed', (err as Error).message)
+    }
+    await sink.activate(t.did)
+    return store.update(transferId, {
+      status: 'completed',
+      stage: 'activated',
+      plcOperation: op as unknown as Record<string, unknown>,
+      watchUntil: Date.now() + (this.options.watchHours ?? 72) * 3600_000,
+    })
+  }
+
+  /**
+   * Checks each completed transfer inside its watch window: if the DID's PLC state no longer
+   * points at us, records a rollback (the user must act with their own rotation key).
+   */
+  async checkRollbacks(now: number = Date.now()): Promise<InboundTransfer[]> {
+    const flagged: InboundTransfer[] = []
+    for (const t of await this.options.store.listWatched(now)) {
+      if (t.rollback) continue
+      const data = await this.options.plc.getDocumentData(t.did)
+      const pds = data.services.atproto_pds?.endpoint
+      if (
+        normalizeUrl(pds ?? '') === normalizeUrl(this.options.serviceUrl) &&
+        data.verificationMethods.atproto === t.signingKey
+      ) {
+        continue
+      }
+      const last = (await this.options.plc.getAuditableLog(t.did)).filter((e) => !e.nullified).at(-1)
+      flagged.push(
+        await this.options.store.update(t.transferId, {
+          rollback: {
+            detectedAt: now,
+            operationCid: last?.cid ?? 'unknown',
+            message: `PLC now points ${t.did} at ${pds ?? 'no PDS'}; use your own rotation key to restore it`,
+          },
+        }),
+      )
+    }
+    return flagged
+  }
+
+  private checkQuota(): void {
+    let total = 0
+    for (const r of this.running.values()) total += r.bytes
+    if (total > this.limits.maxInFlightBytes) {
+      throw new ImportFailure(
+        'LimitExceeded',
+        `in-flight transfers hold ${total} bytes, over the ${this.limits.maxInFlightBytes} quota`,
+      )
+    }
+  }
+
+  private async fail(transferId: string, reason: FailureReason, message: string): Promise<InboundTransfer> {
+    return this.options.store.update(transferId, {
+      status: 'failed',
+      stage: 'failed',
+      failure: { reason, message },
+    })
+  }
+
+  private async sourceWellKnown(url: string) {
+    let res: Response
+    try {
+      res = await fetch(`${url}${WELL_KNOWN_PATH}`, { signal: AbortSignal.timeout(10_000) })
+    } catch (err) {
+      throw new ImportFailure('SourceUnreachable', `${url}${WELL_KNOWN_PATH}: ${(err as Error).message}`)
+    }
+    if (!res.ok)
+      throw new ImportFailure(
+        'SourceRefused',
+        `${url} does not support transfers (${WELL_KNOWN_PATH}: ${res.status})`,
+      )
+    try {
+      return parseWellKnown(await res.json()).document
+    } catch (err) {
+      throw new ImportFailure('SourceRefused', `${url}${WELL_KNOWN_PATH}: ${(err as Error).message}`)
+    }
+  }
+}
+
+/** Maps whatever ended a pull to a named failure. */
+function toFailure(err: unknown): { reason: FailureReason; message: string } {
+  if (err instanceof ImportFailure) return { reason: err.reason, message: err.message }
+  if (err instanceof SourceError) return { reason: 'SourceRefused', message: err.message }
+  if (err instanceof WireError) {
+    const cut = err.reason === 'TruncatedFrame' || err.reason === 'TruncatedHeader'
+    return { reason: cut ? 'StreamCut' : 'StreamInvalid', message: err.message }
+  }
+  const message = err instanceof Error ? err.message : String(err)
+  return { reason: 'SourceUnreachable', message }
+}
+
+/** Passes a body through, calling `touch` on every chunk (the stall watchdog). */
+async function* watched(body: AsyncIterable<Uint8Array>, touch: () => void): AsyncGenerator<Uint8Array> {
+  for await (const chunk of body) {
+    touch()
+    yield chunk
+  }
+}
+
+function normalizeUrl(url: string): string {
+  return url.replace(/\/+$/, '').toLowerCase()
+}
