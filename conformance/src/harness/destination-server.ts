@@ -1,0 +1,96 @@
+import { mkdtemp, rm } from 'node:fs/promises'
+import { type AddressInfo, createServer } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { Secp256k1Keypair } from '@atproto/crypto'
+import * as plc from '@did-plc/lib'
+import {
+  destinationPlugin,
+  type EngineLimits,
+  KeyRing,
+  PlcDidResolver,
+  SqliteInboundTransferStore,
+  SqliteKeyStore,
+  TransferEngine,
+} from '@pds-transfer/destination'
+import Fastify, { type FastifyInstance } from 'fastify'
+import { SqliteAccountSink } from '../store/sqlite-account-sink.ts'
+import { SqliteAccountStore } from '../store/sqlite-account-store.ts'
+import type { PlcDirectory } from './plc-directory.ts'
+
+/** A receiving PDS for tests: our engine and routes over the SQLite store, on loopback. */
+export interface DestinationServer {
+  url: string
+  /** OAuth client_id the source sees (its origin hosts our well-known keys). */
+  clientId: string
+  app: FastifyInstance
+  store: SqliteAccountStore
+  sink: SqliteAccountSink
+  transfers: SqliteInboundTransferStore
+  keys: KeyRing
+  engine: TransferEngine
+  rotationKey: Secp256k1Keypair
+  dir: string
+  close(): Promise<void>
+}
+
+export async function startDestinationServer(options: {
+  plc: PlcDirectory
+  limits?: Partial<EngineLimits>
+  dir?: string
+}): Promise<DestinationServer> {
+  const dir = options.dir ?? (await mkdtemp(join(tmpdir(), 'pds-transfer-destination-')))
+  const store = await SqliteAccountStore.open(dir)
+  const sink = new SqliteAccountSink(store)
+  const transfers = new SqliteInboundTransferStore(join(dir, 'transfers.sqlite'))
+  const keyStore = new SqliteKeyStore(join(dir, 'keys.sqlite'))
+  const keys = new KeyRing(keyStore, ['HPKE-3', 'HPKE-4'])
+  const rotationKey = await Secp256k1Keypair.create({ exportable: true })
+  // The engine needs its public URL before the server listens.
+  const port = await freePort()
+  const url = `http://127.0.0.1:${port}`
+  const engine = new TransferEngine({
+    sink,
+    store: transfers,
+    keys,
+    resolver: new PlcDidResolver(options.plc.url),
+    plc: new plc.Client(options.plc.url),
+    serviceUrl: url,
+    rotationKey: rotationKey.did(),
+    ...(options.limits && { limits: options.limits }),
+  })
+  // Tests close servers while peers in the same process still hold keep-alive sockets.
+  const app = Fastify({ logger: false, forceCloseConnections: true })
+  await app.register(destinationPlugin, { engine, keys, serviceDid: 'did:web:destination.test' })
+  await app.listen({ host: '127.0.0.1', port })
+  return {
+    url,
+    clientId: `${url}/.well-known/oauth-client-metadata/migration`,
+    app,
+    store,
+    sink,
+    transfers,
+    keys,
+    engine,
+    rotationKey,
+    dir,
+    async close() {
+      await app.close()
+      transfers.close()
+      keyStore.close()
+      store.close()
+      if (!options.dir) await rm(dir, { recursive: true, force: true })
+    },
+  }
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const probe = createServer()
+    probe.once('error', reject)
+    probe.listen(0, '127.0.0.1', () => {
+      const { port } = probe.address() as AddressInfo
+      probe.close(() => resolve(port))
+    })
+  })
+}

@@ -1,0 +1,74 @@
+import { mkdtemp, rm } from 'node:fs/promises'
+import type { AddressInfo } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { Secp256k1Keypair } from '@atproto/crypto'
+import {
+  type AccountSource,
+  type SourcePluginOptions,
+  SqliteTransferStore,
+  sourcePlugin,
+} from '@pds-transfer/source'
+import Fastify, { type FastifyInstance } from 'fastify'
+import { SqliteAccountStore } from '../store/sqlite-account-store.ts'
+import { type PlcDirectory, startPlcDirectory } from './plc-directory.ts'
+import { TestTokenAuth } from './test-auth.ts'
+
+/** A sending PDS for tests: our source plugin over the SQLite store, on loopback. */
+export interface SourceServer {
+  url: string
+  app: FastifyInstance
+  store: SqliteAccountStore
+  transfers: SqliteTransferStore
+  auth: TestTokenAuth
+  plc: PlcDirectory
+  rotationKey: Secp256k1Keypair
+  serviceDid: string
+  close(): Promise<void>
+}
+
+export async function startSourceServer(
+  options: Partial<Omit<SourcePluginOptions, 'source' | 'store' | 'auth' | 'plc'>> & {
+    plc?: PlcDirectory
+    /** Wraps the store the plugin sees (fault injection). */
+    wrapSource?: (store: SqliteAccountStore) => AccountSource
+  } = {},
+): Promise<SourceServer> {
+  const dir = await mkdtemp(join(tmpdir(), 'pds-transfer-source-'))
+  const plc = options.plc ?? (await startPlcDirectory())
+  const store = await SqliteAccountStore.open(dir)
+  const transfers = new SqliteTransferStore(join(dir, 'transfers.sqlite'))
+  const auth = new TestTokenAuth()
+  const rotationKey = await Secp256k1Keypair.create({ exportable: true })
+  // Tests close servers while peers in the same process still hold keep-alive sockets.
+  const app = Fastify({ logger: false, forceCloseConnections: true })
+  const serviceDid = 'did:web:source.test'
+  const { wrapSource, plc: _plc, ...pluginOptions } = options
+  await app.register(sourcePlugin, {
+    serviceDid,
+    ...pluginOptions,
+    source: wrapSource ? wrapSource(store) : store,
+    store: transfers,
+    auth,
+    plc: { directoryUrl: plc.url, rotationKey },
+  })
+  await app.listen({ host: '127.0.0.1', port: 0 })
+  const { port } = app.server.address() as AddressInfo
+  return {
+    url: `http://127.0.0.1:${port}`,
+    app,
+    store,
+    transfers,
+    auth,
+    plc,
+    rotationKey,
+    serviceDid,
+    async close() {
+      await app.close()
+      transfers.close()
+      store.close()
+      if (!options.plc) await plc.close()
+      await rm(dir, { recursive: true, force: true })
+    },
+  }
+}

@@ -1,0 +1,148 @@
+import { randomUUID } from 'node:crypto'
+import { createWriteStream, type WriteStream } from 'node:fs'
+import { rename, rm } from 'node:fs/promises'
+import { join } from 'node:path'
+import { Secp256k1Keypair } from '@atproto/crypto'
+import type { AccountState } from '@pds-transfer/core'
+import type { AccountSink, BlobUpload, RepoStaging, VerifiedBlock } from '@pds-transfer/destination'
+import { CID } from 'multiformats/cid'
+import type { SqliteAccountStore } from './sqlite-account-store.ts'
+
+/**
+ * The receiving role of the small SQLite + files PDS: an `AccountSink` over the same database
+ * as `SqliteAccountStore`. Staged repo blocks live in their own table until `commitRepo`
+ * swaps them in with one transaction; blobs are written to temporary files and renamed into
+ * place on commit, so a failed unit leaves nothing behind.
+ */
+export class SqliteAccountSink implements AccountSink {
+  constructor(private readonly store: SqliteAccountStore) {}
+
+  private get db() {
+    return this.store.db
+  }
+
+  async createDeactivatedAccount(did: string, options: { handle?: string }): Promise<{ signingKey: string }> {
+    const row = this.db.prepare('SELECT status, signing_key FROM account WHERE did = ?').get(did) as
+      | { status: string; signing_key: string | null }
+      | undefined
+    if (row) {
+      if (row.status === 'active') throw new Error(`${did} is active here`)
+      if (row.signing_key) return { signingKey: (await this.signingKeypair(did)).did() }
+    }
+    const key = await Secp256k1Keypair.create({ exportable: true })
+    const hex = Buffer.from(await key.export()).toString('hex')
+    this.db
+      .prepare(
+        `INSERT INTO account (did, handle, status, signing_key) VALUES (?, ?, 'deactivated', ?)
+         ON CONFLICT (did) DO UPDATE SET signing_key = excluded.signing_key`,
+      )
+      .run(did, options.handle ?? null, hex)
+    return { signingKey: key.did() }
+  }
+
+  /** The account's repo signing key here (for writes after activation). */
+  async signingKeypair(did: string): Promise<Secp256k1Keypair> {
+    const row = this.db.prepare('SELECT signing_key FROM account WHERE did = ?').get(did) as
+      | { signing_key: string | null }
+      | undefined
+    if (!row?.signing_key) throw new Error(`no signing key for ${did}`)
+    return Secp256k1Keypair.import(Buffer.from(row.signing_key, 'hex'), { exportable: true })
+  }
+
+  async isActive(did: string): Promise<boolean> {
+    const row = this.db.prepare('SELECT status FROM account WHERE did = ?').get(did) as
+      | { status: string }
+      | undefined
+    return row?.status === 'active'
+  }
+
+  async stageRepo(_did: string): Promise<RepoStaging> {
+    const stage = randomUUID()
+    const db = this.db
+    const insert = db.prepare('INSERT OR IGNORE INTO staged_block (stage, cid, bytes) VALUES (?, ?, ?)')
+    const select = db.prepare('SELECT bytes FROM staged_block WHERE stage = ? AND cid = ?')
+    return Object.assign(
+      {
+        async put(blocks: VerifiedBlock[]) {
+          db.transaction(() => {
+            for (const b of blocks) insert.run(stage, b.cid, b.bytes)
+          })()
+        },
+        async get(cid: Uint8Array) {
+          const row = select.get(stage, cid) as { bytes: Uint8Array } | undefined
+          return row && new Uint8Array(row.bytes)
+        },
+        async discard() {
+          db.prepare('DELETE FROM staged_block WHERE stage = ?').run(stage)
+        },
+      },
+      { stage },
+    )
+  }
+
+  async commitRepo(
+    did: string,
+    staging: RepoStaging,
+    head: { commitCid: string; rev: string },
+  ): Promise<void> {
+    const { stage } = staging as RepoStaging & { stage: string }
+    const commitCid = CID.parse(head.commitCid).bytes
+    if (!this.db.prepare('SELECT 1 FROM staged_block WHERE stage = ? AND cid = ?').get(stage, commitCid)) {
+      throw new Error(`commit ${head.commitCid} is not staged`)
+    }
+    this.db.transaction(() => {
+      this.db.prepare('DELETE FROM repo_block WHERE did = ?').run(did)
+      this.db
+        .prepare(
+          'INSERT INTO repo_block (did, cid, bytes, rev) SELECT ?, cid, bytes, ? FROM staged_block WHERE stage = ?',
+        )
+        .run(did, head.rev, stage)
+      this.db
+        .prepare(
+          'INSERT INTO repo_root (did, commit_cid, rev) VALUES (?, ?, ?) ON CONFLICT (did) DO UPDATE SET commit_cid = excluded.commit_cid, rev = excluded.rev',
+        )
+        .run(did, commitCid, head.rev)
+      this.db.prepare('DELETE FROM staged_block WHERE stage = ?').run(stage)
+    })()
+  }
+
+  async startBlob(did: string, cid: string, size: number): Promise<BlobUpload> {
+    const temp = join(this.store.dir, 'blobs', `.incoming-${randomUUID()}`)
+    const out: WriteStream = createWriteStream(temp)
+    const closed = () =>
+      new Promise<void>((resolve, reject) => out.end((err?: Error | null) => (err ? reject(err) : resolve())))
+    let written = 0
+    return {
+      write: async (chunk) => {
+        written += chunk.length
+        if (!out.write(chunk)) await new Promise<void>((resolve) => out.once('drain', () => resolve()))
+      },
+      commit: async () => {
+        await closed()
+        if (size >= 0 && written !== size) throw new Error(`blob ${cid}: ${written} bytes, ${size} declared`)
+        await rename(temp, this.store.blobPath(cid))
+        this.db.prepare('INSERT OR IGNORE INTO blob (did, cid, size) VALUES (?, ?, ?)').run(did, cid, written)
+      },
+      abort: async () => {
+        out.destroy()
+        await rm(temp, { force: true })
+      },
+    }
+  }
+
+  async hasBlob(did: string, cid: string): Promise<boolean> {
+    return this.db.prepare('SELECT 1 FROM blob WHERE did = ? AND cid = ?').get(did, cid) !== undefined
+  }
+
+  async putPreferences(did: string, preferences: unknown[]): Promise<void> {
+    this.db.prepare('UPDATE account SET preferences = ? WHERE did = ?').run(JSON.stringify(preferences), did)
+  }
+
+  async putAccountState(did: string, state: AccountState): Promise<void> {
+    this.db.prepare('UPDATE account SET state = ? WHERE did = ?').run(JSON.stringify(state), did)
+  }
+
+  async activate(did: string): Promise<void> {
+    this.db.prepare("UPDATE account SET status = 'active', retain_until = NULL WHERE did = ?").run(did)
+  }
+}

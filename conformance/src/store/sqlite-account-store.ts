@@ -1,0 +1,295 @@
+import { createHash, randomBytes } from 'node:crypto'
+import { createReadStream } from 'node:fs'
+import { mkdir, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import type { Keypair } from '@atproto/crypto'
+import { encode as cborEncode } from '@atproto/lex-cbor'
+import { type Cid, decodeCid, enumBlobRefs, getBlobCid, type LexMap } from '@atproto/lex-data'
+import { BlockMap, blocksToCarFile, type RecordWriteOp, Repo, WriteOpAction } from '@atproto/repo'
+import type { AccountState } from '@pds-transfer/core'
+import type {
+  AccountSource,
+  BlobPage,
+  RepoSnapshot,
+  SourceAccount,
+  SourceAccountStatus,
+} from '@pds-transfer/source'
+import Database from 'better-sqlite3'
+import { CID } from 'multiformats/cid'
+import * as raw from 'multiformats/codecs/raw'
+import { sha256 } from 'multiformats/hashes/sha2'
+import { SqliteRepoStorage } from './sqlite-repo-storage.ts'
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS account (
+  did TEXT PRIMARY KEY, handle TEXT, status TEXT NOT NULL, state TEXT NOT NULL DEFAULT '{}',
+  preferences TEXT NOT NULL DEFAULT '[]', retain_until INTEGER, signing_key TEXT
+);
+CREATE TABLE IF NOT EXISTS staged_block (stage TEXT NOT NULL, cid BLOB NOT NULL, bytes BLOB NOT NULL, PRIMARY KEY (stage, cid));
+CREATE TABLE IF NOT EXISTS repo_root (did TEXT PRIMARY KEY, commit_cid BLOB NOT NULL, rev TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS repo_block (
+  did TEXT NOT NULL, cid BLOB NOT NULL, bytes BLOB NOT NULL, rev TEXT NOT NULL, PRIMARY KEY (did, cid)
+);
+CREATE TABLE IF NOT EXISTS blob (did TEXT NOT NULL, cid TEXT NOT NULL, size INTEGER NOT NULL, PRIMARY KEY (did, cid));
+CREATE TABLE IF NOT EXISTS record_blob (did TEXT NOT NULL, record TEXT NOT NULL, cid TEXT NOT NULL, PRIMARY KEY (did, record, cid));
+CREATE TABLE IF NOT EXISTS plc_token (did TEXT PRIMARY KEY, token TEXT NOT NULL, expires_at INTEGER NOT NULL);
+`
+
+/** A record write for `writeRecords`. */
+export interface RecordWrite {
+  collection: `${string}.${string}.${string}`
+  rkey: string
+  /** Omit to delete. */
+  record?: LexMap
+  /** Replace an existing record instead of creating one. */
+  update?: boolean
+}
+
+/**
+ * A small PDS storage: SQLite for accounts and repo blocks, files for blobs.
+ * Serves as the `AccountSource` of tests and the conformance harness. Tokens
+ * "emailed" by `requestPlcToken` are kept in `outbox` for tests to read.
+ */
+export class SqliteAccountStore implements AccountSource {
+  readonly db: Database.Database
+  readonly outbox: { did: string; token: string }[] = []
+  /** How long a PLC token is valid (default 15 minutes). */
+  plcTokenTtlMs = 15 * 60_000
+
+  private constructor(
+    readonly dir: string,
+    readonly path: string,
+  ) {
+    this.db = new Database(path)
+    this.db.pragma('journal_mode = WAL')
+    this.db.exec(SCHEMA)
+  }
+
+  static async open(dir: string): Promise<SqliteAccountStore> {
+    await mkdir(join(dir, 'blobs'), { recursive: true })
+    return new SqliteAccountStore(dir, join(dir, 'store.sqlite'))
+  }
+
+  close(): void {
+    this.db.close()
+  }
+
+  // --- setting up accounts (fixtures, writes during a transfer) ---
+
+  /** Creates an active account with an empty signed repo. */
+  async createAccount(params: {
+    did: string
+    handle?: string
+    signingKey: Keypair
+    state?: AccountState
+    preferences?: unknown[]
+  }): Promise<void> {
+    this.db
+      .prepare('INSERT INTO account (did, handle, status, state, preferences) VALUES (?, ?, ?, ?, ?)')
+      .run(
+        params.did,
+        params.handle ?? null,
+        'active',
+        JSON.stringify(params.state ?? {}),
+        JSON.stringify(params.preferences ?? []),
+      )
+    await Repo.create(new SqliteRepoStorage(this.db, params.did), params.did, params.signingKey)
+  }
+
+  /** Stores blob bytes and returns their CIDv1/raw/sha256. */
+  async putBlob(did: string, bytes: Uint8Array): Promise<CID> {
+    const cid = CID.createV1(raw.code, await sha256.digest(bytes))
+    await writeFile(this.blobPath(cid.toString()), bytes)
+    this.db
+      .prepare('INSERT OR IGNORE INTO blob (did, cid, size) VALUES (?, ?, ?)')
+      .run(did, cid.toString(), bytes.length)
+    return cid
+  }
+
+  /** Applies record writes in one signed commit; returns the new rev. */
+  async writeRecords(did: string, signingKey: Keypair, writes: RecordWrite[]): Promise<string> {
+    const storage = new SqliteRepoStorage(this.db, did)
+    const repo = await Repo.load(storage)
+    const ops = writes.map((w): RecordWriteOp => {
+      const { collection, rkey, record } = w
+      if (!record) return { action: WriteOpAction.Delete, collection, rkey }
+      return w.update
+        ? { action: WriteOpAction.Update, collection, rkey, record }
+        : { action: WriteOpAction.Create, collection, rkey, record }
+    })
+    const updated = await repo.applyWrites(ops, signingKey)
+    const link = this.db.prepare('INSERT OR IGNORE INTO record_blob (did, record, cid) VALUES (?, ?, ?)')
+    const unlink = this.db.prepare('DELETE FROM record_blob WHERE did = ? AND record = ?')
+    this.db.transaction(() => {
+      for (const w of writes) {
+        const path = `${w.collection}/${w.rkey}`
+        unlink.run(did, path)
+        if (w.record)
+          for (const ref of enumBlobRefs(w.record)) link.run(did, path, getBlobCid(ref).toString())
+      }
+    })()
+    return updated.commit.rev
+  }
+
+  /** Preferences and private state as a PDS would keep them. */
+  setPreferences(did: string, preferences: unknown[]): void {
+    this.db.prepare('UPDATE account SET preferences = ? WHERE did = ?').run(JSON.stringify(preferences), did)
+  }
+
+  // --- AccountSource ---
+
+  async getAccount(did: string): Promise<SourceAccount | undefined> {
+    const row = this.db.prepare('SELECT did, handle, status FROM account WHERE did = ?').get(did) as
+      | { did: string; handle: string | null; status: SourceAccountStatus }
+      | undefined
+    return row && { did: row.did, status: row.status, ...(row.handle !== null && { handle: row.handle }) }
+  }
+
+  async snapshotRepo(did: string): Promise<RepoSnapshot> {
+    // A separate connection holding a read transaction sees one consistent state (WAL) while writes go on.
+    const reader = new Database(this.path, { readonly: true })
+    reader.exec('BEGIN')
+    try {
+      const root = reader.prepare('SELECT commit_cid, rev FROM repo_root WHERE did = ?').get(did) as
+        | { commit_cid: Uint8Array; rev: string }
+        | undefined
+      if (!root) throw new Error(`no repo for ${did}`)
+      const commitCid = decodeCid(root.commit_cid)
+      const header = carHeader(commitCid)
+      const sizes = reader
+        .prepare('SELECT length(cid) AS c, length(bytes) AS b FROM repo_block WHERE did = ?')
+        .iterate(did) as Iterable<{ c: number; b: number }>
+      let carLength = header.length
+      for (const { c, b } of sizes) carLength += varintLength(c + b) + c + b
+      return {
+        rev: root.rev,
+        commitCid: commitCid.toString(),
+        carLength,
+        async *open() {
+          yield header
+          const rows = reader
+            .prepare('SELECT cid, bytes FROM repo_block WHERE did = ?')
+            .iterate(did) as Iterable<{ cid: Uint8Array; bytes: Uint8Array }>
+          for (const { cid, bytes } of rows) {
+            yield Uint8Array.from([...varint(cid.length + bytes.length), ...cid])
+            yield bytes
+          }
+        },
+        async release() {
+          if (reader.open) {
+            reader.exec('COMMIT')
+            reader.close()
+          }
+        },
+      }
+    } catch (err) {
+      reader.close()
+      throw err
+    }
+  }
+
+  async currentRev(did: string): Promise<string> {
+    const row = this.db.prepare('SELECT rev FROM repo_root WHERE did = ?').get(did) as
+      | { rev: string }
+      | undefined
+    if (!row) throw new Error(`no repo for ${did}`)
+    return row.rev
+  }
+
+  async listBlobs(did: string, options: { cursor?: string; limit: number }): Promise<BlobPage> {
+    const rows = this.db
+      .prepare(
+        `SELECT DISTINCT b.cid, b.size FROM blob b JOIN record_blob r ON r.did = b.did AND r.cid = b.cid
+         WHERE b.did = ? AND b.cid > ? ORDER BY b.cid LIMIT ?`,
+      )
+      .all(did, options.cursor ?? '', options.limit) as { cid: string; size: number }[]
+    const last = rows.at(-1)
+    return { blobs: rows, ...(rows.length === options.limit && last && { cursor: last.cid }) }
+  }
+
+  async openBlob(did: string, cid: string): Promise<AsyncIterable<Uint8Array> | undefined> {
+    const row = this.db.prepare('SELECT 1 FROM blob WHERE did = ? AND cid = ?').get(did, cid)
+    return row ? createReadStream(this.blobPath(cid), { highWaterMark: 1 << 20 }) : undefined
+  }
+
+  async getPreferences(did: string): Promise<unknown[]> {
+    const row = this.db.prepare('SELECT preferences FROM account WHERE did = ?').get(did) as {
+      preferences: string
+    }
+    return JSON.parse(row.preferences) as unknown[]
+  }
+
+  async getAccountState(did: string): Promise<AccountState> {
+    const row = this.db.prepare('SELECT state FROM account WHERE did = ?').get(did) as { state: string }
+    return JSON.parse(row.state) as AccountState
+  }
+
+  async requestPlcToken(did: string): Promise<void> {
+    const token = randomBytes(5)
+      .toString('hex')
+      .toUpperCase()
+      .replace(/(.{5})/, '$1-')
+    this.db
+      .prepare('INSERT OR REPLACE INTO plc_token (did, token, expires_at) VALUES (?, ?, ?)')
+      .run(did, token, Date.now() + this.plcTokenTtlMs)
+    this.outbox.push({ did, token })
+  }
+
+  async consumePlcToken(did: string, token: string): Promise<boolean> {
+    const row = this.db.prepare('SELECT token, expires_at FROM plc_token WHERE did = ?').get(did) as
+      | { token: string; expires_at: number }
+      | undefined
+    if (!row || row.expires_at < Date.now() || !sameSecret(row.token, token)) return false
+    this.db.prepare('DELETE FROM plc_token WHERE did = ?').run(did)
+    return true
+  }
+
+  async deactivate(did: string, options: { retainUntil: Date }): Promise<void> {
+    this.db
+      .prepare("UPDATE account SET status = 'deactivated', retain_until = ? WHERE did = ?")
+      .run(options.retainUntil.getTime(), did)
+  }
+
+  /** The repo as one CAR file (for tests comparing both ends). */
+  async exportCar(did: string): Promise<Uint8Array> {
+    const storage = new SqliteRepoStorage(this.db, did)
+    const root = await storage.getRoot()
+    const rows = this.db.prepare('SELECT cid, bytes FROM repo_block WHERE did = ?').all(did) as {
+      cid: Uint8Array
+      bytes: Uint8Array
+    }[]
+    const blocks = new BlockMap()
+    for (const r of rows) blocks.set(decodeCid(r.cid), new Uint8Array(r.bytes))
+    return blocksToCarFile(root, blocks)
+  }
+
+  blobPath(cid: string): string {
+    return join(this.dir, 'blobs', cid)
+  }
+}
+
+function sameSecret(a: string, b: string): boolean {
+  const ha = createHash('sha256').update(a).digest()
+  const hb = createHash('sha256').update(b).digest()
+  return ha.equals(hb)
+}
+
+/** CAR v1 header: varint length, then DAG-CBOR `{ roots: [root], version: 1 }`. */
+function carHeader(root: Cid): Uint8Array {
+  const body = cborEncode({ roots: [root], version: 1 })
+  return Uint8Array.from([...varint(body.length), ...body])
+}
+
+function varint(n: number): number[] {
+  const out: number[] = []
+  while (n >= 0x80) {
+    out.push((n & 0x7f) | 0x80)
+    n = Math.floor(n / 128)
+  }
+  out.push(n)
+  return out
+}
+
+function varintLength(n: number): number {
+  return varint(n).length
+}

@@ -1,0 +1,80 @@
+import * as plc from '@did-plc/lib'
+import { NSID } from '@pds-transfer/core'
+import { bearerSourceClient, type SourceClient } from '@pds-transfer/destination'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { buildAccount, type FixtureAccount, SAMPLE_PREFERENCES } from '../src/fixtures/build-account.ts'
+import { type DestinationServer, startDestinationServer } from '../src/harness/destination-server.ts'
+import { type PlcDirectory, startPlcDirectory } from '../src/harness/plc-directory.ts'
+import { type SourceServer, startSourceServer } from '../src/harness/source-server.ts'
+
+const SCOPES = [NSID.exportAccount, NSID.completeTransfer, NSID.getTransferStatus, 'com.atproto.sync.getBlob']
+
+describe('our destination pulls from our source (full 0014 flow)', () => {
+  let plcDir: PlcDirectory
+  let source: SourceServer
+  let dest: DestinationServer
+  let account: FixtureAccount
+  let client: SourceClient
+
+  beforeAll(async () => {
+    plcDir = await startPlcDirectory()
+    source = await startSourceServer({ plc: plcDir, blobpackTarget: 128 * 1024 })
+    dest = await startDestinationServer({ plc: plcDir })
+    account = await buildAccount(source.store, {
+      plcUrl: plcDir.url,
+      pdsUrl: source.url,
+      pdsRotationKey: source.rotationKey,
+      shape: { posts: 600, blobSizes: Array.from({ length: 12 }, (_, i) => 30_000 + i * 1013) },
+    })
+    client = bearerSourceClient(
+      source.url,
+      source.auth.issue({ did: account.did, clientId: dest.clientId }, SCOPES),
+    )
+  }, 120_000)
+
+  afterAll(async () => {
+    await dest?.close()
+    await source?.close()
+    await plcDir?.close()
+  })
+
+  it('imports, verifies and completes; the DID moves and nothing is lost', async () => {
+    const started = await dest.engine.start({ did: account.did, client })
+    const imported = await dest.engine.wait(started.transferId)
+    expect(imported.failure).toBeUndefined()
+    expect(imported).toMatchObject({ status: 'importing', stage: 'awaitingPlcToken', missingBlobs: [] })
+    expect(imported.progress).toMatchObject({
+      records: 600,
+      blobsReceived: 12,
+      blobsReconciled: 0,
+      blobsMissing: 0,
+    })
+
+    // Everything arrived byte for byte, but nothing is live yet.
+    expect(Buffer.from(await dest.store.exportCar(account.did))).toEqual(
+      Buffer.from(await source.store.exportCar(account.did)),
+    )
+    for (const [cid] of account.blobs) expect(await dest.sink.hasBlob(account.did, cid)).toBe(true)
+    expect(await dest.store.getPreferences(account.did)).toEqual(SAMPLE_PREFERENCES)
+    expect((await dest.store.getAccountState(account.did)).email).toBe(`${account.handle}@example.com`)
+    expect(await dest.sink.isActive(account.did)).toBe(false)
+
+    const status = await fetch(`${dest.url}/xrpc/${NSID.getTransferStatus}?transferId=${started.transferId}`)
+    expect(await status.json()).toMatchObject({ status: 'importing', stage: 'awaitingPlcToken' })
+
+    const token = source.store.outbox.filter((m) => m.did === account.did).at(-1)?.token
+    expect(token).toBeDefined()
+    const done = await dest.engine.complete(started.transferId, { plcToken: token as string })
+    expect(done.failure).toBeUndefined()
+    expect(done.status).toBe('completed')
+
+    const doc = await new plc.Client(plcDir.url).getDocumentData(account.did)
+    expect(doc.services.atproto_pds?.endpoint).toBe(dest.url)
+    expect(doc.verificationMethods.atproto).toBe(done.signingKey)
+    // The user's recovery key keeps index 0; the source's key is gone; ours is added.
+    expect(doc.rotationKeys).toEqual([account.recoveryKey.did(), dest.rotationKey.did()])
+    expect(await dest.sink.isActive(account.did)).toBe(true)
+    expect((await source.store.getAccount(account.did))?.status).toBe('deactivated')
+    expect(await dest.engine.checkRollbacks()).toEqual([])
+  })
+})
