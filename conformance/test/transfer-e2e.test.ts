@@ -42,7 +42,12 @@ describe('our destination pulls from our source (full 0014 flow)', () => {
     const started = await dest.engine.start({ did: account.did, client })
     const imported = await dest.engine.wait(started.transferId)
     expect(imported.failure).toBeUndefined()
-    expect(imported).toMatchObject({ status: 'importing', stage: 'awaitingPlcToken', missingBlobs: [] })
+    expect(imported).toMatchObject({
+      status: 'importing',
+      stage: 'awaitingPlcToken',
+      missingBlobs: [],
+      endOfStream: 'manifest',
+    })
     expect(imported.progress).toMatchObject({
       records: 600,
       blobsReceived: 12,
@@ -60,7 +65,11 @@ describe('our destination pulls from our source (full 0014 flow)', () => {
     expect(await dest.sink.isActive(account.did)).toBe(false)
 
     const status = await fetch(`${dest.url}/xrpc/${NSID.getTransferStatus}?transferId=${started.transferId}`)
-    expect(await status.json()).toMatchObject({ status: 'importing', stage: 'awaitingPlcToken' })
+    expect(await status.json()).toMatchObject({
+      status: 'importing',
+      stage: 'awaitingPlcToken',
+      endOfStream: 'manifest',
+    })
 
     const token = source.store.outbox.filter((m) => m.did === account.did).at(-1)?.token
     expect(token).toBeDefined()

@@ -38,6 +38,8 @@ export async function startDestinationServer(options: {
   plc: PlcDirectory
   limits?: Partial<EngineLimits>
   dir?: string
+  /** Extensions the engine asks for (default: all; `[]` for a literal 0014 destination). */
+  extensions?: string[]
 }): Promise<DestinationServer> {
   const dir = options.dir ?? (await mkdtemp(join(tmpdir(), 'pds-transfer-destination-')))
   const store = await SqliteAccountStore.open(dir)
@@ -58,6 +60,7 @@ export async function startDestinationServer(options: {
     serviceUrl: url,
     rotationKey: rotationKey.did(),
     ...(options.limits && { limits: options.limits }),
+    ...(options.extensions && { extensions: options.extensions }),
   })
   // Tests close servers while peers in the same process still hold keep-alive sockets.
   const app = Fastify({ logger: false, forceCloseConnections: true })

@@ -4,6 +4,8 @@ export const CONTENT_TYPE = {
   blobpack: 'application/vnd.atproto.transfer.blobpack',
   preferences: 'application/vnd.atproto.preferences+json',
   accountState: 'application/vnd.atproto.transfer.account-state+cbor',
+  /** Extension `end-manifest` (spec/extensions.md): always the last frame when negotiated. */
+  endManifest: 'application/vnd.atproto.transfer.end-manifest+cbor',
 } as const
 
 export type ContentType = (typeof CONTENT_TYPE)[keyof typeof CONTENT_TYPE]
@@ -14,4 +16,5 @@ export const CONTENT_TYPE_ORDER: readonly string[] = [
   CONTENT_TYPE.blobpack,
   CONTENT_TYPE.preferences,
   CONTENT_TYPE.accountState,
+  CONTENT_TYPE.endManifest,
 ]

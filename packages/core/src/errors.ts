@@ -65,6 +65,7 @@ export type WireErrorReason =
   | 'InvalidAccountState'
   | 'InvalidPreferences'
   | 'InvalidWellKnown'
+  | 'InvalidEndManifest'
 
 /** A stream or payload that violates the wire format; `reason` names the rule broken. */
 export class WireError extends Error {

@@ -10,8 +10,8 @@ export interface DestinationPluginOptions {
   keys: KeyRing
   /** This PDS's service DID, published in its well-known document. */
   serviceDid: string
-  /** Wire extensions to advertise (spec/extensions.md). */
-  extensions?: string[]
+  /** Wire extensions to advertise (spec/extensions.md; default: the engine's). */
+  extensions?: readonly string[]
   /** Rotate keys this often (default hourly); rotation also runs at start. */
   rotateEveryMs?: number
 }
@@ -37,7 +37,7 @@ export const destinationPlugin = fp(
         did: opts.serviceDid,
         algorithms: opts.keys.algorithms,
         keys: await opts.keys.published(now),
-        ...(opts.extensions && { extensions: opts.extensions }),
+        extensions: opts.extensions ?? opts.engine.extensions,
         now,
       })
     })
@@ -64,8 +64,9 @@ export function statusView(t: InboundTransfer) {
     status: t.status,
     stage: t.stage,
     progress: t.progress,
+    ...(t.endOfStream && { endOfStream: t.endOfStream }),
     ...(t.missingBlobs.length > 0 && { missingBlobs: t.missingBlobs }),
-    ...(t.failure && { error: t.failure.reason, message: t.failure.message }),
+    ...(t.failure && { error: t.failure.reason, reason: t.failure.message }),
     ...(t.rollback && { rollback: t.rollback }),
   }
 }

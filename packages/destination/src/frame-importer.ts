@@ -3,6 +3,8 @@ import {
   CONTENT_TYPE_ORDER,
   type DecodedFrame,
   decodeAccountState,
+  decodeEndManifest,
+  type EndManifest,
   parsePreferences,
   readBlobpack,
   stageFrame,
@@ -12,6 +14,7 @@ import type { AccountSink, BlobUpload, RepoStaging } from './account-sink.ts'
 import { InvalidRepoError, verifiedCarBatches } from './car-blocks.ts'
 import { consumeFrame } from './frame-unit.ts'
 import { ImportFailure } from './import-failure.ts'
+import type { FailureReason } from './inbound-transfer.ts'
 import { type VerifiedRepo, verifyStagedRepo } from './repo-verifier.ts'
 
 /** Largest preferences or private-state frame we accept (they are small JSON / CBOR documents). */
@@ -23,6 +26,8 @@ export interface FrameImporterOptions {
   /** The DID document's repo signing key (`did:key`). */
   signingKey: string
   maxBlobSize: number
+  /** The source confirmed the end-manifest extension: the stream must end with a matching manifest. */
+  expectManifest: boolean
   /** Called after each committed unit. */
   onProgress(delta: { frames?: number; bytes?: number; blobs?: number; records?: number }): Promise<void>
 }
@@ -36,12 +41,20 @@ export interface FrameImporterOptions {
 export class FrameImporter {
   private position = -1
   private repo: VerifiedRepo | undefined
+  private manifest: EndManifest | undefined
+  /** What arrived, to hold against the manifest. */
+  private readonly received = { frames: 0, bytes: 0, blobs: 0 }
 
   constructor(private readonly options: FrameImporterOptions) {}
 
   /** The verified repo, once its frame has been imported. */
   get verifiedRepo(): VerifiedRepo | undefined {
     return this.repo
+  }
+
+  /** The end manifest, once received and checked. */
+  get endManifest(): EndManifest | undefined {
+    return this.manifest
   }
 
   async import(frame: DecodedFrame): Promise<void> {
@@ -63,7 +76,40 @@ export class FrameImporter {
           await this.options.sink.putAccountState(this.options.did, decodeAccountState(bytes).state)
         })
         break
+      case CONTENT_TYPE.endManifest:
+        await this.checkManifest(frame)
+        await this.options.onProgress({ frames: 1, bytes: frame.plaintextLength })
+        break
     }
+    this.received.frames++
+    this.received.bytes += frame.plaintextLength
+  }
+
+  private async checkManifest(frame: DecodedFrame): Promise<void> {
+    if (!this.options.expectManifest) {
+      throw new ImportFailure('StreamInvalid', 'end manifest in a stream that did not negotiate it')
+    }
+    const bytes = await readSmallFrame(frame, 'StreamInvalid')
+    let manifest: EndManifest
+    try {
+      manifest = decodeEndManifest(bytes)
+    } catch (err) {
+      if (err instanceof WireError) throw new ImportFailure('StreamInvalid', err.message, { cause: err })
+      throw err
+    }
+    const repo = this.repo as VerifiedRepo
+    const mismatches = [
+      ['frames', manifest.frames, this.received.frames],
+      ['plaintext bytes', manifest.bytes, this.received.bytes],
+      ['blobs', manifest.blobs, this.received.blobs],
+      ['repo rev', manifest.repoRev, repo.rev],
+      ['repo commit', manifest.repoCommit, repo.commitCid],
+    ].filter(([, sent, got]) => sent !== got)
+    if (mismatches.length > 0) {
+      const list = mismatches.map(([what, sent, got]) => `${what}: sent ${sent}, received ${got}`)
+      throw new ImportFailure('StreamInvalid', `end manifest does not match the stream (${list.join('; ')})`)
+    }
+    this.manifest = manifest
   }
 
   private checkOrder(contentType: string): void {
@@ -124,6 +170,7 @@ export class FrameImporter {
       )
       // readBlobpack consumed the whole frame, so its tag verified: the blobs are authentic.
       for (const upload of pending.splice(0)) await upload.commit()
+      this.received.blobs += summary.entries
       await this.options.onProgress({ frames: 1, bytes: frame.plaintextLength, blobs: summary.uniqueBlobs })
     } catch (err) {
       await Promise.allSettled(pending.map((u) => u.abort()))
@@ -139,18 +186,9 @@ export class FrameImporter {
     reason: 'PreferencesInvalid' | 'AccountStateInvalid',
     apply: (bytes: Uint8Array) => Promise<void>,
   ): Promise<void> {
-    if (frame.plaintextLength > MAX_DOCUMENT_FRAME) {
-      throw new ImportFailure(
-        reason,
-        `${frame.contentType} frame of ${frame.plaintextLength} bytes is too large`,
-      )
-    }
-    const staged = await stageFrame(frame, { memoryLimit: MAX_DOCUMENT_FRAME })
-    const chunks: Uint8Array[] = []
-    for await (const chunk of staged.open()) chunks.push(chunk)
-    await staged.dispose()
+    const bytes = await readSmallFrame(frame, reason)
     try {
-      await apply(Buffer.concat(chunks))
+      await apply(bytes)
     } catch (err) {
       if (err instanceof WireError) throw new ImportFailure(reason, err.message, { cause: err })
       throw err
@@ -160,3 +198,18 @@ export class FrameImporter {
 }
 
 const discardSink = { write() {}, end() {}, abort() {} }
+
+/** A whole small frame (a document), read and tag-checked before anything looks at it. */
+async function readSmallFrame(frame: DecodedFrame, reason: FailureReason): Promise<Uint8Array> {
+  if (frame.plaintextLength > MAX_DOCUMENT_FRAME) {
+    throw new ImportFailure(
+      reason,
+      `${frame.contentType} frame of ${frame.plaintextLength} bytes is too large`,
+    )
+  }
+  const staged = await stageFrame(frame, { memoryLimit: MAX_DOCUMENT_FRAME })
+  const chunks: Uint8Array[] = []
+  for await (const chunk of staged.open()) chunks.push(chunk)
+  await staged.dispose()
+  return Buffer.concat(chunks)
+}

@@ -61,6 +61,12 @@ export interface InboundTransfer {
   /** The account's new signing key here (`did:key`). */
   signingKey?: string
   missingBlobs: string[]
+  /**
+   * How the end of the stream was established: `manifest` (extension end-manifest: an
+   * authenticated last frame matched what arrived) or `unverified` (a literal 0014 source: EOF
+   * at a frame boundary, so only blob reconciliation stands behind completeness).
+   */
+  endOfStream?: 'manifest' | 'unverified'
   failure?: { reason: FailureReason; message: string }
   /** The PLC operation submitted, once completion succeeded. */
   plcOperation?: Record<string, unknown>

@@ -1,11 +1,15 @@
 import { createHash } from 'node:crypto'
 import type * as plc from '@did-plc/lib'
 import {
+  commonExtensions,
   decodeFrames,
+  EXTENSION,
+  EXTENSIONS_HEADER,
   isBlobCid,
   jwkPrivateKeyBytes,
   LIMITS,
   NSID,
+  parseExtensionsHeader,
   parseWellKnown,
   publicJwk,
   selectAlgorithm,
@@ -81,6 +85,11 @@ export interface TransferEngineOptions {
   limits?: Partial<EngineLimits>
   /** Hours to watch the PLC log for a rollback after completion (72). */
   watchHours?: number
+  /**
+   * Wire extensions we ask sources for when they advertise them (spec/extensions.md; default:
+   * all we implement). `[]` makes this a literal 0014 destination, for interoperability tests.
+   */
+  extensions?: string[]
 }
 
 /**
@@ -91,12 +100,15 @@ export interface TransferEngineOptions {
  */
 export class TransferEngine {
   readonly limits: EngineLimits
+  /** Wire extensions this destination asks for; its well-known document advertises them. */
+  readonly extensions: readonly string[]
   private readonly running = new Map<string, { done: Promise<void>; bytes: number }>()
   /** The authorized source session of each transfer started by this process (kept for completion). */
   private readonly sessions = new Map<string, SourceClient>()
 
   constructor(private readonly options: TransferEngineOptions) {
     this.limits = { ...DEFAULT_LIMITS, ...options.limits }
+    this.extensions = options.extensions ?? [EXTENSION.endManifest]
   }
 
   /**
@@ -218,11 +230,18 @@ export class TransferEngine {
         stage: 'streaming',
       })
 
+      const requested = commonExtensions(this.extensions, wellKnown.extensions)
       touch()
       const res = await client.fetch(`/xrpc/${NSID.exportAccount}`, {
         method: 'POST',
         headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({ did, transferId, algorithm, encryptionKey: publicJwk(key) }),
+        body: JSON.stringify({
+          did,
+          transferId,
+          algorithm,
+          encryptionKey: publicJwk(key),
+          ...(requested.length > 0 && { extensions: requested }),
+        }),
         signal: abort.signal,
       })
       if (!res.ok || !res.body) throw await SourceError.from(res, 'exportAccount')
@@ -233,6 +252,12 @@ export class TransferEngine {
           `source answered with algorithm ${headerAlg}, not ${algorithm}`,
         )
       }
+      const applied = parseExtensionsHeader(res.headers.get(EXTENSIONS_HEADER))
+      const unasked = applied.filter((e) => !requested.includes(e))
+      if (unasked.length > 0) {
+        throw new ImportFailure('StreamInvalid', `source applied extensions we did not ask for: ${unasked}`)
+      }
+      const expectManifest = applied.includes(EXTENSION.endManifest)
       const enc = Buffer.from(res.headers.get('atproto-transfer-enc') ?? '', 'base64url')
       const keys = await setupRecipient({
         algorithm,
@@ -249,6 +274,7 @@ export class TransferEngine {
         did,
         signingKey,
         maxBlobSize: this.limits.maxBlobSize,
+        expectManifest,
         onProgress: async (delta) => {
           progress.framesReceived += delta.frames ?? 0
           progress.bytesReceived += delta.bytes ?? 0
@@ -263,11 +289,16 @@ export class TransferEngine {
       for await (const frame of decodeFrames(body, { keys })) await importer.import(frame)
       const repo = importer.verifiedRepo
       if (!repo) throw new ImportFailure('StreamCut', 'the stream ended without a repo CAR')
+      // Decision 1: with the extension, EOF before the manifest is a cut, even at a frame boundary.
+      if (expectManifest && !importer.endManifest) {
+        throw new ImportFailure('StreamCut', 'the stream ended at a frame boundary before the end manifest')
+      }
       clearTimeout(stall)
 
       await store.update(transferId, {
         stage: 'reconciling',
         repo: { rev: repo.rev, commitCid: repo.commitCid },
+        endOfStream: expectManifest ? 'manifest' : 'unverified',
       })
       const missing = await this.reconcile(transferId, did, client, repo.blobCids, progress)
       await store.update(transferId, {

@@ -5,9 +5,12 @@ import {
   CONTENT_TYPE,
   encodeAccountState,
   encodeBlobpack,
+  encodeEndManifest,
+  encodePreferences,
   type FrameEncoder,
   MAX_FRAME_PLAINTEXT,
   TransferError,
+  WireError,
 } from '@pds-transfer/core'
 import { CID } from 'multiformats/cid'
 import type { AccountSource, RepoSnapshot, SourceBlobRef } from './account-source.ts'
@@ -29,8 +32,8 @@ export interface ExportFramesOptions {
   maxFramePlaintext?: number
   /** Called after each frame is fully written. */
   onProgress?: (progress: ExportProgress) => void
-  /** Blobs too large for any frame, left for the destination's getBlob reconciliation. */
-  onDeferredBlob?: (blob: SourceBlobRef) => void
+  /** End with the authenticated manifest frame (extension `end-manifest`). */
+  endManifest?: boolean
 }
 
 const BLOB_PAGE = 500
@@ -45,6 +48,8 @@ export async function* exportFrames(options: ExportFramesOptions): AsyncGenerato
   const maxFrame = options.maxFramePlaintext ?? MAX_FRAME_PLAINTEXT
   const target = Math.min(options.blobpackTarget ?? 32 * 1024 * 1024, maxFrame)
   const progress: ExportProgress = { frames: 0, bytes: 0, blobs: 0 }
+  let plaintextBytes = 0
+  const deferred: string[] = []
 
   async function* frame(
     type: string,
@@ -58,6 +63,7 @@ export async function* exportFrames(options: ExportFramesOptions): AsyncGenerato
     }
     progress.frames++
     progress.blobs += blobs
+    plaintextBytes += length
     options.onProgress?.({ ...progress })
   }
 
@@ -76,7 +82,8 @@ export async function* exportFrames(options: ExportFramesOptions): AsyncGenerato
       const entry = blobEntry(source, did, ref)
       const entryLength = blobpackEntryOverhead(entry.cid.bytes.length) + ref.size
       if (BLOBPACK_HEADER_LENGTH + entryLength > maxFrame) {
-        options.onDeferredBlob?.(ref)
+        // Too large for any frame: left for the destination's getBlob reconciliation.
+        deferred.push(ref.cid)
         continue
       }
       if (pack.length > 0 && packLength + entryLength > target) {
@@ -93,12 +100,36 @@ export async function* exportFrames(options: ExportFramesOptions): AsyncGenerato
 
   const preferences = await source.getPreferences(did)
   if (preferences.length > 0) {
-    const json = new TextEncoder().encode(JSON.stringify(preferences))
+    // Validated here so that bad stored preferences fail the export, not the destination's import.
+    const json = validated(() => encodePreferences(preferences))
     yield* frame(CONTENT_TYPE.preferences, json, json.length)
   }
 
-  const state = encodeAccountState(await source.getAccountState(did))
-  if (state.length > 1) yield* frame(CONTENT_TYPE.accountState, state, state.length)
+  const state = await source.getAccountState(did)
+  const stateBytes = validated(() => encodeAccountState(state))
+  if (stateBytes.length > 1) yield* frame(CONTENT_TYPE.accountState, stateBytes, stateBytes.length)
+
+  if (options.endManifest) {
+    const manifest = encodeEndManifest({
+      frames: progress.frames,
+      bytes: plaintextBytes,
+      blobs: progress.blobs,
+      repoRev: snapshot.rev,
+      repoCommit: snapshot.commitCid,
+      deferredBlobs: deferred,
+    })
+    yield* frame(CONTENT_TYPE.endManifest, manifest, manifest.length)
+  }
+}
+
+/** A stored document that does not encode is the source's fault: ExportFailed, with the reason. */
+function validated(encode: () => Uint8Array): Uint8Array {
+  try {
+    return encode()
+  } catch (err) {
+    if (err instanceof WireError) throw new TransferError('ExportFailed', err.message, { cause: err })
+    throw err
+  }
 }
 
 function blobEntry(source: AccountSource, did: string, ref: SourceBlobRef): BlobpackSourceEntry {

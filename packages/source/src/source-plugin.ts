@@ -3,6 +3,9 @@ import type { Keypair } from '@atproto/crypto'
 import * as plc from '@did-plc/lib'
 import {
   buildWellKnown,
+  commonExtensions,
+  EXTENSION,
+  EXTENSIONS_HEADER,
   FrameEncoder,
   NSID,
   parseTransferPublicJwk,
@@ -53,6 +56,11 @@ export interface SourcePluginOptions {
   retentionMs?: number
   /** Target blobpack frame size in bytes (default 32 MiB). */
   blobpackTarget?: number
+  /**
+   * Wire extensions offered (spec/extensions.md; default: all we implement). `[]` makes this
+   * a literal 0014 source, for interoperability tests.
+   */
+  extensions?: string[]
   now?: () => number
 }
 
@@ -65,6 +73,8 @@ interface StartedExport {
   /** base64url `enc` for `Atproto-Transfer-Enc`. */
   enc: string
   algorithm: TransferAlgorithm
+  /** Extensions applied to this stream, confirmed in the response header. */
+  extensions: string[]
 }
 
 /**
@@ -78,11 +88,18 @@ export const sourcePlugin = fp(
     const destinationKeys = opts.destinationKeys ?? new DestinationKeys({ now })
     const plcClient = new plc.Client(opts.plc.directoryUrl)
     const running = new Map<string, AbortController>()
+    const extensions = opts.extensions ?? [EXTENSION.endManifest]
 
     if (opts.serveWellKnown ?? true) {
       app.get(WELL_KNOWN_PATH, async (_req, reply) => {
         reply.header('cache-control', WELL_KNOWN_CACHE_CONTROL)
-        return buildWellKnown({ did: opts.serviceDid, algorithms, keys: [], now: Math.floor(now() / 1000) })
+        return buildWellKnown({
+          did: opts.serviceDid,
+          algorithms,
+          keys: [],
+          extensions,
+          now: Math.floor(now() / 1000),
+        })
       })
     }
 
@@ -199,7 +216,9 @@ export const sourcePlugin = fp(
             ...fields,
           })
         const transfer = (await opts.store.get(input.transferId))!
+        const applied = commonExtensions(extensions, input.extensions)
         const body = exportFrames({
+          endManifest: applied.includes(EXTENSION.endManifest),
           source: opts.source,
           did: input.did,
           snapshot,
@@ -219,6 +238,7 @@ export const sourcePlugin = fp(
           body: releasing(body, () => snapshot.release()),
           enc: Buffer.from(enc).toString('base64url'),
           algorithm: key.alg,
+          extensions: applied,
         }
       } catch (err) {
         await snapshot.release()
@@ -265,6 +285,7 @@ export const sourcePlugin = fp(
       // A reader that stopped reading leaves the generator parked on backpressure, where a flag
       // is never seen: an abort (supersede, stall, shutdown) destroys the stream itself.
       abort.signal.addEventListener('abort', () => stream.destroy(abort.signal.reason), { once: true })
+      if (started.extensions.length > 0) reply.header(EXTENSIONS_HEADER, started.extensions.join(', '))
       return reply
         .code(200)
         .header('content-type', 'application/octet-stream')
