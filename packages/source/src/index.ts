@@ -1,6 +1,7 @@
 export * from './account-source.ts'
 export * from './destination-keys.ts'
 export * from './export-frames.ts'
+export * from './oauth-transfer-auth.ts'
 export * from './plc-operation.ts'
 export * from './source-plugin.ts'
 export * from './sqlite-transfer-store.ts'

@@ -125,16 +125,16 @@ export const sourcePlugin = fp(
     app.post(`/xrpc/${NSID.exportAccount}`, async (request, reply) => {
       let started: StartedExport
       try {
-        started = await startExport(request)
+        started = await startExport(request, reply)
       } catch (err) {
         return sendXrpcError(reply, err)
       }
       return streamExport(request, reply, started)
     })
 
-    async function startExport(request: FastifyRequest): Promise<StartedExport> {
+    async function startExport(request: FastifyRequest, reply: FastifyReply): Promise<StartedExport> {
       const input = validateExportAccountInput(request.body)
-      const caller = await opts.auth.verify(request, NSID.exportAccount)
+      const caller = await opts.auth.verify(request, NSID.exportAccount, reply)
       if (caller.did !== input.did) {
         throw new TransferError('TransferNotAuthorized', 'the token was issued for another account')
       }
@@ -298,7 +298,7 @@ export const sourcePlugin = fp(
     app.post(`/xrpc/${NSID.completeTransfer}`, async (request, reply) => {
       try {
         const input = validateCompleteTransferInput(request.body)
-        const caller = await opts.auth.verify(request, NSID.completeTransfer)
+        const caller = await opts.auth.verify(request, NSID.completeTransfer, reply)
         if (caller.did !== input.did) {
           throw new TransferError('TransferNotAuthorized', 'the token was issued for another account')
         }
@@ -352,7 +352,7 @@ export const sourcePlugin = fp(
     app.get(`/xrpc/${NSID.getTransferStatus}`, async (request, reply) => {
       try {
         const params = validateGetTransferStatusParams(request.query)
-        const caller = await opts.auth.verify(request, NSID.getTransferStatus)
+        const caller = await opts.auth.verify(request, NSID.getTransferStatus, reply)
         const transfer = await opts.store.get(params.transferId)
         if (!transfer || transfer.did !== caller.did) {
           throw new TransferError('TransferNotFound', `no transfer ${params.transferId} for this account`)

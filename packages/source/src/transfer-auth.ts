@@ -1,4 +1,4 @@
-import type { FastifyRequest } from 'fastify'
+import type { FastifyReply, FastifyRequest } from 'fastify'
 
 /** Who is calling: the account (OAuth `sub`) and the OAuth client acting for it (the destination). */
 export interface TransferCaller {
@@ -13,5 +13,6 @@ export interface TransferCaller {
  * `TransferNotAuthorized` (403) for a token without the needed scope.
  */
 export interface TransferAuthVerifier {
-  verify(request: FastifyRequest, nsid: string): Promise<TransferCaller>
+  /** `reply` lets a verifier add headers to whatever answer follows (e.g. `DPoP-Nonce`). */
+  verify(request: FastifyRequest, nsid: string, reply?: FastifyReply): Promise<TransferCaller>
 }
