@@ -93,20 +93,35 @@ describe('erratum E1: end of stream', () => {
     expect(t.progress.framesReceived).toBe(full.progress.framesReceived - 1)
   })
 
-  it('with the manifest, a cut at every frame boundary is StreamCut', async () => {
+  it('with the manifest, a cut at every frame boundary is caught as StreamCut (then resumed)', async () => {
     const honest = clientFor(source, alice.did, dest)
     const full = await run(dest, honest, alice.did)
     expect(full).toMatchObject({ status: 'importing', endOfStream: 'manifest' })
     const frames = full.progress.framesReceived
     expect(frames).toBeGreaterThanOrEqual(5) // CAR, >= 2 blobpacks, state, manifest
     for (let keep = 1; keep < frames; keep++) {
-      const cut = frameRewritingClient(honest, (all) => all.slice(0, keep).map((f) => f.bytes))
-      const t = await run(dest, cut, alice.did)
-      expect(t.failure, `cut after ${keep} frames`).toMatchObject({
+      // Only the first session is cut; the retry (extension `resume`) gets the rest.
+      let calls = 0
+      const cutOnce: SourceClient = {
+        url: honest.url,
+        fetch: (path, init) => {
+          if (path === `/xrpc/${NSID.exportAccount}` && calls++ === 0) {
+            return frameRewritingClient(honest, (all) => all.slice(0, keep).map((f) => f.bytes)).fetch(
+              path,
+              init,
+            )
+          }
+          return honest.fetch(path, init)
+        },
+      }
+      const t = await run(dest, cutOnce, alice.did)
+      expect(t.retry?.lastFailure, `cut after ${keep} frames`).toMatchObject({
         reason: 'StreamCut',
         message: expect.stringMatching(/before the end manifest/),
       })
-      expect(await dest.sink.isActive(alice.did)).toBe(false)
+      expect(t.failure, `cut after ${keep} frames`).toBeUndefined()
+      expect(t).toMatchObject({ stage: 'awaitingPlcToken', endOfStream: 'manifest', missingBlobs: [] })
+      expect(t.progress.blobsReceived).toBe(full.progress.blobsReceived)
     }
   })
 

@@ -101,7 +101,7 @@ export interface RawFrame {
 }
 
 /** Splits a (test-sized) response body into its frames using only the clear headers. */
-export async function rawFrames(body: AsyncIterable<Uint8Array>): Promise<RawFrame[]> {
+export async function rawFrames(body: AsyncIterable<Uint8Array> | Iterable<Uint8Array>): Promise<RawFrame[]> {
   const chunks: Uint8Array[] = []
   for await (const c of body) chunks.push(c)
   const all = Buffer.concat(chunks)

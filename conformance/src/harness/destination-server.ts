@@ -59,7 +59,8 @@ export async function startDestinationServer(options: {
     plc: new plc.Client(options.plc.url),
     serviceUrl: url,
     rotationKey: rotationKey.did(),
-    ...(options.limits && { limits: options.limits }),
+    // Retries on a cut stream are real, but a test cannot wait for production backoff.
+    limits: { retry: { attempts: 3, baseDelayMs: 20 }, ...options.limits },
     ...(options.extensions && { extensions: options.extensions }),
   })
   // Tests close servers while peers in the same process still hold keep-alive sockets.

@@ -7,6 +7,8 @@
 export const EXTENSION = {
   /** An authenticated last frame that says what the stream held (decision 1). */
   endManifest: 'end-manifest',
+  /** A new exportAccount for the same transferId continues where a broken one stopped (decision 7). */
+  resume: 'resume',
 } as const
 
 export type Extension = (typeof EXTENSION)[keyof typeof EXTENSION]

@@ -50,6 +50,16 @@ export interface ExportAccountInput {
   encryptionKey: TransferKeyInput
   /** Negotiated wire extensions; absent for a literal 0014 transfer. */
   extensions?: string[]
+  /** Extension `resume`: continue from what the destination already verified. */
+  resume?: ResumePoint
+}
+
+/** Where a resumed export continues (`com.atproto.transfer.exportAccount#resumePoint`). */
+export interface ResumePoint {
+  /** Commit the destination imported; the source omits the CAR if its head is still there. */
+  repoCommit: string
+  /** Last blob (source listing order) the destination committed; the listing continues after it. */
+  blobCursor?: string
 }
 
 /** Body of `com.atproto.transfer.completeTransfer` (section 2.2). */

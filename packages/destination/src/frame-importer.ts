@@ -28,8 +28,26 @@ export interface FrameImporterOptions {
   maxBlobSize: number
   /** The source confirmed the end-manifest extension: the stream must end with a matching manifest. */
   expectManifest: boolean
+  /**
+   * A resumed export (extension `resume`): the repo already verified and committed here. The
+   * stream may then skip the CAR (the source's head has not moved) or bring a newer one.
+   */
+  previousRepo?: VerifiedRepo
   /** Called after each committed unit. */
-  onProgress(delta: { frames?: number; bytes?: number; blobs?: number; records?: number }): Promise<void>
+  onProgress(delta: ImportProgress): Promise<void>
+}
+
+/** What one committed unit added. */
+export interface ImportProgress {
+  frames?: number
+  bytes?: number
+  blobs?: number
+  /** Records in the repo now committed (absolute). */
+  records?: number
+  /** The repo just verified and committed. */
+  repo?: VerifiedRepo
+  /** Last blob CID of the blobpack just committed (the resume cursor). */
+  blobCursor?: string
 }
 
 /**
@@ -45,12 +63,12 @@ export class FrameImporter {
   /** What arrived, to hold against the manifest. */
   private readonly received = { frames: 0, bytes: 0, blobs: 0 }
 
-  constructor(private readonly options: FrameImporterOptions) {}
-
-  /** The verified repo, once its frame has been imported. */
-  get verifiedRepo(): VerifiedRepo | undefined {
-    return this.repo
+  constructor(private readonly options: FrameImporterOptions) {
+    this.previous = options.previousRepo
   }
+
+  /** The repo a resumed stream builds on, until the stream brings its own. */
+  private readonly previous: VerifiedRepo | undefined
 
   /** The end manifest, once received and checked. */
   get endManifest(): EndManifest | undefined {
@@ -97,7 +115,7 @@ export class FrameImporter {
       if (err instanceof WireError) throw new ImportFailure('StreamInvalid', err.message, { cause: err })
       throw err
     }
-    const repo = this.repo as VerifiedRepo
+    const repo = (this.repo ?? this.previous) as VerifiedRepo
     const mismatches = [
       ['frames', manifest.frames, this.received.frames],
       ['plaintext bytes', manifest.bytes, this.received.bytes],
@@ -120,7 +138,7 @@ export class FrameImporter {
     if (index < this.position || (index === this.position && !repeatable)) {
       throw new ImportFailure('StreamInvalid', `${contentType} frame out of order`)
     }
-    if (index > 0 && !this.repo)
+    if (index > 0 && !this.repo && !this.previous)
       throw new ImportFailure('StreamInvalid', 'the stream must start with the repo CAR')
     this.position = index
   }
@@ -139,7 +157,12 @@ export class FrameImporter {
       const repo = await verifyStagedRepo({ staging, root, did, signingKey: this.options.signingKey })
       await sink.commitRepo(did, staging, { commitCid: repo.commitCid, rev: repo.rev })
       this.repo = repo
-      await this.options.onProgress({ frames: 1, bytes: frame.plaintextLength, records: repo.records })
+      await this.options.onProgress({
+        frames: 1,
+        bytes: frame.plaintextLength,
+        records: repo.records,
+        repo,
+      })
     } catch (err) {
       await staging.discard()
       if (err instanceof InvalidRepoError) throw new ImportFailure('RepoInvalid', err.message, { cause: err })
@@ -171,7 +194,13 @@ export class FrameImporter {
       // readBlobpack consumed the whole frame, so its tag verified: the blobs are authentic.
       for (const upload of pending.splice(0)) await upload.commit()
       this.received.blobs += summary.entries
-      await this.options.onProgress({ frames: 1, bytes: frame.plaintextLength, blobs: summary.uniqueBlobs })
+      const last = summary.cids.at(-1)
+      await this.options.onProgress({
+        frames: 1,
+        bytes: frame.plaintextLength,
+        blobs: summary.uniqueBlobs,
+        ...(last && { blobCursor: last.toString() }),
+      })
     } catch (err) {
       await Promise.allSettled(pending.map((u) => u.abort()))
       if (err instanceof WireError && err.reason.startsWith('Blobpack')) {

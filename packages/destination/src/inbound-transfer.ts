@@ -8,6 +8,7 @@ export type TransferStatus = 'pending' | 'exporting' | 'importing' | 'completing
 export type TransferStage =
   | 'created'
   | 'streaming'
+  | 'retrying'
   | 'reconciling'
   | 'awaitingPlcToken'
   | 'submittingPlc'
@@ -61,6 +62,15 @@ export interface InboundTransfer {
   /** The account's new signing key here (`did:key`). */
   signingKey?: string
   missingBlobs: string[]
+  /** Last blob committed, in the source's listing order: where a resumed export continues. */
+  blobCursor?: string
+  /** The last retry of a broken export session: which attempt, when the next starts, and why. */
+  retry?: {
+    attempt: number
+    of: number
+    nextAt: number
+    lastFailure: { reason: FailureReason; message: string }
+  }
   /**
    * How the end of the stream was established: `manifest` (extension end-manifest: an
    * authenticated last frame matched what arrived) or `unverified` (a literal 0014 source: EOF

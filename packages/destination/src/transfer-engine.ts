@@ -14,6 +14,7 @@ import {
   publicJwk,
   selectAlgorithm,
   setupRecipient,
+  type TransferAlgorithm,
   WELL_KNOWN_PATH,
   WireError,
 } from '@pds-transfer/core'
@@ -31,6 +32,7 @@ import {
 } from './inbound-transfer.ts'
 import type { KeyRing } from './key-ring.ts'
 import { checkPlcMove, PlcOperationError } from './plc-check.ts'
+import type { VerifiedRepo } from './repo-verifier.ts'
 import { type SourceClient, SourceError } from './source-client.ts'
 import { createTransferId } from './transfer-id.ts'
 
@@ -46,6 +48,8 @@ export interface EngineLimits {
   stallTimeoutMs: number
   /** Largest single blob accepted (100 MB, the reference PDS's default). */
   maxBlobSize: number
+  /** Export sessions per transfer when the connection breaks, and the first backoff (doubling). */
+  retry: { attempts: number; baseDelayMs: number }
 }
 
 export const DEFAULT_LIMITS: EngineLimits = {
@@ -54,6 +58,7 @@ export const DEFAULT_LIMITS: EngineLimits = {
   maxInFlightBytes: 50e9,
   stallTimeoutMs: 5 * 60_000,
   maxBlobSize: LIMITS.defaultMaxBlobSize,
+  retry: { attempts: 5, baseDelayMs: 2000 },
 }
 
 /** Refusal of an engine call (not a transfer failure); `code` names it. */
@@ -108,7 +113,7 @@ export class TransferEngine {
 
   constructor(private readonly options: TransferEngineOptions) {
     this.limits = { ...DEFAULT_LIMITS, ...options.limits }
-    this.extensions = options.extensions ?? [EXTENSION.endManifest]
+    this.extensions = options.extensions ?? [EXTENSION.endManifest, EXTENSION.resume]
   }
 
   /**
@@ -199,6 +204,69 @@ export class TransferEngine {
     const entry = this.running.get(transferId)
     if (!entry) return
     const { sink, store } = this.options
+    const state: PullState = { progress: emptyProgress(), repo: undefined, blobCursor: undefined }
+    try {
+      const wellKnown = await this.sourceWellKnown(client.url)
+      const algorithm = selectAlgorithm(this.options.keys.algorithms, wellKnown.algorithms)
+      if (!algorithm) {
+        throw new ImportFailure(
+          'NoCommonAlgorithm',
+          `source offers ${wellKnown.algorithms.join(', ')}; we speak ${this.options.keys.algorithms.join(', ')}`,
+        )
+      }
+      const accountKey = await sink.createDeactivatedAccount(did, handle === undefined ? {} : { handle })
+      await store.update(transferId, {
+        sourceDid: wellKnown.did,
+        algorithm,
+        signingKey: accountKey.signingKey,
+        status: 'exporting',
+        stage: 'streaming',
+      })
+      const session: PullSession = {
+        transferId,
+        did,
+        client,
+        signingKey,
+        algorithm,
+        extensions: commonExtensions(this.extensions, wellKnown.extensions),
+        entry,
+      }
+      await this.streamWithRetries(session, state)
+      await this.finishImport(session, state)
+    } catch (err) {
+      const failure = toFailure(err)
+      await this.fail(transferId, failure.reason, failure.message)
+    }
+  }
+
+  /**
+   * Runs export sessions until one ends cleanly. A broken connection, a cut or a stall is
+   * retried with backoff; with the `resume` extension each retry asks only for what is not yet
+   * verified here (decision 7), otherwise it starts over (what is stored is not stored twice).
+   */
+  private async streamWithRetries(session: PullSession, state: PullState): Promise<void> {
+    const { attempts, baseDelayMs } = this.limits.retry
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.streamOnce(session, state)
+        return
+      } catch (err) {
+        const failure = toFailure(err)
+        if (!RETRYABLE.has(failure.reason) || attempt >= attempts) throw err
+        const delay = baseDelayMs * 2 ** (attempt - 1)
+        await this.options.store.update(session.transferId, {
+          stage: 'retrying',
+          retry: { attempt, of: attempts, nextAt: Date.now() + delay, lastFailure: failure },
+        })
+        await new Promise((resolve) => setTimeout(resolve, delay))
+      }
+    }
+  }
+
+  /** One exportAccount call: decrypts, verifies and imports every frame it delivers. */
+  private async streamOnce(session: PullSession, state: PullState): Promise<void> {
+    const { transferId, did, client, algorithm, entry } = session
+    const { sink, store } = this.options
     const abort = new AbortController()
     let stall: NodeJS.Timeout | undefined
     const touch = () => {
@@ -209,28 +277,17 @@ export class TransferEngine {
       )
     }
     try {
-      const wellKnown = await this.sourceWellKnown(client.url)
-      const algorithm = selectAlgorithm(this.options.keys.algorithms, wellKnown.algorithms)
-      if (!algorithm) {
-        throw new ImportFailure(
-          'NoCommonAlgorithm',
-          `source offers ${wellKnown.algorithms.join(', ')}; we speak ${this.options.keys.algorithms.join(', ')}`,
-        )
-      }
       const key = await this.options.keys.current(algorithm)
       if (!key)
         throw new ImportFailure('NoCommonAlgorithm', `no current ${algorithm} key; run KeyRing.rotate()`)
-      const accountKey = await sink.createDeactivatedAccount(did, handle === undefined ? {} : { handle })
-      await store.update(transferId, {
-        sourceDid: wellKnown.did,
-        algorithm,
-        kid: key.kid,
-        signingKey: accountKey.signingKey,
-        status: 'exporting',
-        stage: 'streaming',
-      })
-
-      const requested = commonExtensions(this.extensions, wellKnown.extensions)
+      const resume =
+        session.extensions.includes(EXTENSION.resume) && state.repo
+          ? {
+              repoCommit: state.repo.commitCid,
+              ...(state.blobCursor !== undefined && { blobCursor: state.blobCursor }),
+            }
+          : undefined
+      await store.update(transferId, { kid: key.kid, status: 'exporting', stage: 'streaming' })
       touch()
       const res = await client.fetch(`/xrpc/${NSID.exportAccount}`, {
         method: 'POST',
@@ -240,7 +297,8 @@ export class TransferEngine {
           transferId,
           algorithm,
           encryptionKey: publicJwk(key),
-          ...(requested.length > 0 && { extensions: requested }),
+          ...(session.extensions.length > 0 && { extensions: session.extensions }),
+          ...(resume && { resume }),
         }),
         signal: abort.signal,
       })
@@ -253,7 +311,7 @@ export class TransferEngine {
         )
       }
       const applied = parseExtensionsHeader(res.headers.get(EXTENSIONS_HEADER))
-      const unasked = applied.filter((e) => !requested.includes(e))
+      const unasked = applied.filter((e) => !session.extensions.includes(e))
       if (unasked.length > 0) {
         throw new ImportFailure('StreamInvalid', `source applied extensions we did not ask for: ${unasked}`)
       }
@@ -268,52 +326,66 @@ export class TransferEngine {
       })
       await store.update(transferId, { status: 'importing' })
 
-      const progress = { ...emptyProgress() }
+      const { progress } = state
       const importer = new FrameImporter({
         sink,
         did,
-        signingKey,
+        signingKey: session.signingKey,
         maxBlobSize: this.limits.maxBlobSize,
         expectManifest,
+        ...(resume && state.repo && { previousRepo: state.repo }),
         onProgress: async (delta) => {
           progress.framesReceived += delta.frames ?? 0
           progress.bytesReceived += delta.bytes ?? 0
           progress.blobsReceived += delta.blobs ?? 0
-          progress.records += delta.records ?? 0
+          if (delta.records !== undefined) progress.records = delta.records
+          if (delta.repo) state.repo = delta.repo
+          if (delta.blobCursor !== undefined) state.blobCursor = delta.blobCursor
           entry.bytes = progress.bytesReceived
           this.checkQuota()
-          await store.update(transferId, { progress: { ...progress } })
+          await store.update(transferId, {
+            progress: { ...progress },
+            ...(delta.repo && { repo: { rev: delta.repo.rev, commitCid: delta.repo.commitCid } }),
+            ...(delta.blobCursor !== undefined && { blobCursor: delta.blobCursor }),
+          })
         },
       })
       const body = watched(res.body, touch)
       for await (const frame of decodeFrames(body, { keys })) await importer.import(frame)
-      const repo = importer.verifiedRepo
-      if (!repo) throw new ImportFailure('StreamCut', 'the stream ended without a repo CAR')
+      if (!state.repo) throw new ImportFailure('StreamCut', 'the stream ended without a repo CAR')
       // Decision 1: with the extension, EOF before the manifest is a cut, even at a frame boundary.
       if (expectManifest && !importer.endManifest) {
         throw new ImportFailure('StreamCut', 'the stream ended at a frame boundary before the end manifest')
       }
-      clearTimeout(stall)
-
-      await store.update(transferId, {
-        stage: 'reconciling',
-        repo: { rev: repo.rev, commitCid: repo.commitCid },
-        endOfStream: expectManifest ? 'manifest' : 'unverified',
-      })
-      const missing = await this.reconcile(transferId, did, client, repo.blobCids, progress)
-      await store.update(transferId, {
-        stage: 'awaitingPlcToken',
-        missingBlobs: missing,
-        progress: { ...progress, blobsMissing: missing.length },
-      })
+      await store.update(transferId, { endOfStream: expectManifest ? 'manifest' : 'unverified' })
     } catch (err) {
-      const failure = toFailure(abort.signal.reason ?? err)
       // Stop the source's stream too: nothing more of this attempt will be read.
       if (!abort.signal.aborted) abort.abort(err)
-      await this.fail(transferId, failure.reason, failure.message)
+      throw abort.signal.reason instanceof ImportFailure ? abort.signal.reason : err
     } finally {
       clearTimeout(stall)
     }
+  }
+
+  /** After the stream: reconcile blobs referenced by the imported records, then wait for the PLC token. */
+  private async finishImport(session: PullSession, state: PullState): Promise<void> {
+    const repo = state.repo as VerifiedRepo
+    await this.options.store.update(session.transferId, {
+      stage: 'reconciling',
+      repo: { rev: repo.rev, commitCid: repo.commitCid },
+    })
+    const missing = await this.reconcile(
+      session.transferId,
+      session.did,
+      session.client,
+      repo.blobCids,
+      state.progress,
+    )
+    await this.options.store.update(session.transferId, {
+      stage: 'awaitingPlcToken',
+      missingBlobs: missing,
+      progress: { ...state.progress, blobsMissing: missing.length },
+    })
   }
 
   /** Fetches each referenced blob we lack from the source's getBlob; returns those that could not be had. */
@@ -515,6 +587,30 @@ export class TransferEngine {
       throw new ImportFailure('SourceRefused', `${url}${WELL_KNOWN_PATH}: ${(err as Error).message}`)
     }
   }
+}
+
+/** Failures of the connection rather than of the data: worth another attempt. */
+const RETRYABLE: ReadonlySet<FailureReason> = new Set(['StreamCut', 'SourceUnreachable', 'NoProgress'])
+
+/** What one pull knows across its export sessions. */
+interface PullState {
+  progress: TransferProgress
+  /** The repo verified and committed here, once its frame arrived. */
+  repo: VerifiedRepo | undefined
+  /** Last blob committed, in the source's listing order (the resume cursor). */
+  blobCursor: string | undefined
+}
+
+interface PullSession {
+  transferId: string
+  did: string
+  client: SourceClient
+  /** The DID document's repo signing key, to verify the commit. */
+  signingKey: string
+  algorithm: TransferAlgorithm
+  /** Extensions asked of this source (both well-known documents list them). */
+  extensions: string[]
+  entry: { bytes: number }
 }
 
 /** Maps whatever ended a pull to a named failure. */

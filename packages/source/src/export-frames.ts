@@ -34,6 +34,10 @@ export interface ExportFramesOptions {
   onProgress?: (progress: ExportProgress) => void
   /** End with the authenticated manifest frame (extension `end-manifest`). */
   endManifest?: boolean
+  /** Extension `resume`: the destination already holds this repo snapshot; omit the CAR frame. */
+  skipRepo?: boolean
+  /** Extension `resume`: continue the blob listing after this CID. */
+  blobCursor?: string
 }
 
 const BLOB_PAGE = 500
@@ -67,15 +71,17 @@ export async function* exportFrames(options: ExportFramesOptions): AsyncGenerato
     options.onProgress?.({ ...progress })
   }
 
-  if (snapshot.carLength > maxFrame) {
-    throw new TransferError('ExportFailed', `repo CAR of ${snapshot.carLength} bytes exceeds one frame`)
+  if (!options.skipRepo) {
+    if (snapshot.carLength > maxFrame) {
+      throw new TransferError('ExportFailed', `repo CAR of ${snapshot.carLength} bytes exceeds one frame`)
+    }
+    yield* frame(CONTENT_TYPE.repoCar, snapshot.open(), snapshot.carLength)
   }
-  yield* frame(CONTENT_TYPE.repoCar, snapshot.open(), snapshot.carLength)
 
   let pack: BlobpackSourceEntry[] = []
   let packLength = BLOBPACK_HEADER_LENGTH
   const flush = () => frame(CONTENT_TYPE.blobpack, encodeBlobpack(pack), packLength, pack.length)
-  let cursor: string | undefined
+  let cursor = options.blobCursor
   do {
     const page = await source.listBlobs(did, { limit: BLOB_PAGE, ...(cursor !== undefined && { cursor }) })
     for (const ref of page.blobs) {

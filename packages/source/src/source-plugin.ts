@@ -88,7 +88,7 @@ export const sourcePlugin = fp(
     const destinationKeys = opts.destinationKeys ?? new DestinationKeys({ now })
     const plcClient = new plc.Client(opts.plc.directoryUrl)
     const running = new Map<string, AbortController>()
-    const extensions = opts.extensions ?? [EXTENSION.endManifest]
+    const extensions = opts.extensions ?? [EXTENSION.endManifest, EXTENSION.resume]
 
     if (opts.serveWellKnown ?? true) {
       app.get(WELL_KNOWN_PATH, async (_req, reply) => {
@@ -159,15 +159,22 @@ export const sourcePlugin = fp(
       if (previous && (previous.did !== input.did || previous.clientId !== caller.clientId)) {
         throw new TransferError('InvalidRequest', 'transferId is already used by another transfer')
       }
+      const applied = commonExtensions(extensions, input.extensions)
+      if (input.resume && !applied.includes(EXTENSION.resume)) {
+        throw new TransferError('InvalidRequest', 'resume needs the resume extension')
+      }
+      if (input.resume && !previous) {
+        throw new TransferError('TransferNotFound', `no transfer ${input.transferId} to resume`)
+      }
+      if (previous?.status === 'completed') {
+        throw new TransferError('InvalidRequest', `transfer ${input.transferId} is already completed`)
+      }
       const active = await opts.store.findActive(input.did)
       if (active && active.clientId !== caller.clientId) {
         throw new TransferError(
           'TransferAlreadyActive',
           `transfer ${active.transferId} is in progress for ${input.did}`,
         )
-      }
-      if (active && running.has(active.transferId) && active.transferId === input.transferId) {
-        throw new TransferError('TransferAlreadyActive', `transfer ${active.transferId} is already streaming`)
       }
       if (!previous) {
         const recent = await opts.store.countCreatedSince(caller.clientId, now() - HOUR)
@@ -179,8 +186,11 @@ export const sourcePlugin = fp(
         }
       }
       await destinationKeys.assertPublished(caller.clientId, key)
-      // The same destination starting over (after a failure on its side) replaces its earlier attempt.
-      if (active && active.transferId !== input.transferId) {
+      // The same destination starting over or resuming (after a failure on its side) replaces
+      // its earlier attempt, even one whose broken connection we have not noticed yet.
+      if (active && active.transferId === input.transferId) {
+        running.get(active.transferId)?.abort(new Error('replaced by a new request for the same transfer'))
+      } else if (active) {
         running.get(active.transferId)?.abort(new Error(`superseded by ${input.transferId}`))
         await opts.store.update(active.transferId, {
           status: 'failed',
@@ -216,9 +226,12 @@ export const sourcePlugin = fp(
             ...fields,
           })
         const transfer = (await opts.store.get(input.transferId))!
-        const applied = commonExtensions(extensions, input.extensions)
         const body = exportFrames({
           endManifest: applied.includes(EXTENSION.endManifest),
+          // A resumed export leaves out what the destination verified: the CAR if the head has
+          // not moved, and the blobs up to its cursor (reconciliation covers anything newer).
+          skipRepo: input.resume?.repoCommit === snapshot.commitCid,
+          ...(input.resume?.blobCursor !== undefined && { blobCursor: input.resume.blobCursor }),
           source: opts.source,
           did: input.did,
           snapshot,
@@ -252,6 +265,7 @@ export const sourcePlugin = fp(
       running.set(transfer.transferId, abort)
       const id = transfer.transferId
       let finished = false
+      const current = () => running.get(id) === abort
       async function* tracked() {
         try {
           for await (const chunk of body) {
@@ -266,10 +280,12 @@ export const sourcePlugin = fp(
           })
         } catch (err) {
           request.log.warn({ err, transferId: id }, 'export failed after the response started')
-          await opts.store.update(id, { status: 'failed', error: describe(err), updatedAt: now() })
+          if (current())
+            await opts.store.update(id, { status: 'failed', error: describe(err), updatedAt: now() })
           throw err
         } finally {
-          running.delete(id)
+          // A stream replaced by a new request for the same transfer must not touch its record.
+          if (current()) running.delete(id)
           if (!finished && !abort.signal.aborted) {
             await opts.store.update(id, {
               status: 'failed',
