@@ -108,6 +108,9 @@ export class SqliteAccountStore implements AccountSource {
 
   /** Applies record writes in one signed commit; returns the new rev. */
   async writeRecords(did: string, signingKey: Keypair, writes: RecordWrite[]): Promise<string> {
+    // As on a real PDS, a deactivated account takes no writes (what completeTransfer relies on).
+    const status = (await this.getAccount(did))?.status
+    if (status !== undefined && status !== 'active') throw new Error(`RepoDeactivated: ${did} is ${status}`)
     const storage = new SqliteRepoStorage(this.db, did)
     const repo = await Repo.load(storage)
     const ops = writes.map((w): RecordWriteOp => {
@@ -248,6 +251,10 @@ export class SqliteAccountStore implements AccountSource {
     this.db
       .prepare("UPDATE account SET status = 'deactivated', retain_until = ? WHERE did = ?")
       .run(options.retainUntil.getTime(), did)
+  }
+
+  async reactivate(did: string): Promise<void> {
+    this.db.prepare("UPDATE account SET status = 'active', retain_until = NULL WHERE did = ?").run(did)
   }
 
   /** The repo as one CAR file (for tests comparing both ends). */

@@ -11,6 +11,7 @@ export type TransferStage =
   | 'retrying'
   | 'reconciling'
   | 'awaitingPlcToken'
+  | 'catchingUp'
   | 'submittingPlc'
   | 'activated'
   | 'failed'
@@ -62,6 +63,8 @@ export interface InboundTransfer {
   /** The account's new signing key here (`did:key`). */
   signingKey?: string
   missingBlobs: string[]
+  /** Catch-up exports run because the source's repo moved before completion (decision 6). */
+  catchUps?: number
   /** Last blob committed, in the source's listing order: where a resumed export continues. */
   blobCursor?: string
   /** The last retry of a broken export session: which attempt, when the next starts, and why. */

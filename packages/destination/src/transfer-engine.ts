@@ -110,6 +110,8 @@ export class TransferEngine {
   private readonly running = new Map<string, { done: Promise<void>; bytes: number }>()
   /** The authorized source session of each transfer started by this process (kept for completion). */
   private readonly sessions = new Map<string, SourceClient>()
+  /** What each pull of this process verified, for resume and catch-up (lost on restart). */
+  private readonly pulls = new Map<string, { session: PullSession; state: PullState }>()
 
   constructor(private readonly options: TransferEngineOptions) {
     this.limits = { ...DEFAULT_LIMITS, ...options.limits }
@@ -231,6 +233,7 @@ export class TransferEngine {
         extensions: commonExtensions(this.extensions, wellKnown.extensions),
         entry,
       }
+      this.pulls.set(transferId, { session, state })
       await this.streamWithRetries(session, state)
       await this.finishImport(session, state)
     } catch (err) {
@@ -466,26 +469,38 @@ export class TransferEngine {
     const client = params.client ?? this.sessions.get(transferId)
     if (!client) throw new EngineError('InvalidState', 'no authorized session with the source; sign in again')
     const identity = await this.options.resolver.resolve(t.did)
-    await store.update(transferId, { status: 'completing', stage: 'submittingPlc' })
-    const res = await client.fetch(`/xrpc/${NSID.completeTransfer}`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({
-        did: t.did,
-        transferId,
-        plcSignatureToken: params.plcToken,
-        newPdsEndpoint: this.options.serviceUrl,
-        newSigningKey: t.signingKey,
-        // Every current key stays in its order (the source drops its own), ours goes last.
-        newRotationKeys: [
-          ...identity.rotationKeys.filter((k) => k !== this.options.rotationKey),
-          this.options.rotationKey,
-        ],
-      }),
-    })
-    if (!res.ok) {
+    const signingKey = t.signingKey
+    const callComplete = () =>
+      client.fetch(`/xrpc/${NSID.completeTransfer}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({
+          did: t.did,
+          transferId,
+          plcSignatureToken: params.plcToken,
+          newPdsEndpoint: this.options.serviceUrl,
+          newSigningKey: signingKey,
+          // Every current key stays in its order (the source drops its own), ours goes last.
+          newRotationKeys: [
+            ...identity.rotationKeys.filter((k) => k !== this.options.rotationKey),
+            this.options.rotationKey,
+          ],
+        }),
+      })
+    let res: Response
+    for (let round = 1; ; round++) {
+      await store.update(transferId, { status: 'completing', stage: 'submittingPlc' })
+      res = await callComplete()
+      if (res.ok) break
       const err = await SourceError.from(res, 'completeTransfer')
-      // A wrong or expired token leaves the transfer waiting for another one.
+      // Decision 6: records written on the source since our export are fetched before the
+      // source lets the account go, so no write is lost.
+      const pull = this.pulls.get(transferId)
+      if (err.error === 'RepoChangedDuringTransfer' && pull && round <= MAX_CATCH_UPS) {
+        await this.catchUp(transferId, { ...pull, session: { ...pull.session, client } }, round)
+        continue
+      }
+      // A wrong or expired token, or a repo that keeps moving, leaves the transfer waiting.
       const retryable = err.error === 'InvalidPlcToken' || err.error === 'RepoChangedDuringTransfer'
       if (retryable) {
         await store.update(transferId, { status: 'importing', stage: 'awaitingPlcToken' })
@@ -512,12 +527,50 @@ export class TransferEngine {
       return this.fail(transferId, 'PlcSubmitFailed', (err as Error).message)
     }
     await sink.activate(t.did)
+    this.forget(transferId)
     return store.update(transferId, {
       status: 'completed',
       stage: 'activated',
       plcOperation: op as unknown as Record<string, unknown>,
       watchUntil: Date.now() + (this.options.watchHours ?? 72) * 3600_000,
     })
+  }
+
+  /**
+   * Imports what was written on the source since our export: a resumed export (the source's
+   * head moved, so it sends the new CAR; blobs past our cursor), then reconciliation.
+   */
+  private async catchUp(
+    transferId: string,
+    pull: { session: PullSession; state: PullState },
+    round: number,
+  ): Promise<void> {
+    const { store } = this.options
+    await store.update(transferId, { status: 'importing', stage: 'catchingUp', catchUps: round })
+    try {
+      await this.streamWithRetries(pull.session, pull.state)
+    } catch (err) {
+      const failure = toFailure(err)
+      await store.update(transferId, { status: 'importing', stage: 'awaitingPlcToken' })
+      throw new EngineError('InvalidState', `catching up with the source failed: ${failure.message}`)
+    }
+    const repo = pull.state.repo as VerifiedRepo
+    const missing = await this.reconcile(
+      transferId,
+      pull.session.did,
+      pull.session.client,
+      repo.blobCids,
+      pull.state.progress,
+    )
+    await store.update(transferId, {
+      repo: { rev: repo.rev, commitCid: repo.commitCid },
+      missingBlobs: missing,
+      progress: { ...pull.state.progress, blobsMissing: missing.length },
+    })
+    if (missing.length > 0) {
+      await store.update(transferId, { stage: 'awaitingPlcToken' })
+      throw new EngineError('InvalidState', `${missing.length} blobs written since the export are missing`)
+    }
   }
 
   /**
@@ -550,6 +603,12 @@ export class TransferEngine {
     return flagged
   }
 
+  /** Drops what this process held for a transfer that has ended. */
+  private forget(transferId: string): void {
+    this.pulls.delete(transferId)
+    this.sessions.delete(transferId)
+  }
+
   private checkQuota(): void {
     let total = 0
     for (const r of this.running.values()) total += r.bytes
@@ -562,6 +621,7 @@ export class TransferEngine {
   }
 
   private async fail(transferId: string, reason: FailureReason, message: string): Promise<InboundTransfer> {
+    this.forget(transferId)
     return this.options.store.update(transferId, {
       status: 'failed',
       stage: 'failed',
@@ -588,6 +648,9 @@ export class TransferEngine {
     }
   }
 }
+
+/** Catch-up rounds before completion gives up on a repo that keeps moving (the user retries). */
+const MAX_CATCH_UPS = 3
 
 /** Failures of the connection rather than of the data: worth another attempt. */
 const RETRYABLE: ReadonlySet<FailureReason> = new Set(['StreamCut', 'SourceUnreachable', 'NoProgress'])

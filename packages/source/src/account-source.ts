@@ -69,4 +69,9 @@ export interface AccountSource {
   consumePlcToken(did: string, token: string): Promise<boolean>
   /** Deactivates the account after a completed transfer, keeping its data until `retainUntil`. */
   deactivate(did: string, options: { retainUntil: Date }): Promise<void>
+  /**
+   * Undoes `deactivate` when completion is refused after it: a write that landed between the
+   * rev check and the deactivation must make the destination catch up, not be lost.
+   */
+  reactivate(did: string): Promise<void>
 }

@@ -75,6 +75,8 @@ interface StartedExport {
   algorithm: TransferAlgorithm
   /** Extensions applied to this stream, confirmed in the response header. */
   extensions: string[]
+  /** Email the PLC token once the data has left (not again for a resumed or catch-up export). */
+  sendPlcToken: boolean
 }
 
 /**
@@ -160,6 +162,9 @@ export const sourcePlugin = fp(
         throw new TransferError('InvalidRequest', 'transferId is already used by another transfer')
       }
       const applied = commonExtensions(extensions, input.extensions)
+      // A resumed or catch-up export of a transfer whose data already left once: the user has
+      // a token; another email would only confuse.
+      const tokenSent = previous?.status === 'importing' || previous?.status === 'completing'
       if (input.resume && !applied.includes(EXTENSION.resume)) {
         throw new TransferError('InvalidRequest', 'resume needs the resume extension')
       }
@@ -252,6 +257,7 @@ export const sourcePlugin = fp(
           enc: Buffer.from(enc).toString('base64url'),
           algorithm: key.alg,
           extensions: applied,
+          sendPlcToken: !tokenSent,
         }
       } catch (err) {
         await snapshot.release()
@@ -275,9 +281,11 @@ export const sourcePlugin = fp(
           finished = true
           await opts.store.update(id, { status: 'importing', updatedAt: now() })
           // Decision 8: the token is sent once the data has left, not at the start of a long export.
-          await opts.source.requestPlcToken(transfer.did).catch((err: unknown) => {
-            request.log.warn({ err }, 'could not send the PLC token')
-          })
+          if (started.sendPlcToken) {
+            await opts.source.requestPlcToken(transfer.did).catch((err: unknown) => {
+              request.log.warn({ err }, 'could not send the PLC token')
+            })
+          }
         } catch (err) {
           request.log.warn({ err, transferId: id }, 'export failed after the response started')
           if (current())
@@ -336,28 +344,43 @@ export const sourcePlugin = fp(
             `transfer ${input.transferId} has no finished export (${transfer.status})`,
           )
         }
-        const head = await opts.source.currentRev(input.did)
-        if (head !== transfer.exportedRev) {
-          throw new TransferError(
-            'RepoChangedDuringTransfer',
-            `the repo moved from rev ${transfer.exportedRev} to ${head} after the export; export again before completing`,
-          )
+        const repoMoved = async () => {
+          const head = await opts.source.currentRev(input.did)
+          return head === transfer.exportedRev
+            ? undefined
+            : new TransferError(
+                'RepoChangedDuringTransfer',
+                `the repo moved from rev ${transfer.exportedRev} to ${head} after the export; export again (resume) before completing`,
+              )
         }
+        // Checked first so that a moved repo does not cost the user their token.
+        const moved = await repoMoved()
+        if (moved) throw moved
         if (!(await opts.source.consumePlcToken(input.did, input.plcSignatureToken))) {
           throw new TransferError('InvalidPlcToken', 'the PLC signature token is wrong or expired')
         }
         await opts.store.update(input.transferId, { status: 'completing', updatedAt: now() })
+        // Deactivating stops writes; checking again after it closes the window in which a write
+        // could land between the first check and the deactivation and be lost (decision 6).
+        await opts.source.deactivate(input.did, {
+          retainUntil: new Date(now() + (opts.retentionMs ?? 30 * 24 * HOUR)),
+        })
+        const undo = async (err: unknown): Promise<never> => {
+          await opts.source.reactivate(input.did)
+          await opts.store.update(input.transferId, { status: 'importing', updatedAt: now() })
+          throw err
+        }
+        const movedLate = await repoMoved()
+        if (movedLate) {
+          // The token is spent: send a fresh one for the retry after the catch-up.
+          await opts.source.requestPlcToken(input.did).catch(() => {})
+          await undo(movedLate)
+        }
         const signedPlcOperation = await signTransferOperation(plcClient, input.did, opts.plc.rotationKey, {
           newPdsEndpoint: input.newPdsEndpoint,
           newSigningKey: input.newSigningKey,
           newRotationKeys: input.newRotationKeys,
-        }).catch(async (err: unknown) => {
-          await opts.store.update(input.transferId, { status: 'importing', updatedAt: now() })
-          throw err
-        })
-        await opts.source.deactivate(input.did, {
-          retainUntil: new Date(now() + (opts.retentionMs ?? 30 * 24 * HOUR)),
-        })
+        }).catch(undo)
         await opts.store.update(input.transferId, { status: 'completed', updatedAt: now() })
         return { signedPlcOperation }
       } catch (err) {
