@@ -109,15 +109,34 @@ export class SqliteAccountSink implements AccountSink {
   async startBlob(did: string, cid: string, size: number): Promise<BlobUpload> {
     const temp = join(this.store.dir, 'blobs', `.incoming-${randomUUID()}`)
     const out: WriteStream = createWriteStream(temp)
+    // An abort destroys the stream under a pending write; keep its error for the caller instead
+    // of letting an unheard 'error' event take the process down.
+    let failure: Error | undefined
+    out.on('error', (err) => {
+      failure ??= err
+    })
     const closed = () =>
       new Promise<void>((resolve, reject) => out.end((err?: Error | null) => (err ? reject(err) : resolve())))
+    const drained = () =>
+      new Promise<void>((resolve, reject) => {
+        const done = () => {
+          out.off('drain', done)
+          out.off('close', done)
+          if (failure) reject(failure)
+          else resolve()
+        }
+        out.once('drain', done)
+        out.once('close', done)
+      })
     let written = 0
     return {
       write: async (chunk) => {
+        if (failure) throw failure
         written += chunk.length
-        if (!out.write(chunk)) await new Promise<void>((resolve) => out.once('drain', () => resolve()))
+        if (!out.write(chunk)) await drained()
       },
       commit: async () => {
+        if (failure) throw failure
         await closed()
         if (size >= 0 && written !== size) throw new Error(`blob ${cid}: ${written} bytes, ${size} declared`)
         await rename(temp, this.store.blobPath(cid))
