@@ -12,6 +12,7 @@ import {
   SqliteInboundTransferStore,
   SqliteKeyStore,
   TransferEngine,
+  type TransferEngineOptions,
 } from '@pds-transfer/destination'
 import Fastify, { type FastifyInstance } from 'fastify'
 import { SqliteAccountSink } from '../store/sqlite-account-sink.ts'
@@ -35,11 +36,14 @@ export interface DestinationServer {
 }
 
 export async function startDestinationServer(options: {
-  plc: PlcDirectory
+  plc: Pick<PlcDirectory, 'url'>
   limits?: Partial<EngineLimits>
   dir?: string
   /** Extensions the engine asks for (default: all; `[]` for a literal 0014 destination). */
   extensions?: string[]
+  /** Fixed port (a restarted destination must keep its URL: it is the account's new PDS). */
+  port?: number
+  restoreClient?: TransferEngineOptions['restoreClient']
 }): Promise<DestinationServer> {
   const dir = options.dir ?? (await mkdtemp(join(tmpdir(), 'pds-transfer-destination-')))
   const store = await SqliteAccountStore.open(dir)
@@ -49,7 +53,7 @@ export async function startDestinationServer(options: {
   const keys = new KeyRing(keyStore, ['HPKE-3', 'HPKE-4'])
   const rotationKey = await Secp256k1Keypair.create({ exportable: true })
   // The engine needs its public URL before the server listens.
-  const port = await freePort()
+  const port = options.port ?? (await freePort())
   const url = `http://127.0.0.1:${port}`
   const engine = new TransferEngine({
     sink,
@@ -62,6 +66,7 @@ export async function startDestinationServer(options: {
     // Retries on a cut stream are real, but a test cannot wait for production backoff.
     limits: { retry: { attempts: 3, baseDelayMs: 20 }, ...options.limits },
     ...(options.extensions && { extensions: options.extensions }),
+    ...(options.restoreClient && { restoreClient: options.restoreClient }),
   })
   // Tests close servers while peers in the same process still hold keep-alive sockets.
   const app = Fastify({ logger: false, forceCloseConnections: true })
@@ -79,6 +84,7 @@ export async function startDestinationServer(options: {
     rotationKey,
     dir,
     async close() {
+      await engine.close()
       await app.close()
       transfers.close()
       keyStore.close()
@@ -88,7 +94,8 @@ export async function startDestinationServer(options: {
   }
 }
 
-function freePort(): Promise<number> {
+/** A port that was free a moment ago on loopback. */
+export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const probe = createServer()
     probe.once('error', reject)

@@ -103,6 +103,12 @@ export interface InboundTransferStore {
   listActive(): Promise<InboundTransfer[]>
   /** Completed transfers still inside their rollback watch at `now`. */
   listWatched(now: number): Promise<InboundTransfer[]>
+  /**
+   * Blob CIDs referenced by the repo verified for a transfer (replacing any earlier set), so
+   * that a restarted process can resume and reconcile without walking the repo again.
+   */
+  putReferencedBlobs(transferId: string, cids: Iterable<string>): Promise<void>
+  getReferencedBlobs(transferId: string): Promise<string[]>
 }
 
 export function emptyProgress(): TransferProgress {

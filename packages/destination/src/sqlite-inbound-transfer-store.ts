@@ -17,7 +17,12 @@ export class SqliteInboundTransferStore implements InboundTransferStore {
       status TEXT NOT NULL,
       watch_until INTEGER,
       record TEXT NOT NULL
-    )`)
+    );
+    CREATE TABLE IF NOT EXISTS inbound_transfer_blob (
+      transfer_id TEXT NOT NULL,
+      cid TEXT NOT NULL,
+      PRIMARY KEY (transfer_id, cid)
+    ) WITHOUT ROWID`)
   }
 
   close(): void {
@@ -75,6 +80,23 @@ export class SqliteInboundTransferStore implements InboundTransferStore {
       "SELECT record FROM inbound_transfer WHERE status = 'completed' AND watch_until > ?",
       now,
     )
+  }
+
+  async putReferencedBlobs(transferId: string, cids: Iterable<string>): Promise<void> {
+    const insert = this.db.prepare(
+      'INSERT OR IGNORE INTO inbound_transfer_blob (transfer_id, cid) VALUES (?, ?)',
+    )
+    this.db.transaction(() => {
+      this.db.prepare('DELETE FROM inbound_transfer_blob WHERE transfer_id = ?').run(transferId)
+      for (const cid of cids) insert.run(transferId, cid)
+    })()
+  }
+
+  async getReferencedBlobs(transferId: string): Promise<string[]> {
+    const rows = this.db
+      .prepare('SELECT cid FROM inbound_transfer_blob WHERE transfer_id = ? ORDER BY cid')
+      .all(transferId) as { cid: string }[]
+    return rows.map((r) => r.cid)
   }
 
   private rows(sql: string, ...params: unknown[]): InboundTransfer[] {

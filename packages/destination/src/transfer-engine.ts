@@ -95,6 +95,11 @@ export interface TransferEngineOptions {
    * all we implement). `[]` makes this a literal 0014 destination, for interoperability tests.
    */
   extensions?: string[]
+  /**
+   * After a restart: an authorized client for a transfer's source (e.g. from a durable OAuth
+   * session store), so that `recover` resumes the transfer instead of marking it Interrupted.
+   */
+  restoreClient?: (transfer: InboundTransfer) => Promise<SourceClient | undefined>
 }
 
 /**
@@ -110,8 +115,11 @@ export class TransferEngine {
   private readonly running = new Map<string, { done: Promise<void>; bytes: number }>()
   /** The authorized source session of each transfer started by this process (kept for completion). */
   private readonly sessions = new Map<string, SourceClient>()
-  /** What each pull of this process verified, for resume and catch-up (lost on restart). */
+  /** What each pull of this process verified, for resume and catch-up. */
   private readonly pulls = new Map<string, { session: PullSession; state: PullState }>()
+  /** Export sessions in flight, to stop them on `close`. */
+  private readonly aborts = new Set<AbortController>()
+  private closing = false
 
   constructor(private readonly options: TransferEngineOptions) {
     this.limits = { ...DEFAULT_LIMITS, ...options.limits }
@@ -159,13 +167,24 @@ export class TransferEngine {
       updatedAt: now,
     }
     await this.options.store.create(transfer)
+    this.launch(transfer, client, identity.signingKey, identity.handle, false)
+    return transfer
+  }
+
+  /** Runs a pull in the background, tracked in `running`. */
+  private launch(
+    transfer: InboundTransfer,
+    client: SourceClient,
+    signingKey: string,
+    handle: string | undefined,
+    resumed: boolean,
+  ): void {
     const entry = { bytes: 0, done: Promise.resolve() }
     this.running.set(transfer.transferId, entry)
     this.sessions.set(transfer.transferId, client)
-    entry.done = this.pull(transfer, client, identity.signingKey, identity.handle).finally(() =>
+    entry.done = this.pull(transfer, client, signingKey, handle, resumed).finally(() =>
       this.running.delete(transfer.transferId),
     )
-    return transfer
   }
 
   /** The current record of a transfer. */
@@ -182,18 +201,42 @@ export class TransferEngine {
   }
 
   /**
-   * After a restart: transfers that were pulling have lost their stream (and their OAuth
-   * session, which lives in memory); they are marked `Interrupted` rather than left hanging.
+   * After a restart: each transfer that was pulling resumes from what this destination had
+   * verified and committed (decision 7), if `restoreClient` can give it an authorized client
+   * again; otherwise it is marked `Interrupted` rather than left hanging. Transfers waiting for
+   * the PLC token get their client back for `complete`. Returns the transfers it looked at.
    */
   async recover(): Promise<InboundTransfer[]> {
-    const interrupted: InboundTransfer[] = []
+    const seen: InboundTransfer[] = []
     for (const t of await this.options.store.listActive()) {
-      if (this.running.has(t.transferId) || t.stage === 'awaitingPlcToken') continue
-      interrupted.push(
-        await this.fail(t.transferId, 'Interrupted', 'the destination restarted during the transfer'),
-      )
+      if (this.running.has(t.transferId)) continue
+      const client = await this.options.restoreClient?.(t).catch(() => undefined)
+      if (t.stage === 'awaitingPlcToken') {
+        if (client) this.sessions.set(t.transferId, client)
+        seen.push(t)
+        continue
+      }
+      if (!client) {
+        seen.push(
+          await this.fail(t.transferId, 'Interrupted', 'the destination restarted during the transfer'),
+        )
+        continue
+      }
+      const identity = await this.options.resolver.resolve(t.did)
+      this.launch(t, client, identity.signingKey, identity.handle, true)
+      seen.push(await this.options.store.update(t.transferId, { stage: 'retrying' }))
     }
-    return interrupted
+    return seen
+  }
+
+  /**
+   * Stops every running pull without failing it (a shutdown): its record stays as it was, so
+   * the next process's `recover` resumes it.
+   */
+  async close(): Promise<void> {
+    this.closing = true
+    for (const abort of this.aborts) abort.abort(new Error('the destination is shutting down'))
+    await Promise.allSettled([...this.running.values()].map((r) => r.done))
   }
 
   private async pull(
@@ -201,12 +244,15 @@ export class TransferEngine {
     client: SourceClient,
     signingKey: string,
     handle: string | undefined,
+    resumed: boolean,
   ): Promise<void> {
     const { transferId, did } = transfer
     const entry = this.running.get(transferId)
     if (!entry) return
     const { sink, store } = this.options
-    const state: PullState = { progress: emptyProgress(), repo: undefined, blobCursor: undefined }
+    const state: PullState = resumed
+      ? await this.persistedState(transfer)
+      : { progress: emptyProgress(), repo: undefined, blobCursor: undefined }
     try {
       const wellKnown = await this.sourceWellKnown(client.url)
       const algorithm = selectAlgorithm(this.options.keys.algorithms, wellKnown.algorithms)
@@ -237,9 +283,22 @@ export class TransferEngine {
       await this.streamWithRetries(session, state)
       await this.finishImport(session, state)
     } catch (err) {
+      // A shutdown leaves the record as it is, for the next process to resume.
+      if (this.closing) return
       const failure = toFailure(err)
       await this.fail(transferId, failure.reason, failure.message)
     }
+  }
+
+  /** What an earlier process had verified and committed for a transfer. */
+  private async persistedState(t: InboundTransfer): Promise<PullState> {
+    const repo: VerifiedRepo | undefined = t.repo && {
+      commitCid: t.repo.commitCid,
+      rev: t.repo.rev,
+      records: t.progress.records,
+      blobCids: new Set(await this.options.store.getReferencedBlobs(t.transferId)),
+    }
+    return { progress: { ...t.progress }, repo, blobCursor: t.blobCursor }
   }
 
   /**
@@ -255,7 +314,7 @@ export class TransferEngine {
         return
       } catch (err) {
         const failure = toFailure(err)
-        if (!RETRYABLE.has(failure.reason) || attempt >= attempts) throw err
+        if (this.closing || !RETRYABLE.has(failure.reason) || attempt >= attempts) throw err
         const delay = baseDelayMs * 2 ** (attempt - 1)
         await this.options.store.update(session.transferId, {
           stage: 'retrying',
@@ -271,6 +330,8 @@ export class TransferEngine {
     const { transferId, did, client, algorithm, entry } = session
     const { sink, store } = this.options
     const abort = new AbortController()
+    this.aborts.add(abort)
+    if (this.closing) abort.abort(new Error('the destination is shutting down'))
     let stall: NodeJS.Timeout | undefined
     const touch = () => {
       clearTimeout(stall)
@@ -342,7 +403,10 @@ export class TransferEngine {
           progress.bytesReceived += delta.bytes ?? 0
           progress.blobsReceived += delta.blobs ?? 0
           if (delta.records !== undefined) progress.records = delta.records
-          if (delta.repo) state.repo = delta.repo
+          if (delta.repo) {
+            state.repo = delta.repo
+            await store.putReferencedBlobs(transferId, delta.repo.blobCids)
+          }
           if (delta.blobCursor !== undefined) state.blobCursor = delta.blobCursor
           entry.bytes = progress.bytesReceived
           this.checkQuota()
@@ -367,6 +431,7 @@ export class TransferEngine {
       throw abort.signal.reason instanceof ImportFailure ? abort.signal.reason : err
     } finally {
       clearTimeout(stall)
+      this.aborts.delete(abort)
     }
   }
 

@@ -1,0 +1,38 @@
+/**
+ * A destination PDS in its own process, for tests that kill it mid-transfer (`kill -9`) and
+ * start it again on the same directory and port. Configured by environment:
+ * PLC_URL, DEST_DIR, DEST_PORT, SOURCE_URL, SOURCE_TOKEN (a bearer token the source accepts,
+ * standing in for a durable OAuth session). On start it runs `engine.recover()`; then it
+ * answers IPC messages `{ id, start: did }` and `{ id, wait: transferId }` with `{ id, result }`.
+ */
+import { bearerSourceClient } from '@pds-transfer/destination'
+import { startDestinationServer } from './destination-server.ts'
+
+const env = (name: string): string => {
+  const value = process.env[name]
+  if (!value) throw new Error(`${name} is required`)
+  return value
+}
+
+const client = () => bearerSourceClient(env('SOURCE_URL'), env('SOURCE_TOKEN'))
+const dest = await startDestinationServer({
+  plc: { url: env('PLC_URL') },
+  dir: env('DEST_DIR'),
+  port: Number(env('DEST_PORT')),
+  restoreClient: async (t) => (t.sourceUrl === env('SOURCE_URL') ? client() : undefined),
+})
+const recovered = await dest.engine.recover()
+
+type Message = { id: number; start?: string; wait?: string }
+process.on('message', (msg: Message) => {
+  const run = async () => {
+    if (msg.start) return dest.engine.start({ did: msg.start, client: client() })
+    if (msg.wait) return dest.engine.wait(msg.wait)
+    throw new Error(`unknown message ${JSON.stringify(msg)}`)
+  }
+  run().then(
+    (result) => process.send?.({ id: msg.id, result }),
+    (err: unknown) => process.send?.({ id: msg.id, error: String(err) }),
+  )
+})
+process.send?.({ ready: true, url: dest.url, recovered })
