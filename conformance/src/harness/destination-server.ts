@@ -8,7 +8,9 @@ import {
   destinationPlugin,
   type EngineLimits,
   KeyRing,
+  migratePlugin,
   PlcDidResolver,
+  type SourceAuthorizer,
   SqliteInboundTransferStore,
   SqliteKeyStore,
   TransferEngine,
@@ -44,6 +46,8 @@ export async function startDestinationServer(options: {
   /** Fixed port (a restarted destination must keep its URL: it is the account's new PDS). */
   port?: number
   restoreClient?: TransferEngineOptions['restoreClient']
+  /** Serve the `/migrate` UI, signing in at sources with this authorizer. */
+  authorizer?: (self: { url: string; clientId: string }) => SourceAuthorizer
 }): Promise<DestinationServer> {
   const dir = options.dir ?? (await mkdtemp(join(tmpdir(), 'pds-transfer-destination-')))
   const store = await SqliteAccountStore.open(dir)
@@ -55,11 +59,12 @@ export async function startDestinationServer(options: {
   // The engine needs its public URL before the server listens.
   const port = options.port ?? (await freePort())
   const url = `http://127.0.0.1:${port}`
+  const resolver = new PlcDidResolver(options.plc.url)
   const engine = new TransferEngine({
     sink,
     store: transfers,
     keys,
-    resolver: new PlcDidResolver(options.plc.url),
+    resolver,
     plc: new plc.Client(options.plc.url),
     serviceUrl: url,
     rotationKey: rotationKey.did(),
@@ -70,11 +75,23 @@ export async function startDestinationServer(options: {
   })
   // Tests close servers while peers in the same process still hold keep-alive sockets.
   const app = Fastify({ logger: false, forceCloseConnections: true })
-  await app.register(destinationPlugin, { engine, keys, serviceDid: 'did:web:destination.test' })
+  const serviceDid = 'did:web:destination.test'
+  const clientId = `${url}/.well-known/oauth-client-metadata/migration`
+  await app.register(destinationPlugin, { engine, keys, serviceDid })
+  if (options.authorizer) {
+    await app.register(migratePlugin, {
+      engine,
+      keys,
+      resolver,
+      authorizer: options.authorizer({ url, clientId }),
+      publicUrl: url,
+      serviceDid,
+    })
+  }
   await app.listen({ host: '127.0.0.1', port })
   return {
     url,
-    clientId: `${url}/.well-known/oauth-client-metadata/migration`,
+    clientId,
     app,
     store,
     sink,

@@ -1,0 +1,109 @@
+import * as plc from '@did-plc/lib'
+import { NSID } from '@pds-transfer/core'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { buildAccount, type FixtureAccount } from '../src/fixtures/build-account.ts'
+import { type DestinationServer, startDestinationServer } from '../src/harness/destination-server.ts'
+import { type PlcDirectory, startPlcDirectory } from '../src/harness/plc-directory.ts'
+import { type SourceServer, startSourceServer } from '../src/harness/source-server.ts'
+import { TestSourceAuthorizer } from '../src/harness/test-authorizer.ts'
+
+/**
+ * The `/migrate` pages driven over HTTP as a browser without scripts would: checklist,
+ * sign-in redirect, progress, the token form (a wrong code first), the result.
+ */
+describe('/migrate web UI', () => {
+  let plcDir: PlcDirectory
+  let source: SourceServer
+  let dest: DestinationServer
+  let account: FixtureAccount
+
+  beforeAll(async () => {
+    plcDir = await startPlcDirectory()
+    source = await startSourceServer({ plc: plcDir })
+    dest = await startDestinationServer({
+      plc: plcDir,
+      authorizer: ({ url, clientId }) =>
+        new TestSourceAuthorizer(source.auth, clientId, `${url}/migrate/callback`),
+    })
+    account = await buildAccount(source.store, {
+      plcUrl: plcDir.url,
+      pdsUrl: source.url,
+      pdsRotationKey: source.rotationKey,
+      shape: { posts: 25, blobSizes: [20_000, 21_000, 22_000] },
+    })
+  }, 60_000)
+
+  afterAll(async () => {
+    await dest?.close()
+    await source?.close()
+    await plcDir?.close()
+  })
+
+  const get = (path: string) => fetch(`${dest.url}${path}`, { redirect: 'manual' })
+  const post = (path: string, form: Record<string, string>, origin = dest.url) =>
+    fetch(`${dest.url}${path}`, {
+      method: 'POST',
+      redirect: 'manual',
+      headers: { 'content-type': 'application/x-www-form-urlencoded', origin },
+      body: new URLSearchParams(form).toString(),
+    })
+
+  it('walks a user from the handle form to a moved account', async () => {
+    const home = await (await get('/migrate')).text()
+    expect(home).toContain('<label for="identifier">')
+
+    const check = await get(`/migrate/check?identifier=${encodeURIComponent(account.did)}`)
+    expect(check.status).toBe(200)
+    const checklist = await check.text()
+    expect(checklist).toContain(source.url) // the current server and its capabilities
+    expect(checklist).toContain('com.atproto.sync.getRepo') // one-click backup
+    expect(checklist).toContain(account.recoveryKey.did()) // the user's own rotation key
+    expect(checklist).toMatch(/HPKE-[34]/)
+    expect(checklist).toContain('72 hours')
+
+    const authorize = await post('/migrate/authorize', { did: account.did })
+    expect(authorize.status).toBe(303)
+    const callback = new URL(authorize.headers.get('location') as string)
+    const started = await get(`${callback.pathname}${callback.search}`)
+    expect(started.status).toBe(303)
+    const transferPath = started.headers.get('location') as string
+    expect(transferPath).toMatch(/^\/migrate\/transfer\/[0-9a-f-]{36}$/)
+    const transferId = transferPath.split('/').at(-1) as string
+
+    let pageText = ''
+    for (let i = 0; i < 100 && !pageText.includes('name="token"'); i++) {
+      pageText = await (await get(transferPath)).text()
+      if (!pageText.includes('name="token"')) {
+        expect(pageText).toContain('<progress')
+        await new Promise((r) => setTimeout(r, 50))
+      }
+    }
+    expect(pageText).toContain('copied and verified')
+
+    const wrong = await post(`${transferPath}/complete`, { token: 'WRONG-CODE' })
+    expect(wrong.status).toBe(400)
+    expect(await wrong.text()).toContain('was not accepted')
+
+    const token = source.store.outbox.filter((m) => m.did === account.did).at(-1)?.token as string
+    const done = await post(`${transferPath}/complete`, { token })
+    expect(done.status).toBe(303)
+    const result = await (await get(transferPath)).text()
+    expect(result).toContain('Your account now lives here')
+    expect((await dest.engine.get(transferId))?.status).toBe('completed')
+    const doc = await new plc.Client(plcDir.url).getDocumentData(account.did)
+    expect(doc.services.atproto_pds?.endpoint).toBe(dest.url)
+    const status = await (await get(`/xrpc/${NSID.getTransferStatus}?transferId=${transferId}`)).json()
+    expect(status).toMatchObject({ status: 'completed' })
+  })
+
+  it('refuses form posts from another site', async () => {
+    const res = await post('/migrate/authorize', { did: account.did }, 'https://evil.example')
+    expect(res.status).toBe(403)
+  })
+
+  it('explains an unknown account and a server without transfers', async () => {
+    const unknown = await get('/migrate/check?identifier=did%3Aplc%3Aaaaaaaaaaaaaaaaaaaaaaaaa')
+    expect(unknown.status).toBe(400)
+    expect(await unknown.text()).toContain('role="alert"')
+  })
+})

@@ -1,0 +1,269 @@
+import { NSID, parseWellKnown, selectAlgorithm, WELL_KNOWN_PATH } from '@pds-transfer/core'
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import fp from 'fastify-plugin'
+import type { DidResolver } from './did-resolver.ts'
+import type { InboundTransfer } from './inbound-transfer.ts'
+import type { KeyRing } from './key-ring.ts'
+import { counters, esc, page, steps } from './migrate-html.ts'
+import type { SourceAuthorizer } from './source-authorizer.ts'
+import { SourceError } from './source-client.ts'
+import { EngineError, type TransferEngine } from './transfer-engine.ts'
+
+export interface MigratePluginOptions {
+  engine: TransferEngine
+  keys: KeyRing
+  resolver: DidResolver
+  authorizer: SourceAuthorizer
+  /** Our public URL and service DID, shown to the user and used to check form posts' origin. */
+  publicUrl: string
+  serviceDid: string
+  /** Resolves a handle to a DID (default: `https://<handle>/.well-known/atproto-did`). */
+  resolveHandle?: (handle: string) => Promise<string | undefined>
+}
+
+/**
+ * The `/migrate` web UI on the destination PDS: enter a handle or DID, read the pre-migration
+ * checklist of 0014, authorize at the source, follow the transfer live, enter the PLC token,
+ * see the result. Server-rendered, no external resources, usable without scripts (pages
+ * refresh themselves; a small inline script updates progress in place when allowed).
+ */
+export const migratePlugin = fp(
+  async (app: FastifyInstance, opts: MigratePluginOptions) => {
+    const origin = new URL(opts.publicUrl).origin
+    const html = (reply: FastifyReply, body: string, status = 200) =>
+      reply.code(status).type('text/html; charset=utf-8').header('cache-control', 'no-store').send(body)
+    const problem = (reply: FastifyReply, message: string, status = 400) =>
+      html(
+        reply,
+        page(
+          'Something went wrong',
+          `<p class="error" role="alert">${esc(message)}</p><p><a href="/migrate">Start again</a></p>`,
+        ),
+        status,
+      )
+    // Form posts must come from our own pages (browsers send Origin on POST).
+    const sameOrigin = (request: FastifyRequest) => request.headers.origin === origin
+
+    app.get('/migrate', async (_request, reply) =>
+      html(
+        reply,
+        page(
+          'Move your account here',
+          `<p>This server (<strong>${esc(new URL(origin).host)}</strong>) can copy your whole atproto account from
+the server it is on now: posts, follows, images, settings and the private data that server keeps, in one
+encrypted transfer. Then your identity is moved, and your handle and followers come with it.</p>
+<form method="get" action="/migrate/check">
+<label for="identifier">Your handle or DID</label>
+<input type="text" id="identifier" name="identifier" required autocomplete="username" placeholder="alice.example.com">
+<button type="submit">Continue</button>
+</form>`,
+        ),
+      ),
+    )
+
+    app.get('/migrate/check', async (request, reply) => {
+      const identifier = String((request.query as { identifier?: unknown }).identifier ?? '').trim()
+      let did: string | undefined
+      try {
+        did = identifier.startsWith('did:') ? identifier : await resolveHandle(identifier.replace(/^@/, ''))
+      } catch {
+        did = undefined
+      }
+      if (!did) return problem(reply, `Could not find an account for "${identifier}".`)
+      let identity: Awaited<ReturnType<DidResolver['resolve']>>
+      try {
+        identity = await opts.resolver.resolve(did)
+      } catch (err) {
+        return problem(reply, `Could not read the identity of ${did}: ${(err as Error).message}`)
+      }
+      const source = identity.pds.replace(/\/+$/, '')
+      let capabilities: ReturnType<typeof parseWellKnown>['document']
+      try {
+        const res = await fetch(`${source}${WELL_KNOWN_PATH}`, { signal: AbortSignal.timeout(10_000) })
+        if (!res.ok) throw new Error(`HTTP ${res.status}`)
+        capabilities = parseWellKnown(await res.json()).document
+      } catch (err) {
+        return problem(
+          reply,
+          `Your current server (${source}) does not offer PDS-to-PDS transfers (${(err as Error).message}). Use a client-side migration tool instead.`,
+        )
+      }
+      const algorithm = selectAlgorithm(opts.keys.algorithms, capabilities.algorithms)
+      const ownKeys = identity.rotationKeys.length > 1
+      const checklist = [
+        ownKeys
+          ? `<li>Rotation keys: ${identity.rotationKeys.length} keys can change your identity; the one at the top
+(<code>${esc(identity.rotationKeys[0])}</code>) overrides your current server's. Keep it safe: it is how you undo
+a bad move within 72 hours.</li>`
+          : `<li class="warn" role="note"><strong>You hold no rotation key of your own.</strong> Only your current
+server can change your identity. If anything goes wrong with the move, you depend on it to undo it. Consider
+adding your own rotation key first.</li>`,
+        `<li>Back up first: <a href="${esc(`${source}/xrpc/com.atproto.sync.getRepo?did=${encodeURIComponent(did)}`)}" download>download your
+repository (CAR file)</a>.</li>`,
+        `<li>Destination: <strong>${esc(new URL(origin).host)}</strong> (<code>${esc(opts.serviceDid)}</code>), encryption
+${algorithm ? `<strong>${esc(algorithm)}</strong>, supported by both servers` : '<strong>not compatible</strong> with your current server'}.</li>`,
+        `<li>Private data (email, app passwords, settings) is copied as your current server keeps it; app passwords
+may not work here if their format differs: you can create new ones.</li>`,
+        `<li>Your followers, likes and replies from others live in their own repositories: they keep pointing at your
+identity, which moves, so they follow you here.</li>`,
+        `<li>For 72 hours after the move, this server watches your identity log and warns you if anything tries to
+move it away again.</li>`,
+      ]
+      return html(
+        reply,
+        page(
+          'Before you move',
+          `<dl>
+<dt>Account</dt><dd><code>${esc(did)}</code>${identity.handle ? ` (${esc(identity.handle)})` : ''}</dd>
+<dt>Current server</dt><dd>${esc(source)} (<code>${esc(capabilities.did)}</code>), transfer protocol version ${esc(capabilities.version)}</dd>
+</dl>
+<h2>Checklist</h2>
+<ul>${checklist.join('\n')}</ul>
+${
+  algorithm
+    ? `<form method="post" action="/migrate/authorize">
+<input type="hidden" name="did" value="${esc(did)}">
+<p>Next, your current server asks you to sign in and allow this server to copy your account.</p>
+<button type="submit">Sign in at ${esc(new URL(source).host)}</button>
+</form>`
+    : ''
+}`,
+        ),
+      )
+    })
+
+    app.post('/migrate/authorize', async (request, reply) => {
+      if (!sameOrigin(request)) return problem(reply, 'This form must be sent from this site.', 403)
+      const did = String((request.body as { did?: unknown } | undefined)?.did ?? '')
+      try {
+        const identity = await opts.resolver.resolve(did)
+        const url = await opts.authorizer.authorize({ did, sourceUrl: identity.pds })
+        return reply.redirect(url.toString(), 303)
+      } catch (err) {
+        return problem(reply, `Could not start the sign-in: ${(err as Error).message}`)
+      }
+    })
+
+    app.get('/migrate/callback', async (request, reply) => {
+      const query = new URLSearchParams(request.query as Record<string, string>)
+      try {
+        const { did, client } = await opts.authorizer.callback(query)
+        const transfer = await opts.engine.start({ did, client })
+        return reply.redirect(`/migrate/transfer/${transfer.transferId}`, 303)
+      } catch (err) {
+        return problem(reply, `The transfer could not start: ${(err as Error).message}`)
+      }
+    })
+
+    app.get('/migrate/transfer/:id', async (request, reply) => {
+      const t = await opts.engine.get((request.params as { id: string }).id)
+      if (!t) return problem(reply, 'No such transfer.', 404)
+      return html(reply, transferPage(t), 200)
+    })
+
+    app.post('/migrate/transfer/:id/complete', async (request, reply) => {
+      if (!sameOrigin(request)) return problem(reply, 'This form must be sent from this site.', 403)
+      const id = (request.params as { id: string }).id
+      const form = (request.body ?? {}) as { token?: unknown; acceptMissingBlobs?: unknown }
+      const token = String(form.token ?? '').trim()
+      try {
+        await opts.engine.complete(id, {
+          plcToken: token,
+          acceptMissingBlobs: form.acceptMissingBlobs === 'yes',
+        })
+        return reply.redirect(`/migrate/transfer/${id}`, 303)
+      } catch (err) {
+        const t = await opts.engine.get(id)
+        if (!t) return problem(reply, 'No such transfer.', 404)
+        const message =
+          err instanceof SourceError && err.error === 'InvalidPlcToken'
+            ? 'That code was not accepted (wrong or expired). Check the latest email from your current server.'
+            : err instanceof SourceError || err instanceof EngineError
+              ? err.message
+              : 'The move could not be completed.'
+        return html(reply, transferPage(t, message), 400)
+      }
+    })
+
+    // Form bodies of the pages above.
+    if (!app.hasContentTypeParser('application/x-www-form-urlencoded')) {
+      app.addContentTypeParser(
+        'application/x-www-form-urlencoded',
+        { parseAs: 'string' },
+        (_req, body, done) => {
+          done(null, Object.fromEntries(new URLSearchParams(body as string)))
+        },
+      )
+    }
+
+    async function resolveHandle(handle: string): Promise<string | undefined> {
+      if (opts.resolveHandle) return opts.resolveHandle(handle)
+      const res = await fetch(`https://${handle}/.well-known/atproto-did`, {
+        signal: AbortSignal.timeout(5000),
+      })
+      const text = res.ok ? (await res.text()).trim() : ''
+      return text.startsWith('did:') ? text : undefined
+    }
+  },
+  { name: '@pds-transfer/destination/migrate', fastify: '5.x' },
+)
+
+/** The live page of one transfer: progress while it runs, the token form, or the result. */
+function transferPage(t: InboundTransfer, error?: string): string {
+  const running = t.status !== 'failed' && t.status !== 'completed' && t.stage !== 'awaitingPlcToken'
+  const alert = error ? `<p class="error" role="alert">${esc(error)}</p>` : ''
+  let body: string
+  if (t.status === 'completed') {
+    body = `<p class="ok" role="status">Your account now lives here. Your old server keeps a deactivated copy for 30 days.</p>
+<p>For the next 72 hours this server watches your identity log and will warn you if anything moves it away.</p>
+${t.rollback ? `<p class="error" role="alert">${esc(t.rollback.message)}</p>` : ''}`
+  } else if (t.status === 'failed') {
+    body = `<p class="error" role="alert">The transfer stopped: <strong>${esc(t.failure?.reason)}</strong>. ${esc(t.failure?.message)}</p>
+<p>Nothing changed on your current server: your account is still there and active. <a href="/migrate">Try again</a>.</p>`
+  } else if (t.stage === 'awaitingPlcToken') {
+    const missing = t.missingBlobs.length
+    body = `<p class="ok" role="status">Everything has been copied and verified${
+      t.endOfStream === 'unverified'
+        ? ' (your old server cannot confirm the end of the stream, so every image was checked one by one)'
+        : ''
+    }.</p>
+${counters(t)}
+${
+  missing > 0
+    ? `<p class="warn" role="note">${missing} images or files could not be copied: ${t.missingBlobs.map((c) => `<code>${esc(c)}</code>`).join(', ')}</p>`
+    : ''
+}
+<form method="post" action="/migrate/transfer/${esc(t.transferId)}/complete">
+<p>Your current server has emailed you a confirmation code. Entering it lets your identity move here.</p>
+<label for="token">Confirmation code</label>
+<input type="text" id="token" name="token" required autocomplete="one-time-code">
+${missing > 0 ? '<label><input type="checkbox" name="acceptMissingBlobs" value="yes"> Move anyway, without the missing files</label>' : ''}
+<button type="submit">Move my account</button>
+</form>`
+  } else {
+    body = `<progress aria-label="Transfer progress"></progress>
+<div aria-live="polite" id="live">${counters(t)}</div>
+${t.retry && t.stage === 'retrying' ? `<p class="warn" role="status">The connection broke (${esc(t.retry.lastFailure.reason)}); continuing where it stopped (attempt ${t.retry.attempt + 1} of ${t.retry.of}).</p>` : ''}
+<script>
+(() => {
+  const poll = async () => {
+    const res = await fetch(${JSON.stringify(`/xrpc/${NSID.getTransferStatus}?transferId=${t.transferId}`)});
+    const s = await res.json();
+    if (s.stage !== ${JSON.stringify(t.stage)} || s.status !== ${JSON.stringify(t.status)}) return location.reload();
+    const p = s.progress;
+    document.querySelector('[data-field=frames]').textContent = p.framesReceived;
+    document.querySelector('[data-field=bytes]').textContent = (p.bytesReceived / 1048576).toFixed(1) + ' MiB';
+    document.querySelector('[data-field=blobs]').textContent = p.blobsReceived + p.blobsReconciled;
+    document.querySelector('[data-field=records]').textContent = p.records;
+    setTimeout(poll, 1000);
+  };
+  setTimeout(poll, 1000);
+})();
+</script>`
+  }
+  return page(
+    t.status === 'completed' ? 'Moved' : 'Moving your account',
+    `${steps(t.stage)}\n${alert}\n${body}`,
+    running ? { refreshSeconds: 2 } : {},
+  )
+}
