@@ -1,4 +1,3 @@
-import { type ChildProcess, fork } from 'node:child_process'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -6,6 +5,7 @@ import { NSID } from '@pds-transfer/core'
 import type { InboundTransfer } from '@pds-transfer/destination'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { buildAccount, type FixtureAccount } from '../src/fixtures/build-account.ts'
+import { ChildPeer } from '../src/harness/child-peer.ts'
 import { freePort } from '../src/harness/destination-server.ts'
 import { type PlcDirectory, startPlcDirectory } from '../src/harness/plc-directory.ts'
 import { type SourceServer, startSourceServer } from '../src/harness/source-server.ts'
@@ -14,44 +14,8 @@ import { SqliteAccountStore } from '../src/store/sqlite-account-store.ts'
 const SCOPES = [NSID.exportAccount, NSID.completeTransfer, NSID.getTransferStatus, 'com.atproto.sync.getBlob']
 const BLOBS = 10
 
-/** A destination in a child process that can be killed with SIGKILL. */
-class DestinationProcess {
-  private next = 0
-  private readonly pending = new Map<number, (msg: { result?: unknown; error?: string }) => void>()
-  readonly ready: Promise<{ url: string; recovered: InboundTransfer[] }>
-
-  constructor(readonly child: ChildProcess) {
-    this.ready = new Promise((resolve, reject) => {
-      child.once('exit', (code) => reject(new Error(`destination exited with ${code}`)))
-      child.on('message', (msg: { id?: number; ready?: boolean } & Record<string, unknown>) => {
-        if (msg.ready) resolve(msg as never)
-        else if (msg.id !== undefined) this.pending.get(msg.id)?.(msg as { result?: unknown; error?: string })
-      })
-    })
-  }
-
-  static start(env: Record<string, string>): DestinationProcess {
-    const script = join(import.meta.dirname, '../src/harness/destination-process.ts')
-    return new DestinationProcess(
-      fork(script, { env: { ...process.env, ...env }, execArgv: ['--import', 'tsx'], stdio: 'inherit' }),
-    )
-  }
-
-  call<T>(message: Record<string, unknown>): Promise<T> {
-    const id = this.next++
-    return new Promise((resolve, reject) => {
-      this.pending.set(id, (msg) => (msg.error ? reject(new Error(msg.error)) : resolve(msg.result as T)))
-      this.child.send({ id, ...message })
-    })
-  }
-
-  kill(): Promise<void> {
-    return new Promise((resolve) => {
-      this.child.once('exit', () => resolve())
-      this.child.kill('SIGKILL')
-    })
-  }
-}
+const DESTINATION_SCRIPT = join(import.meta.dirname, '../src/harness/destination-process.ts')
+type Ready = { url: string; recovered: InboundTransfer[] }
 
 /**
  * Issue 7: the destination process is killed (SIGKILL, no shutdown) in the middle of a
@@ -130,7 +94,7 @@ describe('destination killed and restarted mid-transfer', () => {
         SCOPES,
       ),
     }
-    const first = DestinationProcess.start(env)
+    const first = ChildPeer.fork<Ready>(DESTINATION_SCRIPT, env)
     const { url } = await first.ready
     const started = await first.call<InboundTransfer>({ start: account.did })
     // Kill it once some blobs are committed and some are not.
@@ -146,7 +110,7 @@ describe('destination killed and restarted mid-transfer', () => {
     expect(before.progress.blobsReceived).toBeLessThan(BLOBS)
     await first.kill()
 
-    const second = DestinationProcess.start(env)
+    const second = ChildPeer.fork<Ready>(DESTINATION_SCRIPT, env)
     const { recovered } = await second.ready
     expect(recovered.map((t) => t.transferId)).toEqual([started.transferId])
     const done = await second.call<InboundTransfer>({ wait: started.transferId })

@@ -2,9 +2,11 @@
  * A destination PDS in its own process, for tests that kill it mid-transfer (`kill -9`) and
  * start it again on the same directory and port. Configured by environment:
  * PLC_URL, DEST_DIR, DEST_PORT, SOURCE_URL, SOURCE_TOKEN (a bearer token the source accepts,
- * standing in for a durable OAuth session). On start it runs `engine.recover()`; then it
- * answers IPC messages `{ id, start: did }` and `{ id, wait: transferId }` with `{ id, result }`.
+ * standing in for a durable OAuth session), ALGORITHMS (optional, comma-separated). On start
+ * it runs `engine.recover()`; then it answers IPC messages `{ id, start: did }`,
+ * `{ id, wait: transferId }` and `{ id, rss: true }` with `{ id, result }`.
  */
+import type { TransferAlgorithm } from '@pds-transfer/core'
 import { bearerSourceClient } from '@pds-transfer/destination'
 import { startDestinationServer } from './destination-server.ts'
 
@@ -20,14 +22,16 @@ const dest = await startDestinationServer({
   dir: env('DEST_DIR'),
   port: Number(env('DEST_PORT')),
   restoreClient: async (t) => (t.sourceUrl === env('SOURCE_URL') ? client() : undefined),
+  ...(process.env.ALGORITHMS && { algorithms: process.env.ALGORITHMS.split(',') as TransferAlgorithm[] }),
 })
 const recovered = await dest.engine.recover()
 
-type Message = { id: number; start?: string; wait?: string }
+type Message = { id: number; start?: string; wait?: string; rss?: boolean }
 process.on('message', (msg: Message) => {
   const run = async () => {
     if (msg.start) return dest.engine.start({ did: msg.start, client: client() })
     if (msg.wait) return dest.engine.wait(msg.wait)
+    if (msg.rss) return { maxRssMiB: process.resourceUsage().maxRSS / 1024 }
     throw new Error(`unknown message ${JSON.stringify(msg)}`)
   }
   run().then(

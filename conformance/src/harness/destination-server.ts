@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Secp256k1Keypair } from '@atproto/crypto'
 import * as plc from '@did-plc/lib'
+import type { TransferAlgorithm } from '@pds-transfer/core'
 import {
   destinationPlugin,
   type EngineLimits,
@@ -45,6 +46,8 @@ export async function startDestinationServer(options: {
   extensions?: string[]
   /** Fixed port (a restarted destination must keep its URL: it is the account's new PDS). */
   port?: number
+  /** HPKE suites to hold keys for, in preference order (default HPKE-3, HPKE-4). */
+  algorithms?: TransferAlgorithm[]
   restoreClient?: TransferEngineOptions['restoreClient']
   /** Serve the `/migrate` UI, signing in at sources with this authorizer. */
   authorizer?: (self: { url: string; clientId: string }) => SourceAuthorizer
@@ -54,7 +57,7 @@ export async function startDestinationServer(options: {
   const sink = new SqliteAccountSink(store)
   const transfers = new SqliteInboundTransferStore(join(dir, 'transfers.sqlite'))
   const keyStore = new SqliteKeyStore(join(dir, 'keys.sqlite'))
-  const keys = new KeyRing(keyStore, ['HPKE-3', 'HPKE-4'])
+  const keys = new KeyRing(keyStore, options.algorithms ?? ['HPKE-3', 'HPKE-4'])
   const rotationKey = await Secp256k1Keypair.create({ exportable: true })
   // The engine needs its public URL before the server listens.
   const port = options.port ?? (await freePort())

@@ -21,7 +21,7 @@ export interface SourceServer {
   store: SqliteAccountStore
   transfers: SqliteTransferStore
   auth: TestTokenAuth
-  plc: PlcDirectory
+  plc: Pick<PlcDirectory, 'url' | 'close'>
   rotationKey: Secp256k1Keypair
   serviceDid: string
   close(): Promise<void>
@@ -29,12 +29,16 @@ export interface SourceServer {
 
 export async function startSourceServer(
   options: Partial<Omit<SourcePluginOptions, 'source' | 'store' | 'auth' | 'plc'>> & {
-    plc?: PlcDirectory
+    plc?: Pick<PlcDirectory, 'url' | 'close'>
     /** Wraps the store the plugin sees (fault injection). */
     wrapSource?: (store: SqliteAccountStore) => AccountSource
+    /** Keep the data here (kept on close) instead of a fresh temporary directory. */
+    dir?: string
+    /** Fixed port (default: any free one). */
+    port?: number
   } = {},
 ): Promise<SourceServer> {
-  const dir = await mkdtemp(join(tmpdir(), 'pds-transfer-source-'))
+  const dir = options.dir ?? (await mkdtemp(join(tmpdir(), 'pds-transfer-source-')))
   const plc = options.plc ?? (await startPlcDirectory())
   const store = await SqliteAccountStore.open(dir)
   const transfers = new SqliteTransferStore(join(dir, 'transfers.sqlite'))
@@ -43,7 +47,7 @@ export async function startSourceServer(
   // Tests close servers while peers in the same process still hold keep-alive sockets.
   const app = Fastify({ logger: false, forceCloseConnections: true })
   const serviceDid = 'did:web:source.test'
-  const { wrapSource, plc: _plc, ...pluginOptions } = options
+  const { wrapSource, plc: _plc, dir: _dir, port: _port, ...pluginOptions } = options
   await app.register(sourcePlugin, {
     serviceDid,
     ...pluginOptions,
@@ -52,7 +56,7 @@ export async function startSourceServer(
     auth,
     plc: { directoryUrl: plc.url, rotationKey },
   })
-  await app.listen({ host: '127.0.0.1', port: 0 })
+  await app.listen({ host: '127.0.0.1', port: options.port ?? 0 })
   const { port } = app.server.address() as AddressInfo
   return {
     url: `http://127.0.0.1:${port}`,
@@ -68,7 +72,7 @@ export async function startSourceServer(
       transfers.close()
       store.close()
       if (!options.plc) await plc.close()
-      await rm(dir, { recursive: true, force: true })
+      if (!options.dir) await rm(dir, { recursive: true, force: true })
     },
   }
 }

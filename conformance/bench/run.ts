@@ -1,0 +1,148 @@
+/**
+ * `pnpm bench`: the machine's limits, our transfer for several account shapes and both suites
+ * (each side in its own process, peak RSS per side), growth of the same shape at 1x/2x/4x, and
+ * the single-frame memory bound. Prints a table, writes `.bench/results-<time>.json` and
+ * `.bench/latest.json`, and says PASS/MISS per target of issue 8.
+ *   --quick        small sizes (a smoke test of the benchmark itself)
+ *   --only <name>  one section: limits, transfer, growth, frame
+ */
+import { mkdir, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { parseArgs } from 'node:util'
+import type { TransferAlgorithm } from '@pds-transfer/core'
+import { runFrameMemory } from '../../packages/core/bench/frame-memory.ts'
+import type { AccountShape } from '../src/fixtures/build-account.ts'
+import { startPlcDirectory } from '../src/harness/plc-directory.ts'
+import { machineLimits } from './machine-limits.ts'
+import { benchTransfer, buildFixture, type TransferResult } from './transfer-bench.ts'
+
+const { values } = parseArgs({ options: { quick: { type: 'boolean' }, only: { type: 'string' } } })
+const quick = values.quick ?? false
+const wants = (section: string) => !values.only || values.only === section
+const KiB = 1024
+const MiB = 1024 * KiB
+
+const SHAPES: Record<string, AccountShape> = quick
+  ? {
+      'small records': { posts: 2000 },
+      'small blobs': { posts: 100, blobSizes: Array(100).fill(50 * KiB) },
+      'big blobs': { posts: 2, blobSizes: Array(2).fill(8 * MiB) },
+    }
+  : {
+      'small records': { posts: 50_000 },
+      'small blobs': { posts: 2000, blobSizes: Array(2000).fill(50 * KiB) },
+      'big blobs': { posts: 4, blobSizes: Array(4).fill(96 * MiB) },
+    }
+const GROWTH_BASE = quick ? 1000 : 25_000
+const ALGORITHMS: TransferAlgorithm[] = ['HPKE-3', 'HPKE-4']
+
+const report: Record<string, unknown> = { machine: { cpus: (await import('node:os')).cpus().length }, quick }
+const plc = await startPlcDirectory()
+try {
+  if (wants('limits')) {
+    const limits = await machineLimits(quick ? 64 : 512)
+    report.limits = limits
+    console.table(limits.map((r) => ({ what: r.name, 'MB/s': Math.round(r.mbPerSecond) })))
+  }
+
+  if (wants('transfer')) {
+    const results: TransferResult[] = []
+    for (const [name, shape] of Object.entries(SHAPES)) {
+      const fixture = await buildFixture(name.replace(/\s/g, '-'), plc.url, shape)
+      try {
+        for (const algorithm of ALGORITHMS)
+          results.push(await benchTransfer({ ...fixture, name }, plc.url, algorithm))
+      } finally {
+        await fixture.dispose()
+      }
+    }
+    report.transfer = results
+    console.table(results.map(row))
+  }
+
+  if (wants('growth')) {
+    const results: TransferResult[] = []
+    for (const factor of [1, 2, 4]) {
+      const name = `records x${factor}`
+      const fixture = await buildFixture(`growth-${factor}`, plc.url, { posts: GROWTH_BASE * factor })
+      try {
+        results.push(await benchTransfer({ ...fixture, name }, plc.url, 'HPKE-3'))
+      } finally {
+        await fixture.dispose()
+      }
+    }
+    report.growth = results
+    console.table(results.map(row))
+  }
+
+  if (wants('frame')) {
+    const frame = [
+      await runFrameMemory('HPKE-3', quick ? 64 : 1024, 'stream'),
+      await runFrameMemory('HPKE-4', quick ? 64 : 1024, 'stage-to-disk'),
+    ]
+    report.frame = frame
+    console.table(frame)
+  }
+
+  report.targets = targets(report)
+  console.table(report.targets)
+  await mkdir('.bench', { recursive: true })
+  const json = JSON.stringify(report, null, 2)
+  await writeFile(join('.bench', `results-${new Date().toISOString().replace(/[:.]/g, '-')}.json`), json)
+  await writeFile(join('.bench', 'latest.json'), json)
+  console.log('wrote .bench/latest.json')
+} finally {
+  await plc.close()
+}
+
+function row(r: TransferResult) {
+  return {
+    shape: r.shape,
+    suite: r.algorithm,
+    records: r.records,
+    blobs: r.blobs,
+    MB: r.mb.toFixed(1),
+    s: r.seconds.toFixed(2),
+    'MB/s': r.mbPerSecond.toFixed(1),
+    'source RSS MiB': Math.round(r.sourcePeakRssMiB),
+    'dest RSS MiB': Math.round(r.destinationPeakRssMiB),
+  }
+}
+
+/** Issue 8's targets, judged on this run's own figures. */
+function targets(r: typeof report) {
+  const out: Array<{ target: string; value: string; verdict: string }> = []
+  const limits = r.limits as Array<{ name: string; mbPerSecond: number }> | undefined
+  const transfer = r.transfer as TransferResult[] | undefined
+  const growth = r.growth as TransferResult[] | undefined
+  const http = limits?.find((l) => l.name.startsWith('loopback'))?.mbPerSecond
+  const blobHeavy = transfer?.filter((t) => t.shape === 'big blobs' || t.shape === 'small blobs')
+  if (http && blobHeavy?.length) {
+    const best = Math.max(...blobHeavy.map((t) => t.mbPerSecond))
+    out.push({
+      target: 'blob-heavy MB/s >= 50% of loopback HTTP',
+      value: `${best.toFixed(0)} of ${http.toFixed(0)} MB/s (${((100 * best) / http).toFixed(0)}%)`,
+      verdict: best >= http / 2 ? 'PASS' : 'MISS',
+    })
+  }
+  const all = [...(transfer ?? []), ...(growth ?? [])]
+  if (all.length) {
+    const peak = Math.max(...all.flatMap((t) => [t.sourcePeakRssMiB, t.destinationPeakRssMiB]))
+    out.push({
+      target: 'peak RSS of each side < 256 MiB',
+      value: `${peak.toFixed(0)} MiB`,
+      verdict: peak < 256 ? 'PASS' : 'MISS',
+    })
+  }
+  if (growth && growth.length === 3) {
+    for (const side of ['sourcePeakRssMiB', 'destinationPeakRssMiB'] as const) {
+      const ratio = (growth[2] as TransferResult)[side] / (growth[0] as TransferResult)[side]
+      out.push({
+        target: `${side.replace('PeakRssMiB', '')} RSS flat 1x -> 4x (within 20%)`,
+        value: `x${ratio.toFixed(2)}`,
+        verdict: ratio <= 1.2 ? 'PASS' : 'MISS',
+      })
+    }
+  }
+  return out
+}

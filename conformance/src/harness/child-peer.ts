@@ -1,0 +1,50 @@
+import { type ChildProcess, fork } from 'node:child_process'
+
+/**
+ * A TypeScript harness script run in its own process (a PDS that can be killed, or measured
+ * alone), talked to over IPC: its first message carries `ready: true`; requests are
+ * `{ id, ...message }` answered by `{ id, result }` or `{ id, error }`.
+ */
+export class ChildPeer<Ready = Record<string, unknown>> {
+  private next = 0
+  private readonly pending = new Map<number, (msg: { result?: unknown; error?: string }) => void>()
+  /** The child's first message. */
+  readonly ready: Promise<Ready>
+  readonly exited: Promise<number | null>
+
+  constructor(readonly child: ChildProcess) {
+    this.exited = new Promise((resolve) => child.once('exit', (code) => resolve(code)))
+    this.ready = new Promise((resolve, reject) => {
+      void this.exited.then((code) => reject(new Error(`child exited with ${code} before it was ready`)))
+      child.on('message', (msg: { id?: number; ready?: boolean; result?: unknown; error?: string }) => {
+        if (msg.ready) resolve(msg as Ready)
+        else if (msg.id !== undefined) this.pending.get(msg.id)?.(msg)
+      })
+    })
+  }
+
+  /** Runs `script` (a .ts file) with tsx, `env` added to this process's environment. */
+  static fork<R>(script: string, env: Record<string, string>): ChildPeer<R> {
+    return new ChildPeer<R>(
+      fork(script, { env: { ...process.env, ...env }, execArgv: ['--import', 'tsx'], stdio: 'inherit' }),
+    )
+  }
+
+  call<T>(message: Record<string, unknown>): Promise<T> {
+    const id = this.next++
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, (msg) => {
+        this.pending.delete(id)
+        if (msg.error) reject(new Error(msg.error))
+        else resolve(msg.result as T)
+      })
+      this.child.send({ id, ...message })
+    })
+  }
+
+  /** SIGKILL: no shutdown code runs, as in a crash. */
+  async kill(): Promise<void> {
+    if (this.child.exitCode === null) this.child.kill('SIGKILL')
+    await this.exited
+  }
+}
