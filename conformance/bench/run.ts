@@ -6,11 +6,12 @@
  *   --quick        small sizes (a smoke test of the benchmark itself)
  *   --only <name>  one section: limits, transfer, growth, frame
  */
+import { execFileSync } from 'node:child_process'
 import { mkdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import type { TransferAlgorithm } from '@pds-transfer/core'
-import { runFrameMemory } from '../../packages/core/bench/frame-memory.ts'
+import type { FrameMemoryResult } from '../../packages/core/bench/frame-memory.ts'
 import type { AccountShape } from '../src/fixtures/build-account.ts'
 import { startPlcDirectory } from '../src/harness/plc-directory.ts'
 import { machineLimits } from './machine-limits.ts'
@@ -76,9 +77,10 @@ try {
   }
 
   if (wants('frame')) {
+    // Each in a fresh process: the peak RSS must be the decoder's, not this harness's.
     const frame = [
-      await runFrameMemory('HPKE-3', quick ? 64 : 1024, 'stream'),
-      await runFrameMemory('HPKE-4', quick ? 64 : 1024, 'stage-to-disk'),
+      frameMemory('HPKE-3', quick ? 64 : 1024, 'stream'),
+      frameMemory('HPKE-4', quick ? 64 : 1024, 'stage-to-disk'),
     ]
     report.frame = frame
     console.table(frame)
@@ -93,6 +95,22 @@ try {
   console.log('wrote .bench/latest.json')
 } finally {
   await plc.close()
+}
+
+function frameMemory(alg: TransferAlgorithm, mib: number, mode: string): FrameMemoryResult {
+  const script = join(import.meta.dirname, '../../packages/core/bench/frame-memory.ts')
+  const out = execFileSync(process.execPath, [
+    '--import',
+    'tsx',
+    script,
+    '--alg',
+    alg,
+    '--mib',
+    String(mib),
+    '--mode',
+    mode,
+  ])
+  return JSON.parse(out.toString().trim().split('\n').at(-1) as string) as FrameMemoryResult
 }
 
 function row(r: TransferResult) {
