@@ -80,6 +80,17 @@ describe('/migrate web UI', () => {
     }
     expect(pageText).toContain('copied and verified')
 
+    // The user lost the email: a new code, then a second click within the minute is refused.
+    const sentBefore = source.store.outbox.filter((m) => m.did === account.did).length
+    const resend = await post(`${transferPath}/resend-token`, {})
+    expect(resend.status).toBe(200)
+    expect(await resend.text()).toContain('A new code is on its way')
+    expect(source.store.outbox.filter((m) => m.did === account.did)).toHaveLength(sentBefore + 1)
+    const again = await post(`${transferPath}/resend-token`, {})
+    expect(again.status).toBe(400)
+    expect(await again.text()).toContain('less than a minute ago')
+    expect(source.store.outbox.filter((m) => m.did === account.did)).toHaveLength(sentBefore + 1)
+
     const wrong = await post(`${transferPath}/complete`, { token: 'WRONG-CODE' })
     expect(wrong.status).toBe(400)
     expect(await wrong.text()).toContain('was not accepted')

@@ -9,7 +9,7 @@ import { type KeyHost, startKeyHost } from '../src/harness/key-host.ts'
 import { type PlcDirectory, startPlcDirectory } from '../src/harness/plc-directory.ts'
 import { type SourceServer, startSourceServer } from '../src/harness/source-server.ts'
 
-const ALL = [NSID.exportAccount, NSID.completeTransfer, NSID.getTransferStatus]
+const ALL: string[] = [NSID.exportAccount, NSID.completeTransfer, NSID.getTransferStatus]
 const hourFromNow = () => Math.floor(Date.now() / 1000) + 3600
 
 /** Every error row of section 2.6 provoked over HTTP against our source plugin. */
@@ -146,6 +146,26 @@ describe('source error rows', () => {
     expect(res.statusCode).toBe(400)
     expect(await res.body.json()).toMatchObject({ error: 'InvalidRequest' })
     expect((await source.store.getAccount(did))?.status).toBe('active')
+  })
+
+  it('requestPlcToken (extension): scope needed, only for a finished export of this client', async () => {
+    const did = accounts[2]!.did
+    const ask = (transferId: string, auth: string) =>
+      request(`${source.url}/xrpc/${NSID.requestPlcToken}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${auth}` },
+        body: JSON.stringify({ did, transferId }),
+      })
+    const withScope = token(did, hostA, [...ALL, NSID.requestPlcToken])
+    const withoutScope = await ask(createTransferId(), token(did))
+    expect(withoutScope.statusCode).toBe(403)
+    expect(await withoutScope.body.json()).toMatchObject({ error: 'TransferNotAuthorized' })
+    const unknown = await ask(createTransferId(), withScope)
+    expect(unknown.statusCode).toBe(404)
+    expect(await unknown.body.json()).toMatchObject({ error: 'TransferNotFound' })
+    const malformed = await ask('not-a-uuid', withScope)
+    expect(malformed.statusCode).toBe(400)
+    expect(await malformed.body.json()).toMatchObject({ error: 'InvalidRequest' })
   })
 
   it('RateLimitExceeded (429) past the per-destination hourly limit', async () => {

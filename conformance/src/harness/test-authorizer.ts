@@ -3,7 +3,13 @@ import { NSID } from '@pds-transfer/core'
 import { bearerSourceClient, type SourceAuthorizer } from '@pds-transfer/destination'
 import type { TestTokenAuth } from './test-auth.ts'
 
-const SCOPES = [NSID.exportAccount, NSID.completeTransfer, NSID.getTransferStatus, 'com.atproto.sync.getBlob']
+const SCOPES = [
+  NSID.exportAccount,
+  NSID.completeTransfer,
+  NSID.getTransferStatus,
+  NSID.requestPlcToken,
+  'com.atproto.sync.getBlob',
+]
 
 /**
  * Stands in for OAuth in tests of the `/migrate` UI over our test source: "signing in" at the

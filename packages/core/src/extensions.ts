@@ -9,6 +9,8 @@ export const EXTENSION = {
   endManifest: 'end-manifest',
   /** A new exportAccount for the same transferId continues where a broken one stopped (decision 7). */
   resume: 'resume',
+  /** `com.atproto.transfer.requestPlcToken`: the user can ask for a fresh token (decision 8). */
+  plcTokenRefresh: 'plc-token-refresh',
 } as const
 
 export type Extension = (typeof EXTENSION)[keyof typeof EXTENSION]

@@ -8,14 +8,22 @@ import { TransferError } from './errors.ts'
  * module only loads them, so a schema change cannot drift from the validators.
  */
 
-/** NSIDs of the three transfer endpoints. */
+/** NSIDs of the three transfer endpoints of 0014, and of our extension endpoint. */
 export const NSID = {
   exportAccount: 'com.atproto.transfer.exportAccount',
   completeTransfer: 'com.atproto.transfer.completeTransfer',
   getTransferStatus: 'com.atproto.transfer.getTransferStatus',
+  /** Extension `plc-token-refresh` (spec/extensions.md). */
+  requestPlcToken: 'com.atproto.transfer.requestPlcToken',
 } as const
 
-const LEXICON_FILES = ['defs', 'exportAccount', 'completeTransfer', 'getTransferStatus'] as const
+const LEXICON_FILES = [
+  'defs',
+  'exportAccount',
+  'completeTransfer',
+  'getTransferStatus',
+  'requestPlcToken',
+] as const
 
 function loadLexicon(name: string): LexiconDoc {
   const url = new URL(`../../../lexicons/com/atproto/transfer/${name}.json`, import.meta.url)
@@ -131,6 +139,19 @@ export function validateExportAccountInput(body: unknown): ExportAccountInput {
 /** Validates a `completeTransfer` body; throws `InvalidRequest` naming the bad field. */
 export function validateCompleteTransferInput(body: unknown): CompleteTransferInput {
   const value = checkInput(NSID.completeTransfer, body) as CompleteTransferInput
+  checkTransferId(value.transferId)
+  return value
+}
+
+/** Body of `com.atproto.transfer.requestPlcToken` (extension `plc-token-refresh`). */
+export interface RequestPlcTokenInput {
+  did: string
+  transferId: string
+}
+
+/** Validates a `requestPlcToken` body; throws `InvalidRequest` naming the bad field. */
+export function validateRequestPlcTokenInput(body: unknown): RequestPlcTokenInput {
+  const value = checkInput(NSID.requestPlcToken, body) as RequestPlcTokenInput
   checkTransferId(value.transferId)
   return value
 }

@@ -10,6 +10,7 @@ import {
   validateExportAccountInput,
   validateGetTransferStatusOutput,
   validateGetTransferStatusParams,
+  validateRequestPlcTokenInput,
 } from '../src/lexicons.ts'
 
 const TRANSFER_ID = '019537a1-7e28-7def-8c56-3a8b69e2d471'
@@ -64,16 +65,25 @@ function expectInvalidRequest(fn: () => unknown, field: string): void {
 }
 
 describe('lexicon documents', () => {
-  it('loads the four documents with unresolved refs', () => {
+  it('loads the five documents (four of 0014, one extension) with unresolved refs', () => {
     expect(TRANSFER_LEXICONS.map((d) => d.id)).toEqual([
       'com.atproto.transfer.defs',
       NSID.exportAccount,
       NSID.completeTransfer,
       NSID.getTransferStatus,
+      NSID.requestPlcToken,
     ])
     // Lexicons.add rewrites refs in place; the exported docs must still read as on disk.
     expect(JSON.stringify(TRANSFER_LEXICONS)).not.toContain('lex:')
     expect(transferLexicons.getDef('com.atproto.transfer.defs#transferKey')?.type).toBe('object')
+  })
+
+  it('validates requestPlcToken input (extension plc-token-refresh)', () => {
+    const ok = { did: 'did:plc:ewvi7nxzyoun6zhxrhs64oiz', transferId: '019537a1-7e28-7def-8c56-3a8b69e2d471' }
+    expect(validateRequestPlcTokenInput(ok)).toEqual(ok)
+    for (const bad of [{}, { ...ok, did: 'alice' }, { ...ok, transferId: 'not-a-uuid' }, null]) {
+      expect(() => validateRequestPlcTokenInput(bad)).toThrowError(TransferError)
+    }
   })
 
   it('declares only error names the errors module knows', () => {

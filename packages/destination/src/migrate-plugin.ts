@@ -185,6 +185,27 @@ ${
       }
     })
 
+    app.post('/migrate/transfer/:id/resend-token', async (request, reply) => {
+      if (!sameOrigin(request)) return problem(reply, 'This form must be sent from this site.', 403)
+      const id = (request.params as { id: string }).id
+      let notice: string | undefined
+      let error: string | undefined
+      try {
+        await opts.engine.requestPlcToken(id)
+        notice = 'A new code is on its way to your email. Codes from earlier emails may no longer work.'
+      } catch (err) {
+        error =
+          err instanceof SourceError && err.error === 'RateLimitExceeded'
+            ? 'A code was sent less than a minute ago. Please check your email first.'
+            : err instanceof SourceError || err instanceof EngineError
+              ? err.message
+              : 'A new code could not be requested.'
+      }
+      const t = await opts.engine.get(id)
+      if (!t) return problem(reply, 'No such transfer.', 404)
+      return html(reply, transferPage(t, error, notice), error ? 400 : 200)
+    })
+
     // Form bodies of the pages above.
     if (!app.hasContentTypeParser('application/x-www-form-urlencoded')) {
       app.addContentTypeParser(
@@ -209,9 +230,13 @@ ${
 )
 
 /** The live page of one transfer: progress while it runs, the token form, or the result. */
-function transferPage(t: InboundTransfer, error?: string): string {
+function transferPage(t: InboundTransfer, error?: string, notice?: string): string {
   const running = t.status !== 'failed' && t.status !== 'completed' && t.stage !== 'awaitingPlcToken'
-  const alert = error ? `<p class="error" role="alert">${esc(error)}</p>` : ''
+  const alert = error
+    ? `<p class="error" role="alert">${esc(error)}</p>`
+    : notice
+      ? `<p class="ok" role="status">${esc(notice)}</p>`
+      : ''
   let body: string
   if (t.status === 'completed') {
     body = `<p class="ok" role="status">Your account now lives here. Your old server keeps a deactivated copy for 30 days.</p>
@@ -239,6 +264,10 @@ ${
 <input type="text" id="token" name="token" required autocomplete="one-time-code">
 ${missing > 0 ? '<label><input type="checkbox" name="acceptMissingBlobs" value="yes"> Move anyway, without the missing files</label>' : ''}
 <button type="submit">Move my account</button>
+</form>
+<form method="post" action="/migrate/transfer/${esc(t.transferId)}/resend-token">
+<p>No email, or the code expired?</p>
+<button type="submit">Email me a new code</button>
 </form>`
   } else {
     body = `<progress aria-label="Transfer progress"></progress>

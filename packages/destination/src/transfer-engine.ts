@@ -602,6 +602,38 @@ export class TransferEngine {
   }
 
   /**
+   * Asks the source to email the user a fresh PLC token (extension `plc-token-refresh`), for a
+   * token that expired or never arrived. Throws `SourceError` when the source refuses (e.g.
+   * `RateLimitExceeded`) and `EngineError` when it cannot do it at all.
+   */
+  async requestPlcToken(transferId: string): Promise<void> {
+    const t = await this.options.store.get(transferId)
+    if (!t) throw new EngineError('TransferNotFound', `no transfer ${transferId}`)
+    if (t.stage !== 'awaitingPlcToken') {
+      throw new EngineError(
+        'InvalidState',
+        `transfer ${transferId} is ${t.status}/${t.stage}, not waiting for a token`,
+      )
+    }
+    const client = this.sessions.get(transferId)
+    if (!client) throw new EngineError('InvalidState', 'no authorized session with the source; sign in again')
+    const res = await client.fetch(`/xrpc/${NSID.requestPlcToken}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ did: t.did, transferId }),
+    })
+    if (res.ok) return
+    const err = await SourceError.from(res, 'requestPlcToken')
+    if (res.status === 404 && err.error !== 'TransferNotFound') {
+      throw new EngineError(
+        'InvalidState',
+        'the source cannot send a new code (it lacks the plc-token-refresh extension)',
+      )
+    }
+    throw err
+  }
+
+  /**
    * Imports what was written on the source since our export: a resumed export (the source's
    * head moved, so it sends the new CAR; blobs past our cursor), then reconciliation.
    */

@@ -15,6 +15,7 @@ import {
   validateCompleteTransferInput,
   validateExportAccountInput,
   validateGetTransferStatusParams,
+  validateRequestPlcTokenInput,
   WELL_KNOWN_CACHE_CONTROL,
   WELL_KNOWN_PATH,
   WireError,
@@ -90,7 +91,9 @@ export const sourcePlugin = fp(
     const destinationKeys = opts.destinationKeys ?? new DestinationKeys({ now })
     const plcClient = new plc.Client(opts.plc.directoryUrl)
     const running = new Map<string, AbortController>()
-    const extensions = opts.extensions ?? [EXTENSION.endManifest, EXTENSION.resume]
+    const extensions = opts.extensions ?? [EXTENSION.endManifest, EXTENSION.resume, EXTENSION.plcTokenRefresh]
+    /** When each transfer last had a token re-sent (a user clicking twice is not two emails). */
+    const tokenResent = new Map<string, number>()
 
     if (opts.serveWellKnown ?? true) {
       app.get(WELL_KNOWN_PATH, async (_req, reply) => {
@@ -387,6 +390,41 @@ export const sourcePlugin = fp(
         return sendXrpcError(reply, err)
       }
     })
+
+    if (extensions.includes(EXTENSION.plcTokenRefresh)) {
+      app.post(`/xrpc/${NSID.requestPlcToken}`, async (request, reply) => {
+        try {
+          const input = validateRequestPlcTokenInput(request.body)
+          const caller = await opts.auth.verify(request, NSID.requestPlcToken, reply)
+          if (caller.did !== input.did) {
+            throw new TransferError('TransferNotAuthorized', 'the token was issued for another account')
+          }
+          const transfer = await opts.store.get(input.transferId)
+          if (!transfer || transfer.did !== input.did || transfer.clientId !== caller.clientId) {
+            throw new TransferError(
+              'TransferNotFound',
+              `no transfer ${input.transferId} of ${input.did} by this client`,
+            )
+          }
+          if (transfer.status === 'completed') {
+            throw new TransferError('AccountDeactivated', `${input.did} has already moved`)
+          }
+          // Only once the data has left, as for the first token (decision 8).
+          if (transfer.status !== 'importing') {
+            throw new TransferError('TransferNotFound', `transfer ${input.transferId} has no finished export`)
+          }
+          const last = tokenResent.get(input.transferId) ?? 0
+          if (now() - last < 60_000) {
+            throw new TransferError('RateLimitExceeded', 'a code was sent less than a minute ago')
+          }
+          tokenResent.set(input.transferId, now())
+          await opts.source.requestPlcToken(input.did)
+          return reply.code(200).send({})
+        } catch (err) {
+          return sendXrpcError(reply, err)
+        }
+      })
+    }
 
     app.get(`/xrpc/${NSID.getTransferStatus}`, async (request, reply) => {
       try {
