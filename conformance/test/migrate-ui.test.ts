@@ -66,7 +66,9 @@ describe('/migrate web UI', () => {
     const callback = new URL(authorize.headers.get('location') as string)
     const started = await get(`${callback.pathname}${callback.search}`)
     expect(started.status).toBe(303)
-    const transferPath = started.headers.get('location') as string
+    const transferUrl = new URL(started.headers.get('location') as string)
+    expect(transferUrl.origin).toBe(dest.url) // back on our public origin, whatever host the callback used
+    const transferPath = transferUrl.pathname
     expect(transferPath).toMatch(/^\/migrate\/transfer\/[0-9a-f-]{36}$/)
     const transferId = transferPath.split('/').at(-1) as string
 

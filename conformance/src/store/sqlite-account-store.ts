@@ -3,16 +3,18 @@ import { createReadStream } from 'node:fs'
 import { mkdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Keypair } from '@atproto/crypto'
-import { encode as cborEncode } from '@atproto/lex-cbor'
 import { type Cid, decodeCid, enumBlobRefs, getBlobCid, type LexMap } from '@atproto/lex-data'
 import { BlockMap, blocksToCarFile, type RecordWriteOp, Repo, WriteOpAction } from '@atproto/repo'
 import type { AccountState } from '@pds-transfer/core'
-import type {
-  AccountSource,
-  BlobPage,
-  RepoSnapshot,
-  SourceAccount,
-  SourceAccountStatus,
+import {
+  type AccountSource,
+  type BlobPage,
+  carBlockLength,
+  carBlockPrefix,
+  carHeader,
+  type RepoSnapshot,
+  type SourceAccount,
+  type SourceAccountStatus,
 } from '@pds-transfer/source'
 import Database from 'better-sqlite3'
 import { CID } from 'multiformats/cid'
@@ -163,7 +165,7 @@ export class SqliteAccountStore implements AccountSource {
         .prepare('SELECT length(cid) AS c, length(bytes) AS b FROM repo_block WHERE did = ?')
         .iterate(did) as Iterable<{ c: number; b: number }>
       let carLength = header.length
-      for (const { c, b } of sizes) carLength += varintLength(c + b) + c + b
+      for (const { c, b } of sizes) carLength += carBlockLength(c, b)
       return {
         rev: root.rev,
         commitCid: commitCid.toString(),
@@ -174,7 +176,7 @@ export class SqliteAccountStore implements AccountSource {
             .prepare('SELECT cid, bytes FROM repo_block WHERE did = ?')
             .iterate(did) as Iterable<{ cid: Uint8Array; bytes: Uint8Array }>
           for (const { cid, bytes } of rows) {
-            yield Uint8Array.from([...varint(cid.length + bytes.length), ...cid])
+            yield carBlockPrefix(cid, bytes.length)
             yield bytes
           }
         },
@@ -279,24 +281,4 @@ function sameSecret(a: string, b: string): boolean {
   const ha = createHash('sha256').update(a).digest()
   const hb = createHash('sha256').update(b).digest()
   return ha.equals(hb)
-}
-
-/** CAR v1 header: varint length, then DAG-CBOR `{ roots: [root], version: 1 }`. */
-function carHeader(root: Cid): Uint8Array {
-  const body = cborEncode({ roots: [root], version: 1 })
-  return Uint8Array.from([...varint(body.length), ...body])
-}
-
-function varint(n: number): number[] {
-  const out: number[] = []
-  while (n >= 0x80) {
-    out.push((n & 0x7f) | 0x80)
-    n = Math.floor(n / 128)
-  }
-  out.push(n)
-  return out
-}
-
-function varintLength(n: number): number {
-  return varint(n).length
 }

@@ -1,1 +1,7 @@
-export {}
+export * from './account-state.ts'
+export * from './pds-secrets.ts'
+export * from './reference-pds-sink.ts'
+export * from './reference-pds-source.ts'
+export * from './repo-snapshot.ts'
+export * from './repo-staging-file.ts'
+export * from './transfer-pds.ts'

@@ -149,7 +149,8 @@ ${
       try {
         const { did, client } = await opts.authorizer.callback(query)
         const transfer = await opts.engine.start({ did, client })
-        return reply.redirect(`/migrate/transfer/${transfer.transferId}`, 303)
+        // Absolute: a loopback client's callback arrives on 127.0.0.1, the UI lives on our public origin.
+        return reply.redirect(`${origin}/migrate/transfer/${transfer.transferId}`, 303)
       } catch (err) {
         return problem(reply, `The transfer could not start: ${(err as Error).message}`)
       }

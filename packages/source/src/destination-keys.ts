@@ -14,6 +14,13 @@ export interface DestinationKeysOptions {
   maxAgeMs?: number
   fetch?: typeof globalThis.fetch
   now?: () => number
+  /**
+   * Development only: accept atproto loopback clients (`http://localhost?redirect_uri=...`),
+   * locating the destination at the origin of their redirect URI. A loopback client has no
+   * origin of its own, and its redirect URI can only point at the user's own machine, so this
+   * proves nothing about a real destination (decision D17). Default false.
+   */
+  allowLoopbackClients?: boolean
 }
 
 /**
@@ -28,8 +35,10 @@ export class DestinationKeys {
   private readonly maxAgeMs: number
   private readonly fetch: typeof globalThis.fetch
   private readonly now: () => number
+  private readonly allowLoopbackClients: boolean
 
   constructor(options: DestinationKeysOptions = {}) {
+    this.allowLoopbackClients = options.allowLoopbackClients ?? false
     this.timeoutMs = options.timeoutMs ?? 5000
     this.maxAgeMs = options.maxAgeMs ?? 3600_000
     this.fetch = options.fetch ?? globalThis.fetch
@@ -38,7 +47,7 @@ export class DestinationKeys {
 
   /** Returns the destination's document if `key` is published there; throws TransferNotAuthorized otherwise. */
   async assertPublished(clientId: string, key: TransferPublicJwk): Promise<TransferWellKnown> {
-    const origin = clientOrigin(clientId)
+    const origin = clientOrigin(clientId, { allowLoopback: this.allowLoopbackClients })
     const cached = this.cache.get(origin)
     if (cached && cached.until > this.now() && findPublishedKey(cached.doc, key)) return cached.doc
     // Not cached, stale, or the key may be newer than our copy (rotation): fetch again.
@@ -84,11 +93,30 @@ export class DestinationKeys {
   }
 }
 
-/** The destination's origin, from its OAuth client_id (a URL on the destination, section 3.1). */
-export function clientOrigin(clientId: string): string {
+/**
+ * The destination's origin, from its OAuth client_id (a URL on the destination, section 3.1);
+ * for an allowed loopback client, the origin of its one redirect URI.
+ */
+export function clientOrigin(clientId: string, options: { allowLoopback?: boolean } = {}): string {
+  let url: URL
   try {
-    return new URL(clientId).origin
+    url = new URL(clientId)
   } catch {
     throw new TransferError('TransferNotAuthorized', `OAuth client_id ${clientId} is not a URL`)
   }
+  if (
+    url.protocol === 'http:' &&
+    url.hostname === 'localhost' &&
+    (url.pathname === '/' || url.pathname === '')
+  ) {
+    const redirects = url.searchParams.getAll('redirect_uri')
+    if (!options.allowLoopback || redirects.length !== 1) {
+      throw new TransferError(
+        'TransferNotAuthorized',
+        'a loopback OAuth client has no origin to publish transfer keys at (development sources may allow one with a single redirect_uri)',
+      )
+    }
+    return new URL(redirects[0] as string).origin
+  }
+  return url.origin
 }

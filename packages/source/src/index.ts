@@ -1,4 +1,5 @@
 export * from './account-source.ts'
+export * from './car-encoding.ts'
 export * from './destination-keys.ts'
 export * from './export-frames.ts'
 export * from './oauth-transfer-auth.ts'

@@ -1,0 +1,49 @@
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { startTransferPds, type TransferPds, type TransferPdsOptions } from '@pds-transfer/atproto-pds'
+import { freePort } from './destination-server.ts'
+import { type PlcDirectory, startPlcDirectory } from './plc-directory.ts'
+
+/** Two reference PDSes with both transfer roles, and the PLC directory they share. */
+export interface ReferencePdsPair {
+  plc: PlcDirectory
+  a: TransferPds
+  b: TransferPds
+  /** PLC tokens each PDS "emailed", newest last, by DID. */
+  plcTokens: Map<string, string[]>
+  close(): Promise<void>
+}
+
+export async function startReferencePdsPair(
+  options: Partial<Pick<TransferPdsOptions, 'limits'>> & { dir?: string } = {},
+): Promise<ReferencePdsPair> {
+  const dir = options.dir ?? (await mkdtemp(join(tmpdir(), 'pds-transfer-reference-')))
+  const plc = await startPlcDirectory()
+  const plcTokens = new Map<string, string[]>()
+  const onPlcToken = (did: string, token: string) =>
+    plcTokens.set(did, [...(plcTokens.get(did) ?? []), token])
+  const start = async (name: string) =>
+    startTransferPds({
+      dataDir: join(dir, name),
+      port: await freePort(),
+      plcUrl: plc.url,
+      onPlcToken,
+      // Preferences are app.bsky routes, served only with an AppView configured; none runs here.
+      env: { bskyAppViewUrl: 'http://127.0.0.1:9', bskyAppViewDid: 'did:web:appview.invalid' },
+      ...(options.limits && { limits: options.limits }),
+    })
+  const a = await start('a')
+  const b = await start('b')
+  return {
+    plc,
+    a,
+    b,
+    plcTokens,
+    async close() {
+      await Promise.allSettled([a.close(), b.close()])
+      await plc.close()
+      if (!options.dir) await rm(dir, { recursive: true, force: true })
+    },
+  }
+}

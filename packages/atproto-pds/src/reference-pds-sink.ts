@@ -1,0 +1,217 @@
+import { randomUUID } from 'node:crypto'
+import { once } from 'node:events'
+import { mkdir } from 'node:fs/promises'
+import { join } from 'node:path'
+import { PassThrough } from 'node:stream'
+import { Secp256k1Keypair } from '@atproto/crypto'
+import { decodeCid, enumBlobRefs, type LexValue, parseCid } from '@atproto/lex-data'
+import type { AppContext } from '@atproto/pds'
+import { cborToLex, WriteOpAction } from '@atproto/repo'
+import { AtUri } from '@atproto/syntax'
+import type { AccountState } from '@pds-transfer/core'
+import { type AccountSink, type BlobUpload, type RepoStaging, stagedRecords } from '@pds-transfer/destination'
+import { importAccountState } from './account-state.ts'
+import { RepoStagingFile } from './repo-staging-file.ts'
+
+type Did = `did:${string}:${string}`
+
+/** Stored until a referencing record tells the real type (blobpacks carry none). */
+const UNKNOWN_MIME = 'application/octet-stream'
+
+export interface ReferencePdsSinkOptions {
+  /** Where staged repo imports are kept until committed (a directory of the PDS's data). */
+  stagingDir: string
+}
+
+/**
+ * The reference PDS (`@atproto/pds`) as the receiving side of a transfer. The account is
+ * created deactivated with a fresh signing key; the verified repo is staged outside the actor
+ * database and swapped in with its records indexed in one actor transaction (as `importRepo`
+ * would, but without holding the repo in memory); blobs are streamed into the PDS's blob store.
+ * After activation the PDS serves the account like any other.
+ */
+export class ReferencePdsSink implements AccountSink {
+  constructor(
+    private readonly ctx: AppContext,
+    private readonly options: ReferencePdsSinkOptions,
+  ) {}
+
+  async createDeactivatedAccount(did: string, options: { handle?: string }): Promise<{ signingKey: string }> {
+    if (await this.ctx.actorStore.exists(did)) {
+      return { signingKey: (await this.ctx.actorStore.keypair(did)).did() }
+    }
+    const keypair = await Secp256k1Keypair.create({ exportable: true })
+    await this.ctx.actorStore.create(did, keypair)
+    try {
+      // An empty signed repo until the import: the account manager wants a root from the start.
+      const commit = await this.ctx.actorStore.transact(did as Did, (store) => store.repo.createRepo([]))
+      await this.ctx.accountManager.createAccount({
+        did: did as Did,
+        handle: (options.handle ?? 'handle.invalid') as `${string}.${string}`,
+        repoCid: commit.cid,
+        repoRev: commit.rev,
+        deactivated: true,
+      })
+    } catch (err) {
+      await this.ctx.actorStore.destroy(did as Did)
+      throw err
+    }
+    return { signingKey: keypair.did() }
+  }
+
+  async isActive(did: string): Promise<boolean> {
+    const account = await this.ctx.accountManager.getAccount(did as Did, {
+      includeDeactivated: true,
+      includeTakenDown: true,
+    })
+    return account !== null && !account.deactivatedAt && !account.takedownRef
+  }
+
+  async stageRepo(_did: string): Promise<RepoStaging> {
+    await mkdir(this.options.stagingDir, { recursive: true })
+    return new RepoStagingFile(join(this.options.stagingDir, `${randomUUID()}.sqlite`))
+  }
+
+  async commitRepo(
+    did: string,
+    staging: RepoStaging,
+    head: { commitCid: string; rev: string },
+  ): Promise<void> {
+    if (!(staging instanceof RepoStagingFile)) throw new Error('staging was not made by this sink')
+    const commitCid = parseCid(head.commitCid)
+    if (!(await staging.get(commitCid.bytes))) throw new Error(`commit ${head.commitCid} is not staged`)
+    const now = new Date().toISOString()
+    await this.ctx.actorStore.transact(did as Did, async (store) => {
+      const db = store.repo.db.db
+      for (const table of ['repo_block', 'record', 'record_blob', 'backlink'] as const) {
+        await db.deleteFrom(table).execute()
+      }
+      for (const batch of staging.batches(50)) {
+        await db
+          .insertInto('repo_block')
+          .values(
+            batch.map((b) => ({
+              cid: decodeCid(b.cid).toString(),
+              repoRev: head.rev,
+              size: b.bytes.length,
+              content: b.bytes,
+            })),
+          )
+          .execute()
+      }
+      await store.repo.storage.updateRoot(commitCid, head.rev)
+      for await (const { collection, rkey, cid, record } of stagedRecords(staging, commitCid)) {
+        const uri = AtUri.make(did, collection, rkey)
+        await store.record.indexRecord(uri, cid, record as never, WriteOpAction.Create, head.rev, now)
+        const refs = [...enumBlobRefs(record, { allowLegacy: true, strict: false })]
+        await store.repo.blob.insertBlobs(uri.toString(), refs)
+        for (const ref of refs) {
+          const blobCid = 'cid' in ref ? ref.cid : ref.ref.toString()
+          await db
+            .updateTable('blob')
+            .set({ mimeType: ref.mimeType })
+            .where('cid', '=', blobCid)
+            .where('mimeType', '=', UNKNOWN_MIME)
+            .execute()
+        }
+      }
+    })
+    await this.ctx.accountManager.updateRepoRoot(did as Did, commitCid, head.rev)
+    await staging.discard()
+  }
+
+  async startBlob(did: string, cid: string, size: number): Promise<BlobUpload> {
+    const blobstore = this.ctx.blobstore(did)
+    const body = new PassThrough({ highWaterMark: 1 << 20 })
+    const stored = blobstore.putTemp(body)
+    // Keep a failure of the store for write/commit instead of an unhandled rejection.
+    let failure: unknown
+    stored.catch((err) => {
+      failure ??= err
+      body.destroy()
+    })
+    let written = 0
+    return {
+      write: async (chunk) => {
+        if (failure) throw failure
+        written += chunk.length
+        if (!body.write(chunk)) await Promise.race([once(body, 'drain'), stored])
+        if (failure) throw failure
+      },
+      commit: async () => {
+        body.end()
+        const key = await stored
+        if (written !== size) throw new Error(`blob ${cid}: ${written} bytes, ${size} declared`)
+        const parsed = parseCid(cid)
+        await blobstore.makePermanent(key, parsed)
+        const mimeType = await this.referencedMimeType(did, cid)
+        await this.ctx.actorStore.transact(did as Did, (store) =>
+          store.repo.db.db
+            .insertInto('blob')
+            .values({ cid, mimeType, size: written, tempKey: null, createdAt: new Date().toISOString() })
+            .onConflict((oc) => oc.doNothing())
+            .execute(),
+        )
+      },
+      abort: async () => {
+        body.destroy()
+        const key = await stored.catch(() => undefined)
+        if (key)
+          await this.ctx
+            .blobstore(did)
+            .delete(parseCid(cid))
+            .catch(() => undefined)
+      },
+    }
+  }
+
+  async hasBlob(did: string, cid: string): Promise<boolean> {
+    const row = await this.ctx.actorStore.read(did as Did, (store) =>
+      store.repo.db.db
+        .selectFrom('blob')
+        .select('cid')
+        .where('cid', '=', cid)
+        .where('tempKey', 'is', null)
+        .executeTakeFirst(),
+    )
+    return row !== undefined && (await this.ctx.blobstore(did).hasStored(parseCid(cid)))
+  }
+
+  async putPreferences(did: string, preferences: unknown[]): Promise<void> {
+    await this.ctx.actorStore.transact(did as Did, (store) =>
+      store.pref.putPreferences(preferences as never, 'app.bsky', { hasAccessFull: true }),
+    )
+  }
+
+  async putAccountState(did: string, state: AccountState): Promise<void> {
+    await importAccountState(this.ctx, did, state)
+  }
+
+  async activate(did: string): Promise<void> {
+    // The PLC directory now names us; the PDS checks its (cached) DID document before activating.
+    await this.ctx.idResolver.did.resolve(did, true)
+    await this.ctx.accountManager.activateAccount(did as Did)
+  }
+
+  /** The MIME type a record gives the blob, once the repo naming it is imported. */
+  private async referencedMimeType(did: string, cid: string): Promise<string> {
+    return this.ctx.actorStore.read(did as Did, async (store) => {
+      const db = store.repo.db.db
+      const row = await db
+        .selectFrom('record_blob')
+        .innerJoin('record', 'record.uri', 'record_blob.recordUri')
+        .innerJoin('repo_block', 'repo_block.cid', 'record.cid')
+        .select('repo_block.content')
+        .where('record_blob.blobCid', '=', cid)
+        .executeTakeFirst()
+      if (!row) return UNKNOWN_MIME
+      for (const ref of enumBlobRefs(cborToLex(row.content) as LexValue, {
+        allowLegacy: true,
+        strict: false,
+      })) {
+        if (('cid' in ref ? ref.cid : ref.ref.toString()) === cid) return ref.mimeType
+      }
+      return UNKNOWN_MIME
+    })
+  }
+}

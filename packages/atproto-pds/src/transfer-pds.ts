@@ -1,0 +1,211 @@
+import { mkdir } from 'node:fs/promises'
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import { join } from 'node:path'
+import { envToCfg, envToSecrets, PDS, type ServerEnvironment } from '@atproto/pds'
+import * as plc from '@did-plc/lib'
+import { EXTENSION, NSID, WELL_KNOWN_PATH } from '@pds-transfer/core'
+import {
+  destinationPlugin,
+  type EngineLimits,
+  KeyRing,
+  migratePlugin,
+  OAuthSourceAuthorizer,
+  oauthClientRoutes,
+  PlcDidResolver,
+  SqliteInboundTransferStore,
+  SqliteKeyStore,
+  SqliteOAuthStore,
+  TransferEngine,
+} from '@pds-transfer/destination'
+import { DestinationKeys, OAuthTransferAuth, SqliteTransferStore, sourcePlugin } from '@pds-transfer/source'
+import Fastify, { type FastifyInstance } from 'fastify'
+import { loadOrCreateSecrets } from './pds-secrets.ts'
+import { ReferencePdsSink } from './reference-pds-sink.ts'
+import { ReferencePdsSource } from './reference-pds-source.ts'
+
+export interface TransferPdsOptions {
+  /** Everything the PDS and both transfer roles keep (SQLite files, blobs, secrets). */
+  dataDir: string
+  /** Loopback port; the public URL is `http://localhost:<port>` (the reference PDS's dev setup). */
+  port: number
+  plcUrl: string
+  /** Handle suffixes this PDS hands out (default `.test`). */
+  handleDomains?: string[]
+  /** Called with each PLC token the source role creates (there is no SMTP server in development). */
+  onPlcToken?: (did: string, token: string) => void
+  /** XRPC service that resolves handles typed into /migrate (default: this PDS). */
+  handleResolverUrl?: string
+  /** Engine limits (tests shorten retry backoff). */
+  limits?: Partial<EngineLimits>
+  /** More PDS environment settings. */
+  env?: ServerEnvironment
+}
+
+/** A running reference PDS with both transfer roles. */
+export interface TransferPds {
+  url: string
+  serviceDid: string
+  pds: PDS
+  engine: TransferEngine
+  authorizer: OAuthSourceAuthorizer
+  /** Our routes (transfer endpoints of both roles, /migrate, client metadata). */
+  app: { source: FastifyInstance; destination: FastifyInstance }
+  server: Server
+  close(): Promise<void>
+}
+
+const SOURCE_ROUTES = new Set(
+  [NSID.exportAccount, NSID.completeTransfer, NSID.requestPlcToken].map((n) => `/xrpc/${n}`),
+)
+const STATUS_ROUTE = `/xrpc/${NSID.getTransferStatus}`
+
+/**
+ * Starts the reference PDS (`@atproto/pds`, development settings: SQLite, disk blobs, the given
+ * PLC directory) with our transfer routes in front of it on one HTTP server: the source role's
+ * endpoints, the destination's well-known document, getTransferStatus (the source's answers
+ * authenticated callers, the destination's answers by transferId), /migrate and the OAuth client
+ * metadata go to fastify; everything else goes to the PDS's own Express app.
+ */
+export async function startTransferPds(options: TransferPdsOptions): Promise<TransferPds> {
+  const { dataDir, port } = options
+  await mkdir(dataDir, { recursive: true })
+  const secrets = await loadOrCreateSecrets(dataDir)
+  const env: ServerEnvironment = {
+    port,
+    hostname: 'localhost',
+    serviceDid: `did:web:localhost%3A${port}`,
+    devMode: true,
+    version: '0.5.35',
+    dataDirectory: dataDir,
+    blobstoreDiskLocation: join(dataDir, 'blobs'),
+    didPlcUrl: options.plcUrl,
+    jwtSecret: secrets.jwtSecret,
+    dpopSecret: secrets.dpopSecret,
+    adminPassword: secrets.adminPassword,
+    plcRotationKeyK256PrivateKeyHex: secrets.plcRotationKeyHex,
+    inviteRequired: false,
+    serviceHandleDomains: options.handleDomains ?? ['.test'],
+    crawlers: [],
+    ...options.env,
+  }
+  const pds = await PDS.create(envToCfg(env), envToSecrets(env))
+  const { ctx } = pds
+  const url = ctx.cfg.service.publicUrl
+  const serviceDid = ctx.cfg.service.did
+  const oauthVerifier = ctx.oauthProvider
+  if (!oauthVerifier)
+    throw new Error('the PDS runs without its OAuth provider (entryway setups are not supported)')
+
+  const sourceApp = Fastify({ logger: false, forceCloseConnections: true })
+  const sourceTransfers = new SqliteTransferStore(join(dataDir, 'transfer-outbound.sqlite'))
+  await sourceApp.register(sourcePlugin, {
+    source: new ReferencePdsSource(ctx, options.onPlcToken ? { onPlcToken: options.onPlcToken } : {}),
+    store: sourceTransfers,
+    auth: new OAuthTransferAuth({ verifier: oauthVerifier, publicUrl: url, serviceDid }),
+    serviceDid,
+    plc: { directoryUrl: options.plcUrl, rotationKey: ctx.plcRotationKey },
+    destinationKeys: new DestinationKeys({ allowLoopbackClients: ctx.cfg.service.devMode }),
+    serveWellKnown: false,
+    serveGetBlob: false,
+  })
+
+  const inbound = new SqliteInboundTransferStore(join(dataDir, 'transfer-inbound.sqlite'))
+  const keyStore = new SqliteKeyStore(join(dataDir, 'transfer-keys.sqlite'))
+  const keys = new KeyRing(keyStore, ['HPKE-3', 'HPKE-4'])
+  const oauthStore = new SqliteOAuthStore(join(dataDir, 'transfer-oauth.sqlite'))
+  const authorizer = await OAuthSourceAuthorizer.create({
+    publicUrl: url,
+    store: oauthStore,
+    plcDirectoryUrl: options.plcUrl,
+    allowHttp: ctx.cfg.service.devMode,
+  })
+  const resolver = new PlcDidResolver(options.plcUrl)
+  const engine = new TransferEngine({
+    sink: new ReferencePdsSink(ctx, { stagingDir: join(dataDir, 'transfer-staging') }),
+    store: inbound,
+    keys,
+    resolver,
+    plc: new plc.Client(options.plcUrl),
+    serviceUrl: url,
+    rotationKey: ctx.plcRotationKey.did(),
+    restoreClient: (transfer) => authorizer.restore(transfer.did),
+    ...(options.limits && { limits: options.limits }),
+  })
+  const destinationApp = Fastify({ logger: false, forceCloseConnections: true })
+  await destinationApp.register(destinationPlugin, {
+    engine,
+    keys,
+    serviceDid,
+    // One document for both roles: the engine's extensions and the source role's.
+    extensions: [
+      ...new Set([...engine.extensions, EXTENSION.endManifest, EXTENSION.resume, EXTENSION.plcTokenRefresh]),
+    ],
+  })
+  await destinationApp.register(oauthClientRoutes, { authorizer })
+  const handleResolverUrl = options.handleResolverUrl ?? url
+  await destinationApp.register(migratePlugin, {
+    engine,
+    keys,
+    resolver,
+    authorizer,
+    publicUrl: url,
+    serviceDid,
+    resolveHandle: (handle) => resolveHandleVia(handleResolverUrl, handle),
+  })
+  await Promise.all([sourceApp.ready(), destinationApp.ready()])
+
+  const route = (req: IncomingMessage, res: ServerResponse) => {
+    const path = (req.url ?? '/').split('?')[0] as string
+    if (SOURCE_ROUTES.has(path) || (path === STATUS_ROUTE && req.headers.authorization)) {
+      sourceApp.routing(req, res)
+    } else if (
+      path === STATUS_ROUTE ||
+      path === WELL_KNOWN_PATH ||
+      path === '/migrate' ||
+      path.startsWith('/migrate/') ||
+      path.startsWith('/.well-known/oauth-client-metadata/')
+    ) {
+      destinationApp.routing(req, res)
+    } else {
+      pds.app(req, res)
+    }
+  }
+  await ctx.sequencer.start()
+  const server = createServer(route)
+  server.keepAliveTimeout = 90_000
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject)
+    server.listen(port, '127.0.0.1', () => resolve())
+  })
+  await engine.recover()
+
+  return {
+    url,
+    serviceDid,
+    pds,
+    engine,
+    authorizer,
+    app: { source: sourceApp, destination: destinationApp },
+    server,
+    async close() {
+      await engine.close()
+      server.closeAllConnections()
+      await new Promise<void>((resolve) => server.close(() => resolve()))
+      await Promise.all([sourceApp.close(), destinationApp.close()])
+      sourceTransfers.close()
+      inbound.close()
+      keyStore.close()
+      oauthStore.close()
+      await pds.destroy()
+    },
+  }
+}
+
+async function resolveHandleVia(serviceUrl: string, handle: string): Promise<string | undefined> {
+  const res = await fetch(
+    `${serviceUrl}/xrpc/com.atproto.identity.resolveHandle?handle=${encodeURIComponent(handle)}`,
+  )
+  if (!res.ok) return undefined
+  const { did } = (await res.json()) as { did?: unknown }
+  return typeof did === 'string' ? did : undefined
+}

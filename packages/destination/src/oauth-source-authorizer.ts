@@ -1,0 +1,131 @@
+import {
+  buildAtprotoLoopbackClientMetadata,
+  JoseKey,
+  type Key,
+  NodeOAuthClient,
+  type OAuthClientMetadataInput,
+  type OAuthSession,
+  requestLocalLock,
+} from '@atproto/oauth-client-node'
+import { TRANSFER_OAUTH_SCOPE } from '@pds-transfer/core'
+import type { SourceAuthorizer } from './source-authorizer.ts'
+import type { SourceClient } from './source-client.ts'
+import type { SqliteOAuthStore } from './sqlite-oauth-store.ts'
+
+/** Where the client metadata of a destination on a public (https) URL is served. */
+export const CLIENT_METADATA_PATH = '/.well-known/oauth-client-metadata/migration'
+export const CLIENT_JWKS_PATH = `${CLIENT_METADATA_PATH}/jwks`
+/** The /migrate UI's OAuth redirect. */
+export const CALLBACK_PATH = '/migrate/callback'
+
+export interface OAuthSourceAuthorizerOptions {
+  /** The destination's public URL. `http://localhost` or `http://127.0.0.1` make it a loopback (development) client. */
+  publicUrl: string
+  store: SqliteOAuthStore
+  /** PLC directory for resolving account DIDs (default https://plc.directory). */
+  plcDirectoryUrl?: string
+  /** Allow plain-HTTP authorization servers and PDSes (development only). */
+  allowHttp?: boolean
+  /** Display name in the source's consent screen. */
+  clientName?: string
+}
+
+/**
+ * The destination as OAuth client of the source's authorization server
+ * (`@atproto/oauth-client-node`: PAR, PKCE, DPoP). On a public URL it is a confidential web
+ * client (`private_key_jwt`, metadata at `/.well-known/oauth-client-metadata/migration`, whose
+ * origin is where sources look for our transfer keys); on a loopback URL it is an atproto
+ * loopback client, which sources accept in development only. Sessions are kept in a durable
+ * store, so a restarted destination resumes its transfers (`restore`).
+ */
+export class OAuthSourceAuthorizer implements SourceAuthorizer {
+  private constructor(
+    private readonly client: NodeOAuthClient,
+    /** The client metadata, served at `CLIENT_METADATA_PATH` (public clients) */
+    readonly metadata: OAuthClientMetadataInput,
+    private readonly keys: Key[],
+  ) {}
+
+  static async create(options: OAuthSourceAuthorizerOptions): Promise<OAuthSourceAuthorizer> {
+    const base = new URL(options.publicUrl)
+    const loopback =
+      base.protocol === 'http:' && (base.hostname === 'localhost' || base.hostname === '127.0.0.1')
+    const keys = loopback ? [] : [await loadClientKey(options.store)]
+    const metadata: OAuthClientMetadataInput = loopback
+      ? buildAtprotoLoopbackClientMetadata({
+          scope: TRANSFER_OAUTH_SCOPE as never,
+          // Loopback redirects must use the IP literal (RFC 8252 §7.3).
+          redirect_uris: [`http://127.0.0.1:${base.port || 80}${CALLBACK_PATH}`],
+        })
+      : {
+          client_id: `${base.origin}${CLIENT_METADATA_PATH}`,
+          client_name: options.clientName ?? `${base.hostname} account transfer`,
+          client_uri: base.origin,
+          redirect_uris: [`${base.origin}${CALLBACK_PATH}`],
+          scope: TRANSFER_OAUTH_SCOPE,
+          grant_types: ['authorization_code', 'refresh_token'],
+          response_types: ['code'],
+          application_type: 'web',
+          token_endpoint_auth_method: 'private_key_jwt',
+          token_endpoint_auth_signing_alg: 'ES256',
+          dpop_bound_access_tokens: true,
+          jwks_uri: `${base.origin}${CLIENT_JWKS_PATH}`,
+        }
+    const client = new NodeOAuthClient({
+      clientMetadata: metadata,
+      keyset: keys,
+      stateStore: options.store.states,
+      sessionStore: options.store.sessions,
+      requestLock: requestLocalLock,
+      allowHttp: options.allowHttp ?? false,
+      ...(options.plcDirectoryUrl && { plcDirectoryUrl: options.plcDirectoryUrl }),
+    })
+    return new OAuthSourceAuthorizer(client, metadata, keys)
+  }
+
+  get clientId(): string {
+    return this.metadata.client_id as string
+  }
+
+  /** Our public signing keys (served at `CLIENT_JWKS_PATH` for a public client). */
+  get jwks(): { keys: unknown[] } {
+    return { keys: this.keys.map((k) => k.publicJwk) }
+  }
+
+  async authorize(params: { did: string; sourceUrl: string }): Promise<URL> {
+    return this.client.authorize(params.did, { scope: TRANSFER_OAUTH_SCOPE })
+  }
+
+  async callback(query: URLSearchParams): Promise<{ did: string; client: SourceClient }> {
+    const { session } = await this.client.callback(query)
+    return { did: session.did, client: await sessionClient(session) }
+  }
+
+  /** The stored session for `did`, refreshed if needed; undefined if there is none (or it was revoked). */
+  async restore(did: string): Promise<SourceClient | undefined> {
+    try {
+      return await sessionClient(await this.client.restore(did))
+    } catch {
+      return undefined
+    }
+  }
+}
+
+async function sessionClient(session: OAuthSession): Promise<SourceClient> {
+  const { aud } = await session.getTokenInfo()
+  return {
+    url: aud.replace(/\/$/, ''),
+    fetch: (path, init) => session.fetchHandler(path, init),
+  }
+}
+
+/** Our client-authentication key, made once and kept in the OAuth store. */
+async function loadClientKey(store: SqliteOAuthStore): Promise<Key> {
+  const saved = await store.clientKeys.get('client')
+  if (saved) return JoseKey.fromJWK(saved)
+  const key = await JoseKey.generate(['ES256'], `migration-${Date.now().toString(36)}`)
+  const jwk = key.privateJwk
+  if (!jwk) throw new Error('generated client key has no private part')
+  await store.clientKeys.set('client', jwk as unknown as Record<string, unknown>)
+  return key
+}
