@@ -3,7 +3,7 @@ import { createReadStream } from 'node:fs'
 import { mkdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Keypair } from '@atproto/crypto'
-import { type Cid, decodeCid, enumBlobRefs, getBlobCid, type LexMap } from '@atproto/lex-data'
+import { decodeCid, enumBlobRefs, getBlobCid, type LexMap } from '@atproto/lex-data'
 import { BlockMap, blocksToCarFile, type RecordWriteOp, Repo, WriteOpAction } from '@atproto/repo'
 import type { AccountState } from '@pds-transfer/core'
 import {

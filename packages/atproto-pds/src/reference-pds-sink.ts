@@ -188,8 +188,8 @@ export class ReferencePdsSink implements AccountSink {
   }
 
   async activate(did: string): Promise<void> {
-    // The PLC directory now names us; the PDS checks its (cached) DID document before activating.
-    await this.ctx.idResolver.did.resolve(did, true)
+    // The PLC directory now names us: drop any DID document the PDS cached while it did not.
+    await this.ctx.didCache.clearEntry(did)
     await this.ctx.accountManager.activateAccount(did as Did)
   }
 

@@ -13,6 +13,8 @@ export type TransferStage =
   | 'awaitingPlcToken'
   | 'catchingUp'
   | 'submittingPlc'
+  /** The PLC directory names us; activating the account failed and is retried by `complete`. */
+  | 'activating'
   | 'activated'
   | 'failed'
 
@@ -30,6 +32,7 @@ export type FailureReason =
   | 'AccountAlreadyActive'
   | 'PlcOperationInvalid'
   | 'PlcSubmitFailed'
+  | 'ActivationFailed'
   | 'NoProgress'
   | 'LimitExceeded'
   | 'Interrupted'

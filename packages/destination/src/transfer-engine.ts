@@ -70,7 +70,8 @@ export class EngineError extends Error {
       | 'AccountAlreadyActive'
       | 'TransferNotFound'
       | 'InvalidState'
-      | 'SourceMismatch',
+      | 'SourceMismatch'
+      | 'ActivationFailed',
     message: string,
   ) {
     super(message)
@@ -516,9 +517,10 @@ export class TransferEngine {
     transferId: string,
     params: { plcToken: string; client?: SourceClient; acceptMissingBlobs?: boolean },
   ): Promise<InboundTransfer> {
-    const { store, sink } = this.options
+    const { store } = this.options
     const t = await store.get(transferId)
     if (!t) throw new EngineError('TransferNotFound', `no transfer ${transferId}`)
+    if (t.stage === 'activating') return this.activate(transferId)
     if (t.stage !== 'awaitingPlcToken' || !t.signingKey) {
       throw new EngineError(
         'InvalidState',
@@ -591,12 +593,32 @@ export class TransferEngine {
     } catch (err) {
       return this.fail(transferId, 'PlcSubmitFailed', (err as Error).message)
     }
-    await sink.activate(t.did)
+    await store.update(transferId, {
+      stage: 'activating',
+      plcOperation: op as unknown as Record<string, unknown>,
+    })
+    return this.activate(transferId)
+  }
+
+  /** Activates the account once the PLC directory names us; on failure the transfer stays `activating`, for a retry. */
+  private async activate(transferId: string): Promise<InboundTransfer> {
+    const { store, sink } = this.options
+    const t = (await store.get(transferId)) as InboundTransfer
+    try {
+      await sink.activate(t.did)
+    } catch (err) {
+      const message = (err as Error).message
+      await store.update(transferId, { failure: { reason: 'ActivationFailed', message } })
+      throw new EngineError(
+        'ActivationFailed',
+        `the PLC directory now names this PDS, but activation failed: ${message}`,
+      )
+    }
     this.forget(transferId)
     return store.update(transferId, {
+      failure: undefined,
       status: 'completed',
       stage: 'activated',
-      plcOperation: op as unknown as Record<string, unknown>,
       watchUntil: Date.now() + (this.options.watchHours ?? 72) * 3600_000,
     })
   }

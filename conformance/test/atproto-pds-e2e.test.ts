@@ -1,0 +1,162 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { type SeededAccount, seedReferenceAccount } from '../src/fixtures/seed-reference-account.ts'
+import { headlessAuthorize } from '../src/harness/headless-oauth.ts'
+import { type ReferencePdsPair, startReferencePdsPair } from '../src/harness/reference-pds.ts'
+
+/**
+ * The whole 0014 flow between two reference PDSes (@atproto/pds with our adapters in front):
+ * the user starts at the destination's /migrate, signs in at the source's own OAuth page, the
+ * destination pulls the account, the user enters the emailed PLC token, and the account lives
+ * on at the destination: served normally there, deactivated at the source, moved in PLC.
+ */
+describe('two reference PDSes', () => {
+  let pair: ReferencePdsPair
+  let alice: SeededAccount
+  const collections = ['app.bsky.feed.post', 'app.bsky.graph.follow']
+  const before = new Map<string, unknown[]>()
+
+  const listRecords = async (pdsUrl: string, did: string, collection: string) => {
+    const records: unknown[] = []
+    let cursor: string | undefined
+    do {
+      const query = new URLSearchParams({ repo: did, collection, limit: '100', ...(cursor && { cursor }) })
+      const res = await fetch(`${pdsUrl}/xrpc/com.atproto.repo.listRecords?${query}`)
+      expect(res.status).toBe(200)
+      const page = (await res.json()) as { records: unknown[]; cursor?: string }
+      records.push(...page.records)
+      cursor = page.records.length > 0 ? page.cursor : undefined
+    } while (cursor)
+    return records
+  }
+  const form = (url: string, fields: Record<string, string>) =>
+    fetch(url, {
+      method: 'POST',
+      redirect: 'manual',
+      headers: { 'content-type': 'application/x-www-form-urlencoded', origin: new URL(url).origin },
+      body: new URLSearchParams(fields),
+    })
+
+  beforeAll(async () => {
+    pair = await startReferencePdsPair({ limits: { retry: { attempts: 3, baseDelayMs: 20 } } })
+    alice = await seedReferenceAccount(pair.a.url, {
+      handle: 'alice.test',
+      email: 'alice@example.com',
+      password: 'alice-password-1',
+      posts: 250,
+      images: 6,
+      follows: 20,
+    })
+    for (const c of collections) before.set(c, await listRecords(pair.a.url, alice.did, c))
+  }, 120_000)
+  afterAll(() => pair?.close())
+
+  it('moves the account through /migrate, OAuth at the source and the PLC token', async () => {
+    const { a, b } = pair
+    const authorize = await form(`${b.url}/migrate/authorize`, { did: alice.did })
+    expect(authorize.status).toBe(303)
+    const authorizeUrl = new URL(authorize.headers.get('location') as string)
+    expect(authorizeUrl.origin).toBe(a.url) // the source's own authorization server
+
+    const callback = await headlessAuthorize(authorizeUrl, {
+      username: alice.handle,
+      password: alice.password,
+    })
+    const started = await fetch(callback, { redirect: 'manual' })
+    expect(started.status).toBe(303)
+    const transferId = new URL(started.headers.get('location') as string).pathname.split('/').at(-1) as string
+
+    let transfer = await b.engine.get(transferId)
+    for (let i = 0; i < 400 && transfer?.stage !== 'awaitingPlcToken' && transfer?.status !== 'failed'; i++) {
+      await new Promise((r) => setTimeout(r, 50))
+      transfer = await b.engine.get(transferId)
+    }
+    expect(transfer?.failure).toBeUndefined()
+    expect(transfer?.stage).toBe('awaitingPlcToken')
+    expect(transfer?.progress.blobsReceived).toBe(alice.blobs.size)
+
+    // Until the token is entered, nothing has moved.
+    expect((await fetch(`${a.url}/xrpc/com.atproto.sync.getLatestCommit?did=${alice.did}`)).status).toBe(200)
+
+    const token = pair.plcTokens.get(alice.did)?.at(-1) as string
+    expect(token).toMatch(/^[A-Z2-7]{5}-[A-Z2-7]{5}$/)
+    const done = await form(`${b.url}/migrate/transfer/${transferId}/complete`, { token })
+    expect(done.status, JSON.stringify(await b.engine.get(transferId))).toBeLessThan(400)
+    transfer = await b.engine.get(transferId)
+    expect(transfer?.status).toBe('completed')
+  }, 120_000)
+
+  it('serves every record and blob byte-identical at the destination', async () => {
+    for (const c of collections) {
+      expect(await listRecords(pair.b.url, alice.did, c)).toEqual(before.get(c))
+    }
+    for (const [cid, bytes] of alice.blobs) {
+      const res = await fetch(`${pair.b.url}/xrpc/com.atproto.sync.getBlob?did=${alice.did}&cid=${cid}`)
+      expect(res.status).toBe(200)
+      expect(res.headers.get('content-type')).toBe('image/png')
+      // fixturePng returns a Buffer; compare as plain bytes.
+      expect(new Uint8Array(await res.arrayBuffer())).toEqual(new Uint8Array(bytes))
+    }
+    const repo = await fetch(`${pair.b.url}/xrpc/com.atproto.sync.getRepo?did=${alice.did}`)
+    expect(repo.status).toBe(200)
+  })
+
+  it('moved the identity and deactivated the source', async () => {
+    const data = (await (await fetch(`${pair.plc.url}/${alice.did}/data`)).json()) as {
+      services: { atproto_pds: { endpoint: string } }
+      verificationMethods: { atproto: string }
+      rotationKeys: string[]
+    }
+    expect(data.services.atproto_pds.endpoint).toBe(pair.b.url)
+    expect(data.verificationMethods.atproto).toBe((await pair.b.pds.ctx.actorStore.keypair(alice.did)).did())
+    expect(data.rotationKeys).toContain(pair.b.pds.ctx.plcRotationKey.did())
+    expect(data.rotationKeys).not.toContain(pair.a.pds.ctx.plcRotationKey.did())
+
+    const res = await fetch(`${pair.a.url}/xrpc/com.atproto.sync.getRepo?did=${alice.did}`)
+    expect(res.status).toBe(400)
+    expect(((await res.json()) as { error: string }).error).toBe('RepoDeactivated')
+  })
+
+  it('lets the user sign in at the destination (password reset to the imported email) and write', async () => {
+    const { b } = pair
+    const resetToken = await b.pds.ctx.accountManager.createEmailToken(
+      alice.did as `did:plc:${string}`,
+      'reset_password',
+    )
+    const reset = await fetch(`${b.url}/xrpc/com.atproto.server.resetPassword`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ token: resetToken, password: 'alice-password-2' }),
+    })
+    expect(reset.status).toBe(200)
+    const session = (await (
+      await fetch(`${b.url}/xrpc/com.atproto.server.createSession`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ identifier: alice.did, password: 'alice-password-2' }),
+      })
+    ).json()) as { accessJwt: string; email?: string; active?: boolean }
+    expect(session.email).toBe('alice@example.com')
+    expect(session.active).toBe(true)
+    const auth = { authorization: `Bearer ${session.accessJwt}` }
+
+    const prefs = await fetch(`${b.url}/xrpc/app.bsky.actor.getPreferences`, { headers: auth })
+    expect(((await prefs.json()) as { preferences: unknown[] }).preferences).toEqual(alice.preferences)
+
+    const write = await fetch(`${b.url}/xrpc/com.atproto.repo.createRecord`, {
+      method: 'POST',
+      headers: { ...auth, 'content-type': 'application/json' },
+      body: JSON.stringify({
+        repo: alice.did,
+        collection: 'app.bsky.feed.post',
+        record: {
+          $type: 'app.bsky.feed.post',
+          text: 'hello from my new PDS',
+          createdAt: new Date().toISOString(),
+        },
+      }),
+    })
+    expect(write.status).toBe(200)
+    const posts = await listRecords(b.url, alice.did, 'app.bsky.feed.post')
+    expect(posts.length).toBe((before.get('app.bsky.feed.post')?.length ?? 0) + 1)
+  })
+})
