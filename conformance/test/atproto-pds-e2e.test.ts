@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { type SeededAccount, seedReferenceAccount } from '../src/fixtures/seed-reference-account.ts'
 import { headlessAuthorize } from '../src/harness/headless-oauth.ts'
+import { listAllRecords } from '../src/harness/list-records.ts'
 import { type ReferencePdsPair, startReferencePdsPair } from '../src/harness/reference-pds.ts'
 
 /**
@@ -15,19 +16,7 @@ describe('two reference PDSes', () => {
   const collections = ['app.bsky.feed.post', 'app.bsky.graph.follow']
   const before = new Map<string, unknown[]>()
 
-  const listRecords = async (pdsUrl: string, did: string, collection: string) => {
-    const records: unknown[] = []
-    let cursor: string | undefined
-    do {
-      const query = new URLSearchParams({ repo: did, collection, limit: '100', ...(cursor && { cursor }) })
-      const res = await fetch(`${pdsUrl}/xrpc/com.atproto.repo.listRecords?${query}`)
-      expect(res.status).toBe(200)
-      const page = (await res.json()) as { records: unknown[]; cursor?: string }
-      records.push(...page.records)
-      cursor = page.records.length > 0 ? page.cursor : undefined
-    } while (cursor)
-    return records
-  }
+  const listRecords = listAllRecords
   const form = (url: string, fields: Record<string, string>) =>
     fetch(url, {
       method: 'POST',

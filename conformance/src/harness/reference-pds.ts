@@ -16,25 +16,34 @@ export interface ReferencePdsPair {
 }
 
 export async function startReferencePdsPair(
-  options: Partial<Pick<TransferPdsOptions, 'limits'>> & { dir?: string } = {},
+  options: Partial<Pick<TransferPdsOptions, 'limits'>> & {
+    /** Keep the PDSes' data here (kept on close) instead of a fresh temporary directory. */
+    dir?: string
+    /** Fixed ports for A and B (default: free ones). */
+    ports?: [number, number]
+    /** Also told of every PLC token "emailed" (the demo prints them). */
+    onPlcToken?: (did: string, token: string) => void
+  } = {},
 ): Promise<ReferencePdsPair> {
   const dir = options.dir ?? (await mkdtemp(join(tmpdir(), 'pds-transfer-reference-')))
   const plc = await startPlcDirectory()
   const plcTokens = new Map<string, string[]>()
-  const onPlcToken = (did: string, token: string) =>
+  const onPlcToken = (did: string, token: string) => {
     plcTokens.set(did, [...(plcTokens.get(did) ?? []), token])
-  const start = async (name: string) =>
+    options.onPlcToken?.(did, token)
+  }
+  const start = async (name: string, port: number | undefined) =>
     startTransferPds({
       dataDir: join(dir, name),
-      port: await freePort(),
+      port: port ?? (await freePort()),
       plcUrl: plc.url,
       onPlcToken,
       // Preferences are app.bsky routes, served only with an AppView configured; none runs here.
       env: { bskyAppViewUrl: 'http://127.0.0.1:9', bskyAppViewDid: 'did:web:appview.invalid' },
       ...(options.limits && { limits: options.limits }),
     })
-  const a = await start('a')
-  const b = await start('b')
+  const a = await start('a', options.ports?.[0])
+  const b = await start('b', options.ports?.[1])
   return {
     plc,
     a,
