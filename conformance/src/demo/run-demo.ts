@@ -78,7 +78,7 @@ try {
     await new Promise((r) => setTimeout(r, 100))
     transfer = await b.engine.get(transferId)
   }
-  if (!transfer || transfer.stage !== 'awaitingPlcToken') {
+  if (transfer?.stage !== 'awaitingPlcToken') {
     throw new Error(`transfer stopped: ${JSON.stringify(transfer?.failure ?? transfer?.status)}`)
   }
   const p = transfer.progress
