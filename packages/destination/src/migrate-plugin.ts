@@ -146,6 +146,14 @@ ${
 
     app.get('/migrate/callback', async (request, reply) => {
       const query = new URLSearchParams(request.query as Record<string, string>)
+      if (query.get('error') === 'access_denied') {
+        // The user declined at the source: say so plainly, and let the library drop its pending state.
+        await opts.authorizer.callback(query).catch(() => undefined)
+        return problem(
+          reply,
+          'You declined the authorization at your current server, so nothing was copied and nothing changed. You can start again at any time.',
+        )
+      }
       try {
         const { did, client } = await opts.authorizer.callback(query)
         const transfer = await opts.engine.start({ did, client })

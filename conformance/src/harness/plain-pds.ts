@@ -1,0 +1,39 @@
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { envToCfg, envToSecrets, PDS } from '@atproto/pds'
+import { loadOrCreateSecrets } from '@pds-transfer/atproto-pds'
+import { freePort } from './destination-server.ts'
+
+/** A reference PDS as shipped, without our routes: a source that does not speak 0014. */
+export async function startPlainPds(plcUrl: string): Promise<{ url: string; close(): Promise<void> }> {
+  const dir = await mkdtemp(join(tmpdir(), 'pds-transfer-plain-'))
+  const port = await freePort()
+  const secrets = await loadOrCreateSecrets(dir)
+  const env = {
+    port,
+    hostname: 'localhost',
+    serviceDid: `did:web:localhost%3A${port}`,
+    devMode: true,
+    dataDirectory: dir,
+    blobstoreDiskLocation: join(dir, 'blobs'),
+    didPlcUrl: plcUrl,
+    jwtSecret: secrets.jwtSecret,
+    dpopSecret: secrets.dpopSecret,
+    adminPassword: secrets.adminPassword,
+    plcRotationKeyK256PrivateKeyHex: secrets.plcRotationKeyHex,
+    inviteRequired: false,
+    serviceHandleDomains: ['.test'],
+    bskyAppViewUrl: 'http://127.0.0.1:9',
+    bskyAppViewDid: 'did:web:appview.invalid',
+  }
+  const pds = await PDS.create(envToCfg(env), envToSecrets(env))
+  await pds.start()
+  return {
+    url: pds.ctx.cfg.service.publicUrl,
+    async close() {
+      await pds.destroy()
+      await rm(dir, { recursive: true, force: true })
+    },
+  }
+}

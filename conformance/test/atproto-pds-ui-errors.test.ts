@@ -1,0 +1,110 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { type SeededAccount, seedReferenceAccount } from '../src/fixtures/seed-reference-account.ts'
+import { headlessAuthorize } from '../src/harness/headless-oauth.ts'
+import { startPlainPds } from '../src/harness/plain-pds.ts'
+import { type ReferencePdsPair, startReferencePdsPair } from '../src/harness/reference-pds.ts'
+
+/**
+ * Mistakes a user can make in B's /migrate with real reference PDSes: each shows a clear
+ * message, and neither PDS changes (the account stays active at A, and B holds at most a
+ * deactivated copy that is never activated).
+ */
+describe('/migrate errors on reference PDSes', () => {
+  let pair: ReferencePdsPair
+  let carol: SeededAccount
+  let plain: { url: string; close(): Promise<void> }
+
+  const text = (html: string) => html.replace(/<[^>]+>/g, ' ').replace(/\s+/g, ' ')
+  const form = (url: string, fields: Record<string, string>) =>
+    fetch(url, {
+      method: 'POST',
+      redirect: 'manual',
+      headers: { 'content-type': 'application/x-www-form-urlencoded', origin: new URL(url).origin },
+      body: new URLSearchParams(fields),
+    })
+  const activeAt = async (pdsUrl: string, did: string) =>
+    (await fetch(`${pdsUrl}/xrpc/com.atproto.sync.getLatestCommit?did=${did}`)).status === 200
+  const signIn = async (did: string, consent: boolean) => {
+    const authorize = await form(`${pair.b.url}/migrate/authorize`, { did })
+    const url = new URL(authorize.headers.get('location') as string)
+    return headlessAuthorize(url, { username: carol.handle, password: carol.password }, { consent })
+  }
+
+  beforeAll(async () => {
+    pair = await startReferencePdsPair({ limits: { retry: { attempts: 3, baseDelayMs: 20 } } })
+    carol = await seedReferenceAccount(pair.a.url, {
+      handle: 'carol.test',
+      email: 'carol@example.com',
+      password: 'carol-password-1',
+      posts: 30,
+      images: 2,
+      follows: 3,
+    })
+    plain = await startPlainPds(pair.plc.url)
+  }, 120_000)
+  afterAll(async () => {
+    await plain?.close()
+    await pair?.close()
+  })
+
+  it('an unknown handle', async () => {
+    const res = await fetch(`${pair.b.url}/migrate/check?identifier=nobody.test`)
+    expect(res.status).toBe(400)
+    expect(text(await res.text())).toContain('Could not find an account for &quot;nobody.test&quot;')
+  })
+
+  it('a source without transfer support', async () => {
+    const dave = await seedReferenceAccount(plain.url, {
+      handle: 'dave.test',
+      email: 'dave@example.com',
+      password: 'dave-password-1',
+      posts: 1,
+      images: 0,
+      follows: 0,
+    })
+    const res = await fetch(`${pair.b.url}/migrate/check?identifier=${dave.did}`)
+    expect(res.status).toBe(400)
+    expect(text(await res.text())).toContain('does not offer PDS-to-PDS transfers')
+    expect(await activeAt(plain.url, dave.did)).toBe(true)
+  })
+
+  it('a refused consent', async () => {
+    const callback = await signIn(carol.did, false)
+    expect(callback.searchParams.get('error')).toBe('access_denied')
+    const res = await fetch(callback, { redirect: 'manual' })
+    expect(res.status).toBe(400)
+    expect(text(await res.text())).toContain('You declined the authorization')
+    expect(await activeAt(pair.a.url, carol.did)).toBe(true)
+    expect(await pair.b.pds.ctx.accountManager.getAccount(carol.did as `did:plc:${string}`)).toBeNull()
+  })
+
+  it('a wrong PLC code, then the right one', async () => {
+    const started = await fetch(await signIn(carol.did, true), { redirect: 'manual' })
+    const transferId = new URL(started.headers.get('location') as string).pathname.split('/').at(-1) as string
+    let t = await pair.b.engine.get(transferId)
+    for (let i = 0; i < 400 && t?.stage !== 'awaitingPlcToken' && t?.status !== 'failed'; i++) {
+      await new Promise((r) => setTimeout(r, 50))
+      t = await pair.b.engine.get(transferId)
+    }
+    expect(t?.stage).toBe('awaitingPlcToken')
+
+    const wrong = await form(`${pair.b.url}/migrate/transfer/${transferId}/complete`, {
+      token: 'AAAAA-BBBBB',
+    })
+    expect(wrong.status).toBe(400)
+    expect(text(await wrong.text())).toContain('That code was not accepted')
+    expect(await activeAt(pair.a.url, carol.did)).toBe(true)
+    expect(await activeAt(pair.b.url, carol.did)).toBe(false)
+    const plcData = (await (await fetch(`${pair.plc.url}/${carol.did}/data`)).json()) as {
+      services: { atproto_pds: { endpoint: string } }
+    }
+    expect(plcData.services.atproto_pds.endpoint).toBe(pair.a.url)
+    expect((await pair.b.engine.get(transferId))?.stage).toBe('awaitingPlcToken')
+
+    const token = pair.plcTokens.get(carol.did)?.at(-1) as string
+    const right = await form(`${pair.b.url}/migrate/transfer/${transferId}/complete`, { token })
+    expect(right.status).toBe(303)
+    expect((await pair.b.engine.get(transferId))?.status).toBe('completed')
+    expect(await activeAt(pair.b.url, carol.did)).toBe(true)
+  })
+})
