@@ -50,7 +50,8 @@ describe('/migrate errors on reference PDSes', () => {
   it('an unknown handle', async () => {
     const res = await fetch(`${pair.b.url}/migrate/check?identifier=nobody.test`)
     expect(res.status).toBe(400)
-    expect(text(await res.text())).toContain('Could not find an account for &quot;nobody.test&quot;')
+    const body = text(await res.text())
+    expect(body).toMatch(/Could not find an account for .{1,6}nobody\.test/)
   })
 
   it('a source without transfer support', async () => {
