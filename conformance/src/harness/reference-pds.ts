@@ -32,8 +32,10 @@ export async function startReferencePdsPair(
     plcTokens.set(did, [...(plcTokens.get(did) ?? []), token])
     options.onPlcToken?.(did, token)
   }
-  const start = async (name: string, port: number | undefined) =>
+  // Both hand out `.test` handles, which no DNS knows: B asks A, where the accounts to move live.
+  const start = async (name: string, port: number | undefined, handleResolverUrl?: string) =>
     startTransferPds({
+      ...(handleResolverUrl && { handleResolverUrl }),
       dataDir: join(dir, name),
       port: port ?? (await freePort()),
       plcUrl: plc.url,
@@ -43,7 +45,7 @@ export async function startReferencePdsPair(
       ...(options.limits && { limits: options.limits }),
     })
   const a = await start('a', options.ports?.[0])
-  const b = await start('b', options.ports?.[1])
+  const b = await start('b', options.ports?.[1], a.url)
   return {
     plc,
     a,

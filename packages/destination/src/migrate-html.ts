@@ -41,7 +41,7 @@ const STEPS: Array<[InboundTransfer['stage'][], string]> = [
   [['created', 'streaming', 'retrying'], 'Copying your repository, images and settings'],
   [['reconciling'], 'Checking every image is here'],
   [['awaitingPlcToken', 'catchingUp'], 'Waiting for the confirmation code from your email'],
-  [['submittingPlc'], 'Moving your identity'],
+  [['submittingPlc', 'activating'], 'Moving your identity'],
   [['activated'], 'Done'],
 ]
 
@@ -49,7 +49,9 @@ const STEPS: Array<[InboundTransfer['stage'][], string]> = [
 export function steps(stage: InboundTransfer['stage']): string {
   const current = STEPS.findIndex(([stages]) => stages.includes(stage))
   const items = STEPS.map(([, label], i) => {
-    const mark = i < current ? '✓ ' : i === current ? '→ ' : ''
+    // The last step is reached only when everything is done: it is a check, not "in progress".
+    const last = i === STEPS.length - 1
+    const mark = i < current || (last && i === current) ? '✓ ' : i === current ? '→ ' : ''
     return `<li${i === current ? ' aria-current="step"' : ''}>${mark}${esc(label)}</li>`
   })
   return `<ol>${items.join('')}</ol>`

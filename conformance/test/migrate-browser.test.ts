@@ -1,0 +1,86 @@
+import { mkdir } from 'node:fs/promises'
+import { join } from 'node:path'
+import type { Browser, Page } from 'playwright-core'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { type SeededAccount, seedReferenceAccount } from '../src/fixtures/seed-reference-account.ts'
+import { launchChromium } from '../src/harness/chromium.ts'
+import { type ReferencePdsPair, startReferencePdsPair } from '../src/harness/reference-pds.ts'
+
+/** Screenshots of each step, kept as artifacts of the run. */
+const SHOTS = join(import.meta.dirname, '..', '..', 'test-artifacts', 'migrate-browser')
+
+/**
+ * A person's migration in real headless Chromium: B's /migrate, the checklist, A's own OAuth
+ * sign-in and consent pages, the live progress, the PLC code form, success.
+ */
+describe('/migrate in Chromium', () => {
+  let pair: ReferencePdsPair
+  let erin: SeededAccount
+  let browser: Browser
+  let page: Page
+  let step = 0
+  const shot = async (name: string) => {
+    step++
+    await page.screenshot({
+      path: join(SHOTS, `${String(step).padStart(2, '0')}-${name}.png`),
+      fullPage: true,
+    })
+  }
+
+  beforeAll(async () => {
+    await mkdir(SHOTS, { recursive: true })
+    pair = await startReferencePdsPair({ limits: { retry: { attempts: 3, baseDelayMs: 20 } } })
+    erin = await seedReferenceAccount(pair.a.url, {
+      handle: 'erin.test',
+      email: 'erin@example.com',
+      password: 'erin-password-1',
+      posts: 120,
+      images: 4,
+      follows: 5,
+    })
+    browser = await launchChromium()
+    page = await browser.newPage()
+  }, 120_000)
+  afterAll(async () => {
+    await browser?.close()
+    await pair?.close()
+  })
+
+  it('clicks through the whole move', async () => {
+    await page.goto(`${pair.b.url}/migrate`)
+    await shot('start')
+    await page.fill('#identifier', erin.handle)
+    await page.click('button[type=submit]')
+    await page.waitForURL(/\/migrate\/check/)
+    await expect(page.textContent('body')).resolves.toContain('Checklist')
+    await shot('checklist')
+
+    await page.click('form[action="/migrate/authorize"] button')
+    await page.waitForURL((url) => url.origin === pair.a.url)
+    await page.waitForLoadState('networkidle')
+    await shot('source-sign-in')
+    await page.fill('input[autocomplete="current-password"]', erin.password)
+    await page.click('button[type=submit]')
+    const authorize = page.getByRole('button', { name: 'Authorize' })
+    await authorize.waitFor()
+    await shot('source-consent')
+    await authorize.click()
+
+    // Back at B, on our public origin, following the transfer until it needs the PLC code.
+    await page.waitForURL((url) => url.origin === pair.b.url && url.pathname.startsWith('/migrate/transfer/'))
+    await shot('progress')
+    await page.waitForSelector('input[name="token"]', { timeout: 60_000 })
+    await shot('plc-code-form')
+    const token = pair.plcTokens.get(erin.did)?.at(-1) as string
+    await page.fill('input[name="token"]', token)
+    await page.click('form[action$="/complete"] button[type=submit]')
+    await page.waitForSelector('h1:has-text("Moved")', { timeout: 60_000 })
+    await shot('moved')
+    await expect(page.textContent('ol')).resolves.toContain('✓ Done')
+
+    const transferId = new URL(page.url()).pathname.split('/').at(-1) as string
+    expect((await pair.b.engine.get(transferId))?.status).toBe('completed')
+    const onA = await fetch(`${pair.a.url}/xrpc/com.atproto.sync.getRepo?did=${erin.did}`)
+    expect(onA.status).toBe(400)
+  }, 120_000)
+})
