@@ -105,7 +105,7 @@ describe('two reference PDSes', () => {
     expect(((await res.json()) as { error: string }).error).toBe('RepoDeactivated')
   })
 
-  it('lets the user sign in at the destination (password reset to the imported email) and write', async () => {
+  it('erratum E6: the password does not move; the user resets it by the imported email, signs in and writes', async () => {
     const { b } = pair
     const resetToken = await b.pds.ctx.accountManager.createEmailToken(
       alice.did as `did:plc:${string}`,

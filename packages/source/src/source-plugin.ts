@@ -58,6 +58,12 @@ export interface SourcePluginOptions {
   /** Target blobpack frame size in bytes (default 32 MiB). */
   blobpackTarget?: number
   /**
+   * Largest frame plaintext this source sends (default: what the uint32 `ciphertext_length`
+   * allows). A blob that cannot fit one frame is left to the destination's getBlob
+   * reconciliation (decision D4, erratum E7).
+   */
+  maxFramePlaintext?: number
+  /**
    * Wire extensions offered (spec/extensions.md; default: all we implement). `[]` makes this
    * a literal 0014 source, for interoperability tests.
    */
@@ -245,6 +251,7 @@ export const sourcePlugin = fp(
           snapshot,
           encoder: new FrameEncoder(keys),
           ...(opts.blobpackTarget !== undefined && { blobpackTarget: opts.blobpackTarget }),
+          ...(opts.maxFramePlaintext !== undefined && { maxFramePlaintext: opts.maxFramePlaintext }),
           onProgress: (p) => {
             void opts.store.update(input.transferId, {
               framesSent: p.frames,
