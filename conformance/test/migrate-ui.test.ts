@@ -1,3 +1,4 @@
+import { Secp256k1Keypair } from '@atproto/crypto'
 import * as plc from '@did-plc/lib'
 import { NSID } from '@pds-transfer/core'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -98,13 +99,23 @@ describe('/migrate web UI', () => {
     expect(await wrong.text()).toContain('was not accepted')
 
     const token = source.store.outbox.filter((m) => m.did === account.did).at(-1)?.token as string
-    const done = await post(`${transferPath}/complete`, { token })
+    expect(pageText).toContain('name="rotationKey"')
+    // A key that is not usable is refused before anything is sent: the code still works after.
+    const badKey = await post(`${transferPath}/complete`, { token, rotationKey: 'did:key:zNotAKey' })
+    expect(badKey.status).toBe(400)
+    expect(await badKey.text()).toContain('is not the did:key of a secp256k1 or P-256 public key')
+    expect((await dest.engine.get(transferId))?.stage).toBe('awaitingPlcToken')
+
+    // The user adds a rotation key of their own: it comes first, the rest keep their order.
+    const userKey = (await Secp256k1Keypair.create()).did()
+    const done = await post(`${transferPath}/complete`, { token, rotationKey: userKey })
     expect(done.status).toBe(303)
     const result = await (await get(transferPath)).text()
     expect(result).toContain('Your account now lives here')
     expect((await dest.engine.get(transferId))?.status).toBe('completed')
     const doc = await new plc.Client(plcDir.url).getDocumentData(account.did)
     expect(doc.services.atproto_pds?.endpoint).toBe(dest.url)
+    expect(doc.rotationKeys).toEqual([userKey, account.recoveryKey.did(), dest.rotationKey.did()])
     const status = await (await get(`/xrpc/${NSID.getTransferStatus}?transferId=${transferId}`)).json()
     expect(status).toMatchObject({ status: 'completed' })
   })

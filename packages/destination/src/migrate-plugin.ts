@@ -96,8 +96,8 @@ encrypted transfer. Then your identity is moved, and your handle and followers c
 (<code>${esc(identity.rotationKeys[0])}</code>) overrides your current server's. Keep it safe: it is how you undo
 a bad move within 72 hours.</li>`
           : `<li class="warn" role="note"><strong>You hold no rotation key of your own.</strong> Only your current
-server can change your identity. If anything goes wrong with the move, you depend on it to undo it. Consider
-adding your own rotation key first.</li>`,
+server can change your identity. If anything goes wrong with the move, you depend on it to undo it. You can add
+a rotation key of your own at the last step of this move, before your identity changes.</li>`,
         `<li>Back up first: <a href="${esc(`${source}/xrpc/com.atproto.sync.getRepo?did=${encodeURIComponent(did)}`)}" download>download your
 repository (CAR file)</a>.</li>`,
         `<li>Destination: <strong>${esc(new URL(origin).host)}</strong> (<code>${esc(opts.serviceDid)}</code>), encryption
@@ -173,12 +173,18 @@ ${
     app.post('/migrate/transfer/:id/complete', async (request, reply) => {
       if (!sameOrigin(request)) return problem(reply, 'This form must be sent from this site.', 403)
       const id = (request.params as { id: string }).id
-      const form = (request.body ?? {}) as { token?: unknown; acceptMissingBlobs?: unknown }
+      const form = (request.body ?? {}) as {
+        token?: unknown
+        acceptMissingBlobs?: unknown
+        rotationKey?: unknown
+      }
       const token = String(form.token ?? '').trim()
+      const rotationKey = String(form.rotationKey ?? '').trim()
       try {
         await opts.engine.complete(id, {
           plcToken: token,
           acceptMissingBlobs: form.acceptMissingBlobs === 'yes',
+          ...(rotationKey && { userRotationKey: rotationKey }),
         })
         return reply.redirect(`/migrate/transfer/${id}`, 303)
       } catch (err) {
@@ -271,6 +277,14 @@ ${
 <p>Your current server has emailed you a confirmation code. Entering it lets your identity move here.</p>
 <label for="token">Confirmation code</label>
 <input type="text" id="token" name="token" required autocomplete="one-time-code">
+<details>
+<summary>Add a rotation key of your own (recommended)</summary>
+<p>A rotation key you hold outranks every server's: with it you can undo any change to your identity for 72 hours,
+even one made by a server. Paste the public key (<code>did:key:z…</code>) of a key pair whose private key you keep safe,
+for example one made with <code>goat key generate</code>. It is placed first; your existing keys keep their order.</p>
+<label for="rotationKey">Your public rotation key</label>
+<input type="text" id="rotationKey" name="rotationKey" autocomplete="off" spellcheck="false" pattern="did:key:z[1-9A-HJ-NP-Za-km-z]+" placeholder="did:key:zQ3sh…">
+</details>
 ${missing > 0 ? '<label><input type="checkbox" name="acceptMissingBlobs" value="yes"> Move anyway, without the missing files</label>' : ''}
 <button type="submit">Move my account</button>
 </form>

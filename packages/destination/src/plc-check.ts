@@ -8,6 +8,8 @@ export interface ExpectedMove {
   signingKey: string
   /** Our PLC rotation key, which must be in the new list. */
   rotationKey: string
+  /** The user's own key, which must come first when they asked for it. */
+  firstRotationKey?: string
 }
 
 /** The returned PLC operation does not do what was asked, or is not validly signed. */
@@ -60,6 +62,9 @@ export async function checkPlcMove(
   }
   if (!next.rotationKeys.includes(expected.rotationKey)) {
     throw new PlcOperationError('it does not include our rotation key')
+  }
+  if (expected.firstRotationKey !== undefined && next.rotationKeys[0] !== expected.firstRotationKey) {
+    throw new PlcOperationError(`it does not put your key ${expected.firstRotationKey} first`)
   }
   const kept = current.rotationKeys.filter((k) => k !== signer)
   const order = next.rotationKeys.filter((k) => kept.includes(k))

@@ -33,6 +33,7 @@ import {
 import type { KeyRing } from './key-ring.ts'
 import { checkPlcMove, PlcOperationError } from './plc-check.ts'
 import type { VerifiedRepo } from './repo-verifier.ts'
+import { moveRotationKeys, RotationKeyError } from './rotation-keys.ts'
 import { type SourceClient, SourceError } from './source-client.ts'
 import { createTransferId } from './transfer-id.ts'
 
@@ -71,7 +72,8 @@ export class EngineError extends Error {
       | 'TransferNotFound'
       | 'InvalidState'
       | 'SourceMismatch'
-      | 'ActivationFailed',
+      | 'ActivationFailed'
+      | 'InvalidRotationKey',
     message: string,
   ) {
     super(message)
@@ -512,10 +514,17 @@ export class TransferEngine {
    * Completes a transfer waiting for its PLC token: asks the source to sign the move, checks
    * the operation, submits it to PLC, activates the account, and starts the rollback watch.
    * With blobs still missing it refuses unless `acceptMissingBlobs` (the user saw the list).
+   * `userRotationKey` (a `did:key` the user holds) is put first in the new rotation keys, so
+   * the user can override any server for the 72-hour window (0014 "Adversarial Migration").
    */
   async complete(
     transferId: string,
-    params: { plcToken: string; client?: SourceClient; acceptMissingBlobs?: boolean },
+    params: {
+      plcToken: string
+      client?: SourceClient
+      acceptMissingBlobs?: boolean
+      userRotationKey?: string
+    },
   ): Promise<InboundTransfer> {
     const { store } = this.options
     const t = await store.get(transferId)
@@ -536,6 +545,17 @@ export class TransferEngine {
     const client = params.client ?? this.sessions.get(transferId)
     if (!client) throw new EngineError('InvalidState', 'no authorized session with the source; sign in again')
     const identity = await this.options.resolver.resolve(t.did)
+    let newRotationKeys: string[]
+    try {
+      newRotationKeys = moveRotationKeys(
+        identity.rotationKeys,
+        this.options.rotationKey,
+        params.userRotationKey,
+      )
+    } catch (err) {
+      if (err instanceof RotationKeyError) throw new EngineError('InvalidRotationKey', err.message)
+      throw err
+    }
     const signingKey = t.signingKey
     const callComplete = () =>
       client.fetch(`/xrpc/${NSID.completeTransfer}`, {
@@ -547,11 +567,7 @@ export class TransferEngine {
           plcSignatureToken: params.plcToken,
           newPdsEndpoint: this.options.serviceUrl,
           newSigningKey: signingKey,
-          // Every current key stays in its order (the source drops its own), ours goes last.
-          newRotationKeys: [
-            ...identity.rotationKeys.filter((k) => k !== this.options.rotationKey),
-            this.options.rotationKey,
-          ],
+          newRotationKeys,
         }),
       })
     let res: Response
@@ -583,6 +599,7 @@ export class TransferEngine {
         pdsEndpoint: this.options.serviceUrl,
         signingKey: t.signingKey,
         rotationKey: this.options.rotationKey,
+        ...(params.userRotationKey && { firstRotationKey: params.userRotationKey }),
       })
     } catch (err) {
       if (err instanceof PlcOperationError) return this.fail(transferId, 'PlcOperationInvalid', err.message)
