@@ -180,5 +180,6 @@ describe('erratum E1: end of stream', () => {
     expect(t.failure).toBeUndefined()
     expect(t).toMatchObject({ status: 'importing', stage: 'awaitingPlcToken', endOfStream: 'unverified' })
     expect(t.progress.blobsReceived).toBe(4)
+    expect(t.expected).toBeUndefined() // no size-hint either: a literal peer gets no extension
   })
 })

@@ -64,11 +64,19 @@ describe('our destination pulls from our source (full 0014 flow)', () => {
     expect((await dest.store.getAccountState(account.did)).email).toBe(`${account.handle}@example.com`)
     expect(await dest.sink.isActive(account.did)).toBe(false)
 
+    // Extension size-hint: the source said up front what came (CAR + blobpack entries; only the
+    // small frames, blobpack headers and the manifest are beyond it).
+    const expected = imported.expected as { bytes: number; blobs: number }
+    expect(expected.blobs).toBe(12)
+    expect(expected.bytes).toBeLessThanOrEqual(imported.progress.bytesReceived)
+    expect(imported.progress.bytesReceived - expected.bytes).toBeLessThan(4096)
+
     const status = await fetch(`${dest.url}/xrpc/${NSID.getTransferStatus}?transferId=${started.transferId}`)
     expect(await status.json()).toMatchObject({
       status: 'importing',
       stage: 'awaitingPlcToken',
       endOfStream: 'manifest',
+      progress: { bytesExpected: expected.bytes, blobsExpected: 12 },
     })
 
     const token = source.store.outbox.filter((m) => m.did === account.did).at(-1)?.token

@@ -11,6 +11,8 @@ export const EXTENSION = {
   resume: 'resume',
   /** `com.atproto.transfer.requestPlcToken`: the user can ask for a fresh token (decision 8). */
   plcTokenRefresh: 'plc-token-refresh',
+  /** The source states the stream's size up front, for a determinate progress bar (advisory). */
+  sizeHint: 'size-hint',
 } as const
 
 export type Extension = (typeof EXTENSION)[keyof typeof EXTENSION]

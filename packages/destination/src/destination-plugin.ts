@@ -63,7 +63,10 @@ export function statusView(t: InboundTransfer) {
     did: t.did,
     status: t.status,
     stage: t.stage,
-    progress: t.progress,
+    progress: {
+      ...t.progress,
+      ...(t.expected && { bytesExpected: t.expected.bytes, blobsExpected: t.expected.blobs }),
+    },
     ...(t.endOfStream && { endOfStream: t.endOfStream }),
     ...(t.missingBlobs.length > 0 && { missingBlobs: t.missingBlobs }),
     ...(t.failure && { error: t.failure.reason, reason: t.failure.message }),

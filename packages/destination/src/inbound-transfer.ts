@@ -83,6 +83,12 @@ export interface InboundTransfer {
    * at a frame boundary, so only blob reconciliation stands behind completeness).
    */
   endOfStream?: 'manifest' | 'unverified'
+  /**
+   * Extension size-hint: about how many plaintext bytes and blobs the pull brings in all
+   * (what earlier sessions received plus the source's hint for the current one). For progress
+   * display only; nothing is verified against it.
+   */
+  expected?: { bytes: number; blobs: number }
   failure?: { reason: FailureReason; message: string }
   /** The PLC operation submitted, once completion succeeded. */
   plcOperation?: Record<string, unknown>

@@ -60,11 +60,30 @@ export function steps(stage: InboundTransfer['stage']): string {
 /** Counters of a transfer as a definition list. */
 export function counters(t: InboundTransfer): string {
   const p = t.progress
-  const mib = (p.bytesReceived / 1048576).toFixed(1)
   return `<dl>
 <dt>Frames received</dt><dd data-field="frames">${p.framesReceived}</dd>
-<dt>Data received</dt><dd data-field="bytes">${mib} MiB</dd>
+<dt>Data received</dt><dd data-field="bytes">${received(p.bytesReceived, t.expected?.bytes)}</dd>
 <dt>Images and files received</dt><dd data-field="blobs">${p.blobsReceived + p.blobsReconciled}</dd>
 <dt>Records</dt><dd data-field="records">${p.records}</dd>
 </dl>`
+}
+
+/** "3.2 MiB", or "3.2 of about 10.0 MiB (32%)" when the source gave a size hint. */
+export function received(bytes: number, expected?: number): string {
+  const mib = (n: number) => (n / 1048576).toFixed(1)
+  if (!expected) return `${mib(bytes)} MiB`
+  return `${mib(bytes)} of about ${mib(expected)} MiB (${percent(bytes, expected)}%)`
+}
+
+/** The transfer's progress bar: determinate when the source gave a size hint, else indeterminate. */
+export function progressBar(t: InboundTransfer): string {
+  const total = t.expected?.bytes
+  if (!total) return '<progress aria-label="Transfer progress"></progress>'
+  const value = Math.min(t.progress.bytesReceived, total)
+  return `<progress aria-label="Transfer progress" data-field="bar" max="${total}" value="${value}">${percent(value, total)}%</progress>`
+}
+
+/** Whole percent, never 100 before the end (the hint leaves small frames out). */
+function percent(bytes: number, expected: number): number {
+  return Math.min(99, Math.floor((100 * bytes) / expected))
 }

@@ -4,7 +4,7 @@ import fp from 'fastify-plugin'
 import type { DidResolver } from './did-resolver.ts'
 import type { InboundTransfer } from './inbound-transfer.ts'
 import type { KeyRing } from './key-ring.ts'
-import { counters, esc, page, steps } from './migrate-html.ts'
+import { counters, esc, page, progressBar, steps } from './migrate-html.ts'
 import type { SourceAuthorizer } from './source-authorizer.ts'
 import { SourceError } from './source-client.ts'
 import { EngineError, type TransferEngine } from './transfer-engine.ts'
@@ -293,7 +293,7 @@ ${missing > 0 ? '<label><input type="checkbox" name="acceptMissingBlobs" value="
 <button type="submit">Email me a new code</button>
 </form>`
   } else {
-    body = `<progress aria-label="Transfer progress"></progress>
+    body = `${progressBar(t)}
 <div aria-live="polite" id="live">${counters(t)}</div>
 ${t.retry && t.stage === 'retrying' ? `<p class="warn" role="status">The connection broke (${esc(t.retry.lastFailure.reason)}); continuing where it stopped (attempt ${t.retry.attempt + 1} of ${t.retry.of}).</p>` : ''}
 <script>
@@ -304,7 +304,13 @@ ${t.retry && t.stage === 'retrying' ? `<p class="warn" role="status">The connect
     if (s.stage !== ${JSON.stringify(t.stage)} || s.status !== ${JSON.stringify(t.status)}) return location.reload();
     const p = s.progress;
     document.querySelector('[data-field=frames]').textContent = p.framesReceived;
-    document.querySelector('[data-field=bytes]').textContent = (p.bytesReceived / 1048576).toFixed(1) + ' MiB';
+    const mib = (n) => (n / 1048576).toFixed(1);
+    const pct = p.bytesExpected ? Math.min(99, Math.floor((100 * p.bytesReceived) / p.bytesExpected)) : 0;
+    document.querySelector('[data-field=bytes]').textContent = p.bytesExpected
+      ? mib(p.bytesReceived) + ' of about ' + mib(p.bytesExpected) + ' MiB (' + pct + '%)'
+      : mib(p.bytesReceived) + ' MiB';
+    const bar = document.querySelector('[data-field=bar]');
+    if (bar && p.bytesExpected) { bar.max = p.bytesExpected; bar.value = Math.min(p.bytesReceived, p.bytesExpected); bar.textContent = pct + '%'; }
     document.querySelector('[data-field=blobs]').textContent = p.blobsReceived + p.blobsReconciled;
     document.querySelector('[data-field=records]').textContent = p.records;
     setTimeout(poll, 1000);

@@ -10,8 +10,10 @@ import {
   LIMITS,
   NSID,
   parseExtensionsHeader,
+  parseSizeHint,
   parseWellKnown,
   publicJwk,
+  SIZE_HINT_HEADER,
   selectAlgorithm,
   setupRecipient,
   type TransferAlgorithm,
@@ -126,7 +128,7 @@ export class TransferEngine {
 
   constructor(private readonly options: TransferEngineOptions) {
     this.limits = { ...DEFAULT_LIMITS, ...options.limits }
-    this.extensions = options.extensions ?? [EXTENSION.endManifest, EXTENSION.resume]
+    this.extensions = options.extensions ?? [EXTENSION.endManifest, EXTENSION.resume, EXTENSION.sizeHint]
   }
 
   /**
@@ -391,9 +393,20 @@ export class TransferEngine {
         did,
         transferId,
       })
-      await store.update(transferId, { status: 'importing' })
-
       const { progress } = state
+      const hint = applied.includes(EXTENSION.sizeHint)
+        ? parseSizeHint(res.headers.get(SIZE_HINT_HEADER))
+        : undefined
+      await store.update(transferId, {
+        status: 'importing',
+        ...(hint && {
+          expected: {
+            bytes: progress.bytesReceived + hint.bytes,
+            blobs: progress.blobsReceived + hint.blobs,
+          },
+        }),
+      })
+
       const importer = new FrameImporter({
         sink,
         did,

@@ -1,7 +1,6 @@
 import {
   BLOBPACK_HEADER_LENGTH,
   type BlobpackSourceEntry,
-  blobpackEntryOverhead,
   CONTENT_TYPE,
   encodeAccountState,
   encodeBlobpack,
@@ -14,6 +13,7 @@ import {
 } from '@pds-transfer/core'
 import { CID } from 'multiformats/cid'
 import type { AccountSource, RepoSnapshot, SourceBlobRef } from './account-source.ts'
+import { blobEntryLength, blobFitsFrame } from './export-size.ts'
 
 export interface ExportProgress {
   frames: number
@@ -85,13 +85,13 @@ export async function* exportFrames(options: ExportFramesOptions): AsyncGenerato
   do {
     const page = await source.listBlobs(did, { limit: BLOB_PAGE, ...(cursor !== undefined && { cursor }) })
     for (const ref of page.blobs) {
-      const entry = blobEntry(source, did, ref)
-      const entryLength = blobpackEntryOverhead(entry.cid.bytes.length) + ref.size
-      if (BLOBPACK_HEADER_LENGTH + entryLength > maxFrame) {
+      if (!blobFitsFrame(ref, maxFrame)) {
         // Too large for any frame: left for the destination's getBlob reconciliation.
         deferred.push(ref.cid)
         continue
       }
+      const entry = blobEntry(source, did, ref)
+      const entryLength = blobEntryLength(ref)
       if (pack.length > 0 && packLength + entryLength > target) {
         yield* flush()
         pack = []

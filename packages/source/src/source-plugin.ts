@@ -7,8 +7,12 @@ import {
   EXTENSION,
   EXTENSIONS_HEADER,
   FrameEncoder,
+  formatSizeHint,
+  MAX_FRAME_PLAINTEXT,
   NSID,
   parseTransferPublicJwk,
+  SIZE_HINT_HEADER,
+  type SizeHint,
   setupSender,
   type TransferAlgorithm,
   TransferError,
@@ -25,6 +29,7 @@ import fp from 'fastify-plugin'
 import type { AccountSource } from './account-source.ts'
 import { DestinationKeys } from './destination-keys.ts'
 import { exportFrames } from './export-frames.ts'
+import { exportSize } from './export-size.ts'
 import { signTransferOperation } from './plc-operation.ts'
 import type { TransferAuthVerifier } from './transfer-auth.ts'
 import type { SourceTransfer, SourceTransferStore } from './transfer-store.ts'
@@ -84,6 +89,8 @@ interface StartedExport {
   extensions: string[]
   /** Email the PLC token once the data has left (not again for a resumed or catch-up export). */
   sendPlcToken: boolean
+  /** Extension `size-hint`: what this stream will carry, sent as a header. */
+  sizeHint?: SizeHint
 }
 
 /**
@@ -97,7 +104,12 @@ export const sourcePlugin = fp(
     const destinationKeys = opts.destinationKeys ?? new DestinationKeys({ now })
     const plcClient = new plc.Client(opts.plc.directoryUrl)
     const running = new Map<string, AbortController>()
-    const extensions = opts.extensions ?? [EXTENSION.endManifest, EXTENSION.resume, EXTENSION.plcTokenRefresh]
+    const extensions = opts.extensions ?? [
+      EXTENSION.endManifest,
+      EXTENSION.resume,
+      EXTENSION.plcTokenRefresh,
+      EXTENSION.sizeHint,
+    ]
     /** When each transfer last had a token re-sent (a user clicking twice is not two emails). */
     const tokenResent = new Map<string, number>()
 
@@ -240,15 +252,21 @@ export const sourcePlugin = fp(
             ...fields,
           })
         const transfer = (await opts.store.get(input.transferId))!
-        const body = exportFrames({
-          endManifest: applied.includes(EXTENSION.endManifest),
-          // A resumed export leaves out what the destination verified: the CAR if the head has
-          // not moved, and the blobs up to its cursor (reconciliation covers anything newer).
+        // A resumed export leaves out what the destination verified: the CAR if the head has
+        // not moved, and the blobs up to its cursor (reconciliation covers anything newer).
+        const scope = {
           skipRepo: input.resume?.repoCommit === snapshot.commitCid,
           ...(input.resume?.blobCursor !== undefined && { blobCursor: input.resume.blobCursor }),
           source: opts.source,
           did: input.did,
           snapshot,
+        }
+        const sizeHint = applied.includes(EXTENSION.sizeHint)
+          ? await exportSize({ ...scope, maxFramePlaintext: opts.maxFramePlaintext ?? MAX_FRAME_PLAINTEXT })
+          : undefined
+        const body = exportFrames({
+          ...scope,
+          endManifest: applied.includes(EXTENSION.endManifest),
           encoder: new FrameEncoder(keys),
           ...(opts.blobpackTarget !== undefined && { blobpackTarget: opts.blobpackTarget }),
           ...(opts.maxFramePlaintext !== undefined && { maxFramePlaintext: opts.maxFramePlaintext }),
@@ -268,6 +286,7 @@ export const sourcePlugin = fp(
           algorithm: key.alg,
           extensions: applied,
           sendPlcToken: !tokenSent,
+          ...(sizeHint && { sizeHint }),
         }
       } catch (err) {
         await snapshot.release()
@@ -320,6 +339,7 @@ export const sourcePlugin = fp(
       // is never seen: an abort (supersede, stall, shutdown) destroys the stream itself.
       abort.signal.addEventListener('abort', () => stream.destroy(abort.signal.reason), { once: true })
       if (started.extensions.length > 0) reply.header(EXTENSIONS_HEADER, started.extensions.join(', '))
+      if (started.sizeHint) reply.header(SIZE_HINT_HEADER, formatSizeHint(started.sizeHint))
       return reply
         .code(200)
         .header('content-type', 'application/octet-stream')
