@@ -135,6 +135,31 @@ describe('errata on the reference PDS', () => {
     expect(await res.json()).toMatchObject({ message: expect.stringContaining('account:status') })
   })
 
+  it('0015 §8.1: the PLC code cannot be requested with an rpc: scope; the reference PDS wants identity:*', async () => {
+    const request = (session: OAuthSession) =>
+      session.fetchHandler('/xrpc/com.atproto.identity.requestPlcOperationSignature', { method: 'POST' })
+    const rpcOnly = await signIn('atproto rpc:com.atproto.identity.requestPlcOperationSignature?aud=*')
+    const refused = await request(rpcOnly)
+    expect(refused.status).toBe(403)
+    expect(await refused.json()).toMatchObject({ message: expect.stringContaining('identity:*') })
+    expect((await request(await signIn('atproto identity:*'))).status).toBe(200)
+  })
+
+  it('0015 step 9a: getServiceAuth for createAccount needs rpc:com.atproto.server.createAccount?aud=<destination>', async () => {
+    const serviceAuth = (session: OAuthSession) =>
+      session.fetchHandler(
+        '/xrpc/com.atproto.server.getServiceAuth?aud=did:web:dest.example&lxm=com.atproto.server.createAccount',
+      )
+    const asWritten = await serviceAuth(await signIn('atproto rpc:com.atproto.server.getServiceAuth?aud=*'))
+    expect(asWritten.status).toBe(403)
+    expect(await asWritten.json()).toMatchObject({
+      message: expect.stringContaining('rpc:com.atproto.server.createAccount?aud=did:web:dest.example'),
+    })
+    expect(
+      (await serviceAuth(await signIn('atproto rpc:com.atproto.server.createAccount?aud=*'))).status,
+    ).toBe(200)
+  })
+
   async function exportInput(did: string) {
     const key = generateTransferKey({ alg: 'HPKE-3', exp: Math.floor(Date.now() / 1000) + 3600 })
     return { did, transferId: createTransferId(), algorithm: 'HPKE-3', encryptionKey: publicJwk(key) }
