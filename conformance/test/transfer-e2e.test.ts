@@ -1,6 +1,6 @@
 import * as plc from '@did-plc/lib'
 import { NSID } from '@pds-transfer/core'
-import { bearerSourceClient, type SourceClient } from '@pds-transfer/destination'
+import { bearerSourceClient, type InboundTransfer, type SourceClient } from '@pds-transfer/destination'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { buildAccount, type FixtureAccount, SAMPLE_PREFERENCES } from '../src/fixtures/build-account.ts'
 import { type DestinationServer, startDestinationServer } from '../src/harness/destination-server.ts'
@@ -15,11 +15,15 @@ describe('our destination pulls from our source (full 0014 flow)', () => {
   let dest: DestinationServer
   let account: FixtureAccount
   let client: SourceClient
+  const rollbacks: InboundTransfer[] = []
 
   beforeAll(async () => {
     plcDir = await startPlcDirectory()
     source = await startSourceServer({ plc: plcDir, blobpackTarget: 128 * 1024 })
-    dest = await startDestinationServer({ plc: plcDir })
+    dest = await startDestinationServer({
+      plc: plcDir,
+      watch: { watchEveryMs: 50, onRollback: (t) => void rollbacks.push(t) },
+    })
     account = await buildAccount(source.store, {
       plcUrl: plcDir.url,
       pdsUrl: source.url,
@@ -93,5 +97,35 @@ describe('our destination pulls from our source (full 0014 flow)', () => {
     expect(await dest.sink.isActive(account.did)).toBe(true)
     expect((await source.store.getAccount(account.did))?.status).toBe('deactivated')
     expect(await dest.engine.checkRollbacks()).toEqual([])
+  })
+  it('watches the PLC log after the move and flags an operation that moves the account away', async () => {
+    const plcClient = new plc.Client(plcDir.url)
+    const moved = await dest.engine.get(
+      (await dest.transfers.listWatched(Date.now()))[0]?.transferId as string,
+    )
+    expect(moved?.did).toBe(account.did)
+    expect(rollbacks).toEqual([])
+    // Someone holding a rotation key (here the user's own) points the DID elsewhere.
+    const last = await plcClient.getLastOp(account.did)
+    if (last.type === 'plc_tombstone') throw new Error('tombstoned')
+    const op = await plc.createUpdateOp(last, account.recoveryKey, (doc) => ({
+      ...doc,
+      services: {
+        ...doc.services,
+        atproto_pds: { type: 'AtprotoPersonalDataServer', endpoint: 'https://elsewhere.example' },
+      },
+    }))
+    await plcClient.sendOperation(account.did, op)
+    for (let i = 0; i < 100 && rollbacks.length === 0; i++) await new Promise((r) => setTimeout(r, 20))
+    expect(rollbacks).toHaveLength(1)
+    expect(rollbacks[0]?.rollback?.message).toContain('https://elsewhere.example')
+    const status = await fetch(`${dest.url}/xrpc/${NSID.getTransferStatus}?transferId=${moved?.transferId}`)
+    expect(await status.json()).toMatchObject({
+      status: 'completed',
+      rollback: { operationCid: expect.any(String) },
+    })
+    // Told once, not at every round of the watch.
+    await new Promise((r) => setTimeout(r, 200))
+    expect(rollbacks).toHaveLength(1)
   })
 })

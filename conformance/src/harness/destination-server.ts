@@ -6,6 +6,7 @@ import { Secp256k1Keypair } from '@atproto/crypto'
 import * as plc from '@did-plc/lib'
 import type { TransferAlgorithm } from '@pds-transfer/core'
 import {
+  type DestinationPluginOptions,
   destinationPlugin,
   type EngineLimits,
   KeyRing,
@@ -49,6 +50,8 @@ export async function startDestinationServer(options: {
   /** HPKE suites to hold keys for, in preference order (default HPKE-3, HPKE-4). */
   algorithms?: TransferAlgorithm[]
   restoreClient?: TransferEngineOptions['restoreClient']
+  /** The plugin's PLC rollback watch (default: the plugin's, every 10 minutes). */
+  watch?: Pick<DestinationPluginOptions, 'watchEveryMs' | 'onRollback'>
   /** Serve the `/migrate` UI, signing in at sources with this authorizer. */
   authorizer?: (self: { url: string; clientId: string }) => SourceAuthorizer
 }): Promise<DestinationServer> {
@@ -80,7 +83,7 @@ export async function startDestinationServer(options: {
   const app = Fastify({ logger: false, forceCloseConnections: true })
   const serviceDid = 'did:web:destination.test'
   const clientId = `${url}/.well-known/oauth-client-metadata/migration`
-  await app.register(destinationPlugin, { engine, keys, serviceDid })
+  await app.register(destinationPlugin, { engine, keys, serviceDid, ...options.watch })
   if (options.authorizer) {
     await app.register(migratePlugin, {
       engine,

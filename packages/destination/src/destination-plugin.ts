@@ -14,6 +14,17 @@ export interface DestinationPluginOptions {
   extensions?: readonly string[]
   /** Rotate keys this often (default hourly); rotation also runs at start. */
   rotateEveryMs?: number
+  /**
+   * Check the PLC state of every moved account inside its watch window (72 h) this often
+   * (default every 10 minutes; 0 turns the watch off, e.g. when another worker runs it).
+   */
+  watchEveryMs?: number
+  /**
+   * Told of each newly detected rollback (the PLC log moved the account away from us): alert
+   * the user, e.g. by email. It is also on the transfer's status and /migrate page. Default:
+   * logged as an error.
+   */
+  onRollback?: (transfer: InboundTransfer) => void | Promise<void>
 }
 
 /**
@@ -29,6 +40,30 @@ export const destinationPlugin = fp(
     }, opts.rotateEveryMs ?? 3600_000)
     timer.unref()
     app.addHook('onClose', async () => clearInterval(timer))
+
+    // Section "Adversarial migration": watch the PLC log of moved accounts for 72 hours.
+    const watchEveryMs = opts.watchEveryMs ?? 600_000
+    if (watchEveryMs > 0) {
+      const onRollback =
+        opts.onRollback ??
+        ((t: InboundTransfer) => app.log.error({ did: t.did, rollback: t.rollback }, 'PLC rollback detected'))
+      let watching = false
+      const watch = setInterval(() => {
+        if (watching) return
+        watching = true
+        opts.engine
+          .checkRollbacks()
+          .then(async (flagged) => {
+            for (const t of flagged) await onRollback(t)
+          })
+          .catch((err: unknown) => app.log.error({ err }, 'PLC rollback watch failed'))
+          .finally(() => {
+            watching = false
+          })
+      }, watchEveryMs)
+      watch.unref()
+      app.addHook('onClose', async () => clearInterval(watch))
+    }
 
     app.get(WELL_KNOWN_PATH, async (_req, reply) => {
       reply.header('cache-control', WELL_KNOWN_CACHE_CONTROL)
