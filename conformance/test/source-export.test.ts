@@ -86,7 +86,13 @@ describe('source plugin over HTTP', () => {
     const status = await request(`${source.url}/xrpc/${NSID.getTransferStatus}?transferId=${transferId}`, {
       headers: { authorization: `Bearer ${token()}` },
     })
-    expect(await status.body.json()).toMatchObject({ transferId, did: account.did, status: 'importing' })
+    // D10: the source's progress counts what left it, in the proposal's field names.
+    expect(await status.body.json()).toMatchObject({
+      transferId,
+      did: account.did,
+      status: 'importing',
+      progress: { framesReceived: out.contentTypes.length, blobsReceived: account.blobs.size },
+    })
     expect(source.store.outbox.filter((m) => m.did === account.did)).toHaveLength(1)
   })
 
