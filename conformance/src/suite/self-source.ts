@@ -3,7 +3,7 @@ import { bearerSourceClient } from '@pds-transfer/destination'
 import { buildAccount } from '../fixtures/build-account.ts'
 import { startKeyHost } from '../harness/key-host.ts'
 import type { PlcDirectory } from '../harness/plc-directory.ts'
-import { type SourceServer, startSourceServer } from '../harness/source-server.ts'
+import { type SourceServer, type SourceServerOptions, startSourceServer } from '../harness/source-server.ts'
 import type { SourceTarget } from './source-target.ts'
 
 const SCOPES = [NSID.exportAccount, NSID.completeTransfer, NSID.getTransferStatus, 'com.atproto.sync.getBlob']
@@ -17,8 +17,8 @@ export interface SelfSource {
 
 /**
  * Starts our source plugin (SQLite store) with a test account, two key hosts standing in for
- * two destinations, and a target that also observes the PLC token outbox. `wrap` lets a test
- * put a deliberately broken variant in front of the source (the suite must then fail).
+ * two destinations, and a target that also observes the PLC token outbox. `frontUrl` and
+ * `wrapSource` let a test run a deliberately broken variant (the suite must then fail).
  */
 export async function startSelfSource(options: {
   plc: PlcDirectory
@@ -26,11 +26,14 @@ export async function startSelfSource(options: {
   blobSizes?: number[]
   /** Serve the suite a different URL than the source's own (a broken proxy in front of it). */
   frontUrl?: (source: SourceServer) => Promise<{ url: string; close(): Promise<void> }>
+  /** Wrap the storage the source plugin reads (a broken variant: lost or corrupt blobs). */
+  wrapSource?: SourceServerOptions['wrapSource']
 }): Promise<SelfSource> {
   const source = await startSourceServer({
     plc: options.plc,
     blobpackTarget: 64 * 1024,
     exportsPerDestinationPerHour: 100,
+    ...(options.wrapSource && { wrapSource: options.wrapSource }),
   })
   const exp = Math.floor(Date.now() / 1000) + 86400
   const key = generateTransferKey({ alg: 'HPKE-3', exp })
