@@ -21,6 +21,7 @@ import Fastify, { type FastifyInstance } from 'fastify'
 import { SqliteAccountSink } from '../store/sqlite-account-sink.ts'
 import { SqliteAccountStore } from '../store/sqlite-account-store.ts'
 import type { PlcDirectory } from './plc-directory.ts'
+import { registerStartHook } from './start-hook.ts'
 
 /** A receiving PDS for tests: our engine and routes over the SQLite store, on loopback. */
 export interface DestinationServer {
@@ -49,6 +50,8 @@ export async function startDestinationServer(options: {
   /** HPKE suites to hold keys for, in preference order (default HPKE-3, HPKE-4). */
   algorithms?: TransferAlgorithm[]
   restoreClient?: TransferEngineOptions['restoreClient']
+  /** Serve the conformance start hook (test deployments only: it starts imports from anywhere). */
+  startHook?: boolean
   /** Serve the `/migrate` UI, signing in at sources with this authorizer. */
   authorizer?: (self: { url: string; clientId: string }) => SourceAuthorizer
 }): Promise<DestinationServer> {
@@ -81,6 +84,7 @@ export async function startDestinationServer(options: {
   const serviceDid = 'did:web:destination.test'
   const clientId = `${url}/.well-known/oauth-client-metadata/migration`
   await app.register(destinationPlugin, { engine, keys, serviceDid })
+  if (options.startHook) registerStartHook(app, engine)
   if (options.authorizer) {
     await app.register(migratePlugin, {
       engine,

@@ -1,6 +1,7 @@
 import { type DestinationServer, startDestinationServer } from '../harness/destination-server.ts'
 import type { PlcDirectory } from '../harness/plc-directory.ts'
-import { engineDriver } from './destination-drivers.ts'
+import { START_HOOK_PATH } from '../harness/start-hook.ts'
+import { engineDriver, httpHookDriver } from './destination-drivers.ts'
 import type { DestinationTarget } from './destination-target.ts'
 import { startHostileSource } from './hostile-source.ts'
 
@@ -13,10 +14,8 @@ export interface SelfDestination {
 
 export async function startSelfDestination(options: {
   plc: Pick<PlcDirectory, 'url'>
-  /** Replace the engine's dependencies (a deliberately broken variant). */
-  destination?: DestinationServer
 }): Promise<SelfDestination> {
-  const destination = options.destination ?? (await startDestinationServer({ plc: options.plc }))
+  const destination = await startDestinationServer({ plc: options.plc, startHook: true })
   const hostile = await startHostileSource({
     plcUrl: options.plc.url,
     destinationClientId: destination.clientId,
@@ -28,12 +27,15 @@ export async function startSelfDestination(options: {
       url: destination.url,
       hostile,
       verdictTimeoutMs: 30_000,
-      ...engineDriver(destination.engine, destination.sink, hasRepo),
+      // Started and followed over HTTP exactly as in black-box mode (the start hook and
+      // getTransferStatus); only the probe looks inside, which HTTP cannot.
+      ...httpHookDriver(destination.url, `${destination.url}${START_HOOK_PATH}`),
+      probe: engineDriver(destination.engine, destination.sink, hasRepo).probe,
     },
     destination,
     async close() {
       await hostile.close()
-      if (!options.destination) await destination.close()
+      await destination.close()
     },
   }
 }

@@ -11,6 +11,8 @@ const SCOPES = [NSID.exportAccount, NSID.completeTransfer, NSID.getTransferStatu
 /** Our own source as a suite target, with everything the black-box mode cannot see wired in. */
 export interface SelfSource {
   target: SourceTarget
+  /** The bearer token in `target.client` (for running the CLI against this source). */
+  token: string
   source: SourceServer
   close(): Promise<void>
 }
@@ -52,10 +54,11 @@ export async function startSelfSource(options: {
     },
   })
   const issue = (clientId: string) => source.auth.issue({ did: account.did, clientId }, SCOPES)
+  const token = issue(host.clientId)
   const target: SourceTarget = {
     url,
     did: account.did,
-    client: bearerSourceClient(url, issue(host.clientId)),
+    client: bearerSourceClient(url, token),
     recipientKey: key,
     plcUrl: options.plc.url,
     otherClient: { client: bearerSourceClient(url, issue(otherHost.clientId)), recipientKey: otherKey },
@@ -64,6 +67,7 @@ export async function startSelfSource(options: {
   }
   return {
     target,
+    token,
     source,
     async close() {
       await front?.close()

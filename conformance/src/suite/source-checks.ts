@@ -25,7 +25,8 @@ async function wellKnown(t: SourceTarget) {
   return { res, text }
 }
 
-async function signingKeyOf(t: SourceTarget): Promise<string> {
+/** The target's DID signing key: given, or resolved from its PLC directory (and remembered). */
+export async function signingKeyOf(t: Pick<SourceTarget, 'did' | 'plcUrl' | 'signingKey'>): Promise<string> {
   if (t.signingKey) return t.signingKey
   const data = await new plc.Client(t.plcUrl ?? 'https://plc.directory').getDocumentData(t.did)
   const key = data.verificationMethods.atproto
