@@ -16,7 +16,7 @@ type Driver = Pick<DestinationTarget, 'start' | 'status' | 'probe'>
 export function engineDriver(
   engine: TransferEngine,
   sink: AccountSink,
-  hasRepo?: (did: string) => boolean,
+  hasRepo?: (did: string) => boolean | Promise<boolean>,
 ): Driver {
   return {
     async start({ did, sourceUrl, token }) {
@@ -32,9 +32,9 @@ export function engineDriver(
       for (const cid of blobs) if (await sink.hasBlob(did, cid)) stored++
       return {
         active: await sink.isActive(did),
-        ...(hasRepo && { repo: hasRepo(did) }),
+        ...(hasRepo && { repo: await hasRepo(did) }),
         blobs: stored,
-        via: hasRepo ? 'account sink and repo table' : 'account sink (isActive, hasBlob)',
+        via: hasRepo ? 'account sink and repo' : 'account sink (isActive, hasBlob)',
       }
     },
   }
