@@ -51,3 +51,11 @@ export function expectThat(condition: unknown, evidence: string): asserts condit
 export function skip(reason: string): never {
   throw new CheckSkipped(reason)
 }
+
+/** §1.5: the well-known document is served `public` with a max-age of at most an hour. */
+export function cacheControlEvidence(res: Response): string {
+  const cc = res.headers.get('cache-control') ?? ''
+  const maxAge = Number(/max-age=(\d+)/.exec(cc)?.[1] ?? Number.NaN)
+  expectThat(/\bpublic\b/.test(cc) && maxAge > 0 && maxAge <= 3600, `Cache-Control: ${JSON.stringify(cc)}`)
+  return `Cache-Control: ${cc}`
+}

@@ -1,5 +1,5 @@
 import { parseWellKnown, WELL_KNOWN_PATH } from '@pds-transfer/core'
-import { type Check, CheckFailed, expectThat, skip } from './check.ts'
+import { type Check, CheckFailed, cacheControlEvidence, expectThat, skip } from './check.ts'
 import type { DestinationStatus, DestinationTarget } from './destination-target.ts'
 import type { HostileBehaviour } from './hostile-source.ts'
 
@@ -205,13 +205,7 @@ export const destinationChecks: readonly Check<DestinationTarget>[] = [
     title: 'the document is served with Cache-Control: public, max-age of at most 3600',
     async run(t) {
       const { res } = await document(t)
-      const cc = res.headers.get('cache-control') ?? ''
-      const maxAge = Number(/max-age=(\d+)/.exec(cc)?.[1] ?? Number.NaN)
-      expectThat(
-        /\bpublic\b/.test(cc) && maxAge > 0 && maxAge <= 3600,
-        `Cache-Control: ${JSON.stringify(cc)}`,
-      )
-      return `Cache-Control: ${cc}`
+      return cacheControlEvidence(res)
     },
   },
   {

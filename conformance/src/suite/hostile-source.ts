@@ -3,19 +3,23 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { Secp256k1Keypair } from '@atproto/crypto'
 import { blobCid, CONTENT_TYPE, encodeBlobpack, NSID, WELL_KNOWN_PATH } from '@pds-transfer/core'
 import { bearerSourceClient, type SourceClient } from '@pds-transfer/destination'
 import Fastify from 'fastify'
-import { buildAccount, type FixtureAccount, fixtureBytes } from '../fixtures/build-account.ts'
+import { buildAccount, type FixtureAccount } from '../fixtures/build-account.ts'
+import { craftedSourceClient, frameRewritingClient, tamperingClient } from '../harness/crafted-source.ts'
 import {
-  atOffsets,
-  craftedSourceClient,
-  frameRewritingClient,
-  type RawFrame,
-  tamperingClient,
-} from '../harness/crafted-source.ts'
+  collect,
+  cutAfter,
+  flipBitAt,
+  flipTagOf,
+  forgedCar,
+  relabel,
+  swapFrames,
+  wrongBytesBlobpack,
+} from '../harness/hostile-streams.ts'
 import { type SourceServer, startSourceServer } from '../harness/source-server.ts'
+import { TRANSFER_SCOPES } from '../harness/test-authorizer.ts'
 import { SqliteAccountStore } from '../store/sqlite-account-store.ts'
 
 /** What the hostile source does to the exportAccount stream of one account. */
@@ -63,14 +67,6 @@ export interface HostileSource {
   close(): Promise<void>
 }
 
-const SCOPES = [
-  NSID.exportAccount,
-  NSID.completeTransfer,
-  NSID.getTransferStatus,
-  NSID.requestPlcToken,
-  'com.atproto.sync.getBlob',
-]
-
 export async function startHostileSource(options: {
   plcUrl: string
   /** The destination's OAuth client_id (its origin publishes the keys the inner source checks, D7). */
@@ -98,7 +94,10 @@ export async function startHostileSource(options: {
   let url = ''
 
   const innerClient = (did: string) =>
-    bearerSourceClient(inner.url, inner.auth.issue({ did, clientId: options.destinationClientId }, SCOPES))
+    bearerSourceClient(
+      inner.url,
+      inner.auth.issue({ did, clientId: options.destinationClientId }, TRANSFER_SCOPES),
+    )
   const makeAccount = () =>
     buildAccount(inner.store, {
       plcUrl: options.plcUrl,
@@ -134,35 +133,16 @@ export async function startHostileSource(options: {
   async function hostileClient(account: FixtureAccount, behaviour: HostileBehaviour): Promise<SourceClient> {
     const honest = innerClient(account.did)
     const crafted = craftedSourceClient(honest, () => craftedFrames(account))
-    const flip = (frameIndex: number) => (frames: RawFrame[]) =>
-      frames.map((f, i) => {
-        if (i !== frameIndex) return f.bytes
-        const copy = Uint8Array.from(f.bytes)
-        copy[copy.length - 1] = (copy[copy.length - 1] as number) ^ 0x80
-        return copy
-      })
     switch (behaviour) {
       case 'honest':
         return honest
       case 'tampered-car':
         // One ciphertext bit inside the first (CAR) frame.
-        return tamperingClient(honest, (body) =>
-          atOffsets(body, (offset, chunk) => {
-            const at = 200 - offset
-            if (at < 0 || at >= chunk.length) return chunk
-            const copy = Uint8Array.from(chunk)
-            copy[at] = (copy[at] as number) ^ 1
-            return copy
-          }),
-        )
+        return tamperingClient(honest, flipBitAt(200))
       case 'tampered-blobpack':
-        return frameRewritingClient(crafted, flip(1))
+        return frameRewritingClient(crafted, flipTagOf(1))
       case 'reordered-frames':
-        return frameRewritingClient(crafted, (frames) => {
-          const bytes = frames.map((f) => f.bytes)
-          ;[bytes[1], bytes[2]] = [bytes[2] as Uint8Array, bytes[1] as Uint8Array]
-          return bytes
-        })
+        return frameRewritingClient(crafted, swapFrames(1, 2))
       case 'content-type-swap':
         // Frame 1 (a blobpack) relabelled as preferences: a legal kind at that place, so only
         // the AAD (which binds the content type) can catch it.
@@ -170,52 +150,20 @@ export async function startHostileSource(options: {
           frames.map((f, i) => (i === 1 ? relabel(f, CONTENT_TYPE.preferences) : f.bytes)),
         )
       case 'cut-mid-frame':
-        return tamperingClient(honest, async function* (body) {
-          let n = 0
-          for await (const c of body) {
-            if (n + c.length >= 1000) {
-              yield c.subarray(0, 1000 - n)
-              return
-            }
-            n += c.length
-            yield c
-          }
-        })
+        return tamperingClient(honest, cutAfter(1000))
       case 'cut-at-boundary':
         // The last frame (the end manifest when negotiated) never arrives; EOF at a boundary.
         return frameRewritingClient(honest, (frames) => frames.slice(0, -1).map((f) => f.bytes))
       case 'blob-wrong-cid': {
         const car = await inner.store.exportCar(account.did)
-        const [cid, real] = [...account.blobs][0] as [string, Uint8Array]
-        const wrong = fixtureBytes(real.length, 4242)
-        const pack = await collect(
-          encodeBlobpack([
-            {
-              cid: blobCid(real),
-              size: wrong.length,
-              open: async function* () {
-                yield wrong
-              },
-            },
-          ]),
-        )
-        if (blobCid(real).toString() !== cid) throw new Error('fixture blob CID mismatch')
-        return craftedSourceClient(honest, () => [
+        const [real] = [...account.blobs.values()] as [Uint8Array]
+        return craftedSourceClient(honest, async () => [
           { contentType: CONTENT_TYPE.repoCar, bytes: car },
-          { contentType: CONTENT_TYPE.blobpack, bytes: pack },
+          { contentType: CONTENT_TYPE.blobpack, bytes: await wrongBytesBlobpack(real) },
         ])
       }
       case 'car-wrong-key': {
-        const forger = await Secp256k1Keypair.create()
-        await scratch.createAccount({ did: account.did, signingKey: forger })
-        await scratch.writeRecords(account.did, forger, [
-          {
-            collection: 'app.bsky.feed.post',
-            rkey: '3kforged0000a',
-            record: { $type: 'app.bsky.feed.post', text: 'forged', createdAt: new Date().toISOString() },
-          },
-        ])
-        const car = await scratch.exportCar(account.did)
+        const car = await forgedCar(scratch, account.did)
         return craftedSourceClient(honest, () => [{ contentType: CONTENT_TYPE.repoCar, bytes: car }])
       }
       case 'did-swap': {
@@ -299,23 +247,4 @@ export async function startHostileSource(options: {
       await rm(scratchDir, { recursive: true, force: true })
     },
   }
-}
-
-/** The same frame with another content type in its clear header (ciphertext untouched). */
-function relabel(frame: RawFrame, contentType: string): Uint8Array {
-  const oldType = Buffer.byteLength(frame.contentType)
-  const ciphertext = frame.bytes.subarray(12 + oldType)
-  const type = Buffer.from(contentType)
-  const header = Buffer.alloc(12 + type.length)
-  header.writeUInt32BE(frame.frameNumber, 0)
-  header.writeUInt32BE(type.length, 4)
-  type.copy(header, 8)
-  header.writeUInt32BE(ciphertext.length, 8 + type.length)
-  return Buffer.concat([header, ciphertext])
-}
-
-async function collect(source: AsyncIterable<Uint8Array>): Promise<Uint8Array> {
-  const chunks: Uint8Array[] = []
-  for await (const c of source) chunks.push(c)
-  return Buffer.concat(chunks)
 }

@@ -1,12 +1,11 @@
-import { generateTransferKey, NSID, publicJwk } from '@pds-transfer/core'
+import { generateTransferKey, publicJwk } from '@pds-transfer/core'
 import { bearerSourceClient } from '@pds-transfer/destination'
 import { buildAccount } from '../fixtures/build-account.ts'
 import { startKeyHost } from '../harness/key-host.ts'
 import type { PlcDirectory } from '../harness/plc-directory.ts'
 import { type SourceServer, type SourceServerOptions, startSourceServer } from '../harness/source-server.ts'
+import { TRANSFER_SCOPES } from '../harness/test-authorizer.ts'
 import type { SourceTarget } from './source-target.ts'
-
-const SCOPES = [NSID.exportAccount, NSID.completeTransfer, NSID.getTransferStatus, 'com.atproto.sync.getBlob']
 
 /** Our own source as a suite target, with everything the black-box mode cannot see wired in. */
 export interface SelfSource {
@@ -53,7 +52,7 @@ export async function startSelfSource(options: {
       blobSizes: options.blobSizes ?? Array.from({ length: 8 }, (_, i) => 20_000 + i * 1009),
     },
   })
-  const issue = (clientId: string) => source.auth.issue({ did: account.did, clientId }, SCOPES)
+  const issue = (clientId: string) => source.auth.issue({ did: account.did, clientId }, TRANSFER_SCOPES)
   const token = issue(host.clientId)
   const target: SourceTarget = {
     url,

@@ -5,11 +5,12 @@ import {
   NSID,
   parseWellKnown,
   publicJwk,
+  type TransferPrivateJwk,
   WELL_KNOWN_PATH,
 } from '@pds-transfer/core'
 import { checkPlcMove, createTransferId } from '@pds-transfer/destination'
 import { analyzeExport, type ExportAnalysis, type ViolationCode } from './analyze-export.ts'
-import { type Check, CheckFailed, expectThat, skip } from './check.ts'
+import { type Check, CheckFailed, cacheControlEvidence, expectThat, skip } from './check.ts'
 import { recordExport } from './export-capture.ts'
 import type { SourceTarget } from './source-target.ts'
 import { anonymousClient, describe, xrpc } from './xrpc-call.ts'
@@ -121,13 +122,7 @@ export const sourceChecks: readonly Check<SourceTarget>[] = [
     async run(t) {
       const { res } = await wellKnown(t)
       if (res.status !== 200) skip(`no document (HTTP ${res.status})`)
-      const cc = res.headers.get('cache-control') ?? ''
-      const maxAge = Number(/max-age=(\d+)/.exec(cc)?.[1] ?? Number.NaN)
-      expectThat(
-        /\bpublic\b/.test(cc) && maxAge > 0 && maxAge <= 3600,
-        `Cache-Control: ${JSON.stringify(cc)}`,
-      )
-      return `Cache-Control: ${cc}`
+      return cacheControlEvidence(res)
     },
   },
   {
@@ -345,12 +340,7 @@ export const sourceChecks: readonly Check<SourceTarget>[] = [
       'exportAccount without a token is refused: 401 (with WWW-Authenticate) or 403, TransferNotAuthorized',
     async run(t) {
       const res = await xrpc(anonymousClient(t.url), NSID.exportAccount, {
-        body: {
-          did: t.did,
-          transferId: createTransferId(),
-          algorithm: t.recipientKey.alg,
-          encryptionKey: publicJwk(t.recipientKey),
-        },
+        body: exportInput(t),
       })
       expectThat(res.status === 401 || res.status === 403, describe(res))
       expectThat(res.json?.error === 'TransferNotAuthorized' || res.status === 401, describe(res))
@@ -364,12 +354,7 @@ export const sourceChecks: readonly Check<SourceTarget>[] = [
     title: "exportAccount for a DID other than the token's sub is refused",
     async run(t) {
       const res = await xrpc(t.client, NSID.exportAccount, {
-        body: {
-          did: 'did:plc:conformanceother0000000',
-          transferId: createTransferId(),
-          algorithm: t.recipientKey.alg,
-          encryptionKey: publicJwk(t.recipientKey),
-        },
+        body: { ...exportInput(t), did: 'did:plc:conformanceother0000000' },
       })
       expectThat(
         (res.status === 403 && res.json?.error === 'TransferNotAuthorized') ||
@@ -391,12 +376,7 @@ export const sourceChecks: readonly Check<SourceTarget>[] = [
         exp: Math.floor(Date.now() / 1000) + 3600,
       })
       const res = await xrpc(t.client, NSID.exportAccount, {
-        body: {
-          did: t.did,
-          transferId: createTransferId(),
-          algorithm: stranger.alg,
-          encryptionKey: publicJwk(stranger),
-        },
+        body: exportInput(t, stranger),
       })
       expectThat(
         res.status === 403 && res.json?.error === 'TransferNotAuthorized',
@@ -509,12 +489,7 @@ export const sourceChecks: readonly Check<SourceTarget>[] = [
     async run(t) {
       if (!t.complete) skip('runs only after completeTransfer (--complete)')
       const res = await xrpc(t.client, NSID.exportAccount, {
-        body: {
-          did: t.did,
-          transferId: createTransferId(),
-          algorithm: t.recipientKey.alg,
-          encryptionKey: publicJwk(t.recipientKey),
-        },
+        body: exportInput(t),
       })
       expectThat(res.status === 400 && res.json?.error === 'AccountDeactivated', describe(res))
       return describe(res)
@@ -531,23 +506,13 @@ export const sourceChecks: readonly Check<SourceTarget>[] = [
       const first = await t.client.fetch(`/xrpc/${NSID.exportAccount}`, {
         method: 'POST',
         headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({
-          did: t.did,
-          transferId: createTransferId(),
-          algorithm: t.recipientKey.alg,
-          encryptionKey: publicJwk(t.recipientKey),
-        }),
+        body: JSON.stringify(exportInput(t)),
       })
       try {
         expectThat(first.status === 200, `the first export failed: HTTP ${first.status}`)
         const other = t.otherClient
         const second = await xrpc(other.client, NSID.exportAccount, {
-          body: {
-            did: t.did,
-            transferId: createTransferId(),
-            algorithm: other.recipientKey.alg,
-            encryptionKey: publicJwk(other.recipientKey),
-          },
+          body: exportInput(t, other.recipientKey),
         })
         expectThat(second.status === 409 && second.json?.error === 'TransferAlreadyActive', describe(second))
         return describe(second)
@@ -573,6 +538,11 @@ async function stillActive(t: SourceTarget): Promise<string> {
     `the account no longer serves its repo: ${describe(head)}`,
   )
   return `activity not observable (getLatestCommit: ${describe(head)})`
+}
+
+/** A well-formed exportAccount input for the target's account, encrypted to `key`. */
+function exportInput(t: SourceTarget, key: TransferPrivateJwk = t.recipientKey) {
+  return { did: t.did, transferId: createTransferId(), algorithm: key.alg, encryptionKey: publicJwk(key) }
 }
 
 async function currentRotationKeys(t: SourceTarget): Promise<string[]> {
