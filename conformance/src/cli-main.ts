@@ -14,6 +14,8 @@ const load = async () => ({
   ...(await import('./suite/index.ts')),
   ...(await import('./harness/key-host.ts')),
   ...(await import('./harness/plc-directory.ts')),
+  ...(await import('./harness/destination-server.ts')),
+  ...(await import('./harness/start-hook.ts')),
   ...(await import('./suite/self-destination.ts')),
   ...(await import('./suite/self-source.ts')),
 })
@@ -30,6 +32,8 @@ modes
   inspect DIR         decode a capture offline: frames, blobs, CAR root, violations
   gen-key             write a fresh HPKE recipient key (--out FILE, --alg HPKE-3|HPKE-4)
   serve-key FILE      serve FILE's public key at /.well-known/atproto-transfer (--listen host:port)
+  serve-source        run our source with a test account; prints the --source arguments (--out key file)
+  serve-destination   run our destination with the start hook and a PLC directory (--port, --plc-port)
 
 source options
   --did DID               the test account
@@ -96,6 +100,7 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
       only: { type: 'string' },
       timeout: { type: 'string' },
       out: { type: 'string' },
+      port: { type: 'string' },
       alg: { type: 'string' },
       'transfer-id': { type: 'string' },
       extensions: { type: 'string' },
@@ -294,6 +299,34 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
         const host = await lib.startKeyHost([lib.publicJwk(key)], 'did:web:conformance.invalid', listen)
         io.out(
           `serving ${key.kid} at ${host.origin}/.well-known/atproto-transfer; client_id origin ${host.origin}`,
+        )
+        await new Promise(() => {})
+        return
+      }
+      case 'serve-source': {
+        // Our own source as a black-box target, to try --source and capture against.
+        const plcDir = values['plc-port']
+          ? await startPlcDirectoryOn(Number(values['plc-port']))
+          : await lib.startPlcDirectory()
+        const self = await lib.startSelfSource({ plc: plcDir })
+        const out = need('out')
+        await writeFile(out, `${JSON.stringify(self.target.recipientKey, null, 2)}\n`, { mode: 0o600 })
+        io.out(
+          `source running; check it with:\n  --source ${self.target.url} --did ${self.target.did} --token ${self.token} --key ${out} --plc ${plcDir.url}`,
+        )
+        await new Promise(() => {})
+        return
+      }
+      case 'serve-destination': {
+        // Our own destination with the test hook, to try --destination against.
+        const plcDir = await startPlcDirectoryOn(Number(values['plc-port'] ?? 2582))
+        const dest = await lib.startDestinationServer({
+          plc: plcDir,
+          startHook: true,
+          ...(values.port && { port: Number(values.port) }),
+        })
+        io.out(
+          `destination running; check it with:\n  --destination ${dest.url} --start-hook ${dest.url}${lib.START_HOOK_PATH} --plc ${plcDir.url}`,
         )
         await new Promise(() => {})
         return
