@@ -1,15 +1,17 @@
-import { Secp256k1Keypair } from '@atproto/crypto'
-import { BLOBPACK_HEADER_LENGTH, blobCid, CONTENT_TYPE, encodeBlobpack, NSID } from '@pds-transfer/core'
+import { BLOBPACK_HEADER_LENGTH, CONTENT_TYPE, NSID } from '@pds-transfer/core'
 import { bearerSourceClient, type FailureReason, type SourceClient } from '@pds-transfer/destination'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { buildAccount, type FixtureAccount, fixtureBytes } from '../src/fixtures/build-account.ts'
-import {
-  atOffsets,
-  craftedSourceClient,
-  frameRewritingClient,
-  tamperingClient,
-} from '../src/harness/crafted-source.ts'
+import { buildAccount, type FixtureAccount } from '../src/fixtures/build-account.ts'
+import { craftedSourceClient, frameRewritingClient, tamperingClient } from '../src/harness/crafted-source.ts'
 import { type DestinationServer, startDestinationServer } from '../src/harness/destination-server.ts'
+import {
+  cutAfter,
+  flipBitAt,
+  flipTagOf,
+  forgedCar,
+  swapFrames,
+  wrongBytesBlobpack,
+} from '../src/harness/hostile-streams.ts'
 import { type PlcDirectory, startPlcDirectory } from '../src/harness/plc-directory.ts'
 import { type SourceServer, startSourceServer } from '../src/harness/source-server.ts'
 import { SqliteAccountStore } from '../src/store/sqlite-account-store.ts'
@@ -77,55 +79,26 @@ describe('destination refuses hostile or broken streams', () => {
     (dest.store.db.prepare('SELECT count(*) AS n FROM blob WHERE did = ?').get(alice.did) as { n: number }).n
 
   it('a flipped ciphertext byte in the CAR frame: StreamInvalid, no repo', async () => {
-    const client = tamperingClient(honest, (body) =>
-      atOffsets(body, (offset, chunk) => {
-        const at = 200 - offset
-        if (at < 0 || at >= chunk.length) return chunk
-        const copy = Uint8Array.from(chunk)
-        copy[at] = (copy[at] as number) ^ 1
-        return copy
-      }),
-    )
-    await expectFailure(client, 'StreamInvalid', /FrameAuthFailed/)
+    await expectFailure(tamperingClient(honest, flipBitAt(200)), 'StreamInvalid', /FrameAuthFailed/)
     expect(repoRoot()).toBeUndefined()
   })
 
   it('a tampered blobpack frame: its blobs are not committed', async () => {
-    const client = frameRewritingClient(honest, (frames) =>
-      frames.map((f, i) => {
-        if (i !== 2) return f.bytes
-        const copy = Uint8Array.from(f.bytes)
-        copy[copy.length - 1] = (copy[copy.length - 1] as number) ^ 0x80
-        return copy
-      }),
+    const t = await expectFailure(
+      frameRewritingClient(honest, flipTagOf(2)),
+      'StreamInvalid',
+      /FrameAuthFailed/,
     )
-    const t = await expectFailure(client, 'StreamInvalid', /FrameAuthFailed/)
     expect(t.progress.framesReceived).toBe(2)
     expect(blobCount()).toBe(t.progress.blobsReceived)
   })
 
   it('reordered frames: StreamInvalid (FrameOutOfOrder)', async () => {
-    const client = frameRewritingClient(honest, (frames) => {
-      const bytes = frames.map((f) => f.bytes)
-      ;[bytes[1], bytes[2]] = [bytes[2] as Uint8Array, bytes[1] as Uint8Array]
-      return bytes
-    })
-    await expectFailure(client, 'StreamInvalid', /FrameOutOfOrder/)
+    await expectFailure(frameRewritingClient(honest, swapFrames(1, 2)), 'StreamInvalid', /FrameOutOfOrder/)
   })
 
   it('a stream cut inside a frame: StreamCut', async () => {
-    const cut = async function* (body: AsyncIterable<Uint8Array>) {
-      let n = 0
-      for await (const c of body) {
-        if (n + c.length >= 5000) {
-          yield c.subarray(0, 5000 - n)
-          return
-        }
-        n += c.length
-        yield c
-      }
-    }
-    await expectFailure(tamperingClient(honest, cut), 'StreamCut', /Truncated/)
+    await expectFailure(tamperingClient(honest, cutAfter(5000)), 'StreamCut', /Truncated/)
     expect(repoRoot()).toBeUndefined()
   })
 
@@ -153,16 +126,7 @@ describe('destination refuses hostile or broken streams', () => {
   })
 
   it('a CAR whose commit is not signed by the DID key: RepoInvalid', async () => {
-    const forger = await Secp256k1Keypair.create()
-    await scratch.createAccount({ did: alice.did, signingKey: forger })
-    await scratch.writeRecords(alice.did, forger, [
-      {
-        collection: 'app.bsky.feed.post',
-        rkey: '3kforged0000a',
-        record: { $type: 'app.bsky.feed.post', text: 'x', createdAt: new Date().toISOString() },
-      },
-    ])
-    const car = await scratch.exportCar(alice.did)
+    const car = await forgedCar(scratch, alice.did)
     const client = craftedSourceClient(honest, () => [{ contentType: CONTENT_TYPE.repoCar, bytes: car }])
     await expectFailure(client, 'RepoInvalid', /signature/)
     expect(repoRoot()).toBeUndefined()
@@ -171,18 +135,7 @@ describe('destination refuses hostile or broken streams', () => {
   it('a blob whose bytes do not match its CID: BlobInvalid, that blob not stored', async () => {
     const car = await source.store.exportCar(alice.did)
     const [realCid, realBytes] = [...alice.blobs][0] as [string, Uint8Array]
-    const wrong = fixtureBytes(realBytes.length, 999)
-    const pack = await collect(
-      encodeBlobpack([
-        {
-          cid: blobCid(realBytes),
-          size: wrong.length,
-          open: async function* () {
-            yield wrong
-          },
-        },
-      ]),
-    )
+    const pack = await wrongBytesBlobpack(realBytes)
     expect(pack.length).toBeGreaterThan(BLOBPACK_HEADER_LENGTH)
     const client = craftedSourceClient(honest, () => [
       { contentType: CONTENT_TYPE.repoCar, bytes: car },
@@ -218,9 +171,3 @@ describe('destination refuses hostile or broken streams', () => {
     await expectFailure(client, 'AccountStateInvalid')
   })
 })
-
-async function collect(source: AsyncIterable<Uint8Array>): Promise<Uint8Array> {
-  const chunks: Uint8Array[] = []
-  for await (const c of source) chunks.push(c)
-  return Buffer.concat(chunks)
-}

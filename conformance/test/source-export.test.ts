@@ -6,12 +6,14 @@ import {
   publicJwk,
   type TransferPrivateJwk,
 } from '@pds-transfer/core'
+import { bearerSourceClient } from '@pds-transfer/destination'
 import { request } from 'undici'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { buildAccount, type FixtureAccount, SAMPLE_PREFERENCES } from '../src/fixtures/build-account.ts'
 import { exportAndDecode, postExport } from '../src/harness/export-client.ts'
 import { type KeyHost, startKeyHost } from '../src/harness/key-host.ts'
 import { type SourceServer, startSourceServer } from '../src/harness/source-server.ts'
+import { type CheckResult, runChecks, type SourceTarget, sourceChecks } from '../src/suite/index.ts'
 
 const ALL = [NSID.exportAccount, NSID.completeTransfer, NSID.getTransferStatus]
 const uuidv7 = () => {
@@ -53,12 +55,30 @@ describe('source plugin over HTTP', () => {
   const token = (did = account.did, nsids = ALL, clientId = host.clientId) =>
     source.auth.issue({ did, clientId }, nsids)
 
+  /** Runs named conformance checks against this source (the same code as `pds-transfer-conformance`). */
+  async function checks(...ids: string[]) {
+    const target: SourceTarget = {
+      url: source.url,
+      did: account.did,
+      client: bearerSourceClient(source.url, token()),
+      recipientKey: key,
+      plcUrl: source.plc.url,
+    }
+    const results = await runChecks(sourceChecks, target, { only: ids })
+    expect(results.map((r) => r.id)).toEqual(ids)
+    return results
+  }
+  const failures = (results: CheckResult[]) =>
+    results.filter((r) => r.status !== 'pass').map((r) => r.evidence)
+
   it('well-known document describes the source', async () => {
-    const res = await request(`${source.url}/.well-known/atproto-transfer`)
-    expect(res.statusCode).toBe(200)
-    expect(res.headers['cache-control']).toBe('public, max-age=3600')
-    const doc = (await res.body.json()) as { version: number; did: string; algorithms: string[] }
-    expect(doc).toMatchObject({ version: 1, did: source.serviceDid, algorithms: ['HPKE-3', 'HPKE-4'] })
+    expect(failures(await checks('source.well-known.document', 'source.well-known.cache-control'))).toEqual(
+      [],
+    )
+    const doc = (await (await request(`${source.url}/.well-known/atproto-transfer`)).body.json()) as {
+      did: string
+    }
+    expect(doc.did).toBe(source.serviceDid)
   })
 
   it('streams a real signed repo and every blob; an independent decoder verifies all of it', async () => {
@@ -97,32 +117,20 @@ describe('source plugin over HTTP', () => {
   })
 
   it('refuses an encryption key the destination does not publish', async () => {
-    const stranger = generateTransferKey({ alg: 'HPKE-3' })
-    const res = await postExport(source.url, token(), {
-      did: account.did,
-      transferId: uuidv7(),
-      algorithm: 'HPKE-3',
-      encryptionKey: publicJwk(stranger),
-    })
-    expect(res.statusCode).toBe(403)
-    expect(await res.body.json()).toMatchObject({ error: 'TransferNotAuthorized' })
+    expect(failures(await checks('source.auth.key-binding'))).toEqual([])
   })
 
   it('answers 401 with WWW-Authenticate without a token, 403 for another account or a missing scope', async () => {
-    const input = {
+    const [noToken, other] = await checks('source.auth.no-token', 'source.auth.other-account')
+    expect(noToken?.evidence).toMatch(/^HTTP 401 TransferNotAuthorized.*WWW-Authenticate/)
+    expect(other?.evidence).toMatch(/^HTTP 403 TransferNotAuthorized/)
+    // A token without the exportAccount scope: only an authorization server can mint one.
+    const noScope = await postExport(source.url, token(account.did, [NSID.getTransferStatus]), {
       did: account.did,
       transferId: uuidv7(),
       algorithm: 'HPKE-3',
       encryptionKey: publicJwk(key),
-    }
-    const none = await postExport(source.url, undefined, input)
-    expect(none.statusCode).toBe(401)
-    expect(none.headers['www-authenticate']).toBeDefined()
-    expect(await none.body.json()).toMatchObject({ error: 'TransferNotAuthorized' })
-    const other = await postExport(source.url, token('did:plc:someoneelse'), input)
-    expect(other.statusCode).toBe(403)
-    await other.body.dump()
-    const noScope = await postExport(source.url, token(account.did, [NSID.getTransferStatus]), input)
+    })
     expect(noScope.statusCode).toBe(403)
     await noScope.body.dump()
   })

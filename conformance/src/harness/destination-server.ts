@@ -22,6 +22,7 @@ import Fastify, { type FastifyInstance } from 'fastify'
 import { SqliteAccountSink } from '../store/sqlite-account-sink.ts'
 import { SqliteAccountStore } from '../store/sqlite-account-store.ts'
 import type { PlcDirectory } from './plc-directory.ts'
+import { registerStartHook } from './start-hook.ts'
 
 /** A receiving PDS for tests: our engine and routes over the SQLite store, on loopback. */
 export interface DestinationServer {
@@ -52,6 +53,8 @@ export async function startDestinationServer(options: {
   restoreClient?: TransferEngineOptions['restoreClient']
   /** The plugin's PLC rollback watch (default: the plugin's, every 10 minutes). */
   watch?: Pick<DestinationPluginOptions, 'watchEveryMs' | 'onRollback'>
+  /** Serve the conformance start hook (test deployments only: it starts imports from anywhere). */
+  startHook?: boolean
   /** Serve the `/migrate` UI, signing in at sources with this authorizer. */
   authorizer?: (self: { url: string; clientId: string }) => SourceAuthorizer
 }): Promise<DestinationServer> {
@@ -84,6 +87,7 @@ export async function startDestinationServer(options: {
   const serviceDid = 'did:web:destination.test'
   const clientId = `${url}/.well-known/oauth-client-metadata/migration`
   await app.register(destinationPlugin, { engine, keys, serviceDid, ...options.watch })
+  if (options.startHook) registerStartHook(app, engine)
   if (options.authorizer) {
     await app.register(migratePlugin, {
       engine,

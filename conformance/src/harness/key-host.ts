@@ -21,6 +21,7 @@ export interface KeyHost {
 export async function startKeyHost(
   keys: TransferPublicJwk[],
   did = 'did:web:destination.test',
+  listen: { host?: string; port?: number } = {},
 ): Promise<KeyHost> {
   // Tests close servers while peers in the same process still hold keep-alive sockets.
   const app = Fastify({ logger: false, forceCloseConnections: true })
@@ -29,9 +30,10 @@ export async function startKeyHost(
     reply.header('cache-control', WELL_KNOWN_CACHE_CONTROL)
     return buildWellKnown({ did, algorithms: ['HPKE-3', 'HPKE-4'], keys: host.keys })
   })
-  await app.listen({ host: '127.0.0.1', port: 0 })
+  const bind = listen.host ?? '127.0.0.1'
+  await app.listen({ host: bind, port: listen.port ?? 0 })
   const { port } = app.server.address() as AddressInfo
-  host.origin = `http://127.0.0.1:${port}`
+  host.origin = `http://${bind}:${port}`
   host.clientId = `${host.origin}/.well-known/oauth-client-metadata/migration`
   return host
 }

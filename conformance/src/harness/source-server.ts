@@ -27,17 +27,18 @@ export interface SourceServer {
   close(): Promise<void>
 }
 
-export async function startSourceServer(
-  options: Partial<Omit<SourcePluginOptions, 'source' | 'store' | 'auth' | 'plc'>> & {
-    plc?: Pick<PlcDirectory, 'url' | 'close'>
-    /** Wraps the store the plugin sees (fault injection). */
-    wrapSource?: (store: SqliteAccountStore) => AccountSource
-    /** Keep the data here (kept on close) instead of a fresh temporary directory. */
-    dir?: string
-    /** Fixed port (default: any free one). */
-    port?: number
-  } = {},
-): Promise<SourceServer> {
+/** Options of `startSourceServer`: the plugin's, plus the test harness's own. */
+export type SourceServerOptions = Partial<Omit<SourcePluginOptions, 'source' | 'store' | 'auth' | 'plc'>> & {
+  plc?: Pick<PlcDirectory, 'url' | 'close'>
+  /** Wraps the store the plugin sees (fault injection). */
+  wrapSource?: (store: SqliteAccountStore) => AccountSource
+  /** Keep the data here (kept on close) instead of a fresh temporary directory. */
+  dir?: string
+  /** Fixed port (default: any free one). */
+  port?: number
+}
+
+export async function startSourceServer(options: SourceServerOptions = {}): Promise<SourceServer> {
   const dir = options.dir ?? (await mkdtemp(join(tmpdir(), 'pds-transfer-source-')))
   const plc = options.plc ?? (await startPlcDirectory())
   const store = await SqliteAccountStore.open(dir)

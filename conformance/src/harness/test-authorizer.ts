@@ -3,7 +3,8 @@ import { NSID } from '@pds-transfer/core'
 import { bearerSourceClient, type SourceAuthorizer } from '@pds-transfer/destination'
 import type { TestTokenAuth } from './test-auth.ts'
 
-const SCOPES = [
+/** Every transfer scope (the NSIDs) a destination asks a source for. */
+export const TRANSFER_SCOPES = [
   NSID.exportAccount,
   NSID.completeTransfer,
   NSID.getTransferStatus,
@@ -39,7 +40,7 @@ export class TestSourceAuthorizer implements SourceAuthorizer {
     if (!grant || query.get('code') !== query.get('state'))
       throw new Error('unknown or replayed authorization')
     this.pending.delete(query.get('state') as string)
-    const token = this.auth.issue({ did: grant.did, clientId: this.clientId }, SCOPES)
+    const token = this.auth.issue({ did: grant.did, clientId: this.clientId }, TRANSFER_SCOPES)
     return { did: grant.did, client: bearerSourceClient(grant.sourceUrl, token) }
   }
 }

@@ -47,6 +47,10 @@ export interface TransferPds {
   serviceDid: string
   pds: PDS
   engine: TransferEngine
+  /** The destination role's HPKE keys (what its well-known publishes). */
+  keys: KeyRing
+  /** Where the engine imports accounts (tests probe it: nothing of a refused stream is kept). */
+  sink: ReferencePdsSink
   authorizer: OAuthSourceAuthorizer
   /** Our routes (transfer endpoints of both roles, /migrate, client metadata). */
   app: { source: FastifyInstance; destination: FastifyInstance }
@@ -120,8 +124,9 @@ export async function startTransferPds(options: TransferPdsOptions): Promise<Tra
     allowHttp: ctx.cfg.service.devMode,
   })
   const resolver = new PlcDidResolver(options.plcUrl)
+  const sink = new ReferencePdsSink(ctx, { stagingDir: join(dataDir, 'transfer-staging') })
   const engine = new TransferEngine({
-    sink: new ReferencePdsSink(ctx, { stagingDir: join(dataDir, 'transfer-staging') }),
+    sink,
     store: inbound,
     keys,
     resolver,
@@ -184,6 +189,8 @@ export async function startTransferPds(options: TransferPdsOptions): Promise<Tra
     serviceDid,
     pds,
     engine,
+    keys,
+    sink,
     authorizer,
     app: { source: sourceApp, destination: destinationApp },
     server,

@@ -1,0 +1,270 @@
+import { parseWellKnown, WELL_KNOWN_PATH } from '@pds-transfer/core'
+import { type Check, CheckFailed, cacheControlEvidence, expectThat, skip } from './check.ts'
+import type { DestinationStatus, DestinationTarget } from './destination-target.ts'
+import type { HostileBehaviour } from './hostile-source.ts'
+
+const DAY = 86400
+
+async function document(t: DestinationTarget) {
+  const res = await fetch(`${t.url.replace(/\/$/, '')}${WELL_KNOWN_PATH}`, {
+    signal: AbortSignal.timeout(30_000),
+  })
+  const text = await res.text()
+  let json: unknown
+  try {
+    json = JSON.parse(text)
+  } catch {
+    json = undefined
+  }
+  return { res, text, json }
+}
+
+/** How a transfer ended, as the destination reports it. */
+type Verdict = { accepted: boolean; status: DestinationStatus }
+
+/**
+ * Polls the destination's status until it has a verdict: `failed` (refused), or the data is
+ * verified and it waits for the PLC token (`stage: awaitingPlcToken`, or status `completing` /
+ * `completed` for a destination without our `stage` field).
+ */
+async function verdict(t: DestinationTarget, transferId: string): Promise<Verdict> {
+  const deadline = Date.now() + (t.verdictTimeoutMs ?? 120_000)
+  let last: DestinationStatus | undefined
+  while (Date.now() < deadline) {
+    last = await t.status(transferId)
+    if (last.status === 'failed') return { accepted: false, status: last }
+    if (last.stage === 'awaitingPlcToken' || last.status === 'completing' || last.status === 'completed') {
+      return { accepted: true, status: last }
+    }
+    await new Promise((r) => setTimeout(r, 100))
+  }
+  throw new CheckFailed(
+    `no verdict within ${t.verdictTimeoutMs ?? 120_000} ms; last status ${JSON.stringify(last)}`,
+  )
+}
+
+const show = (s: DestinationStatus) =>
+  `status ${s.status}${s.stage ? `/${s.stage}` : ''}${s.error ? `, ${s.error}` : ''}${s.reason ? ` (${s.reason.slice(0, 160)})` : ''}`
+
+/** Whether the honest control transfer was imported: hostile checks prove nothing otherwise. */
+const control = new WeakMap<DestinationTarget, Promise<Verdict>>()
+
+async function runTransfer(t: DestinationTarget, behaviour: HostileBehaviour) {
+  const account = await t.hostile.createAccount(behaviour)
+  const transferId = await t.start({ did: account.did, sourceUrl: t.hostile.url, token: account.token })
+  const result = await verdict(t, transferId)
+  return { account, transferId, result }
+}
+
+/** A hostile stream: the transfer must fail, and the account must stay inactive with nothing of it stored. */
+function rejects(
+  behaviour: HostileBehaviour,
+  section: string,
+  title: string,
+  options: { level?: 'MUST' | 'SHOULD'; needsExtension?: string } = {},
+): Check<DestinationTarget> {
+  return {
+    id: `destination.rejects.${behaviour}`,
+    section,
+    level: options.level ?? 'MUST',
+    title,
+    async run(t) {
+      const honest = await control.get(t)
+      if (!honest?.accepted) skip('the honest control transfer was not imported, so a refusal proves nothing')
+      if (options.needsExtension) {
+        const { json } = await document(t)
+        const ext = (json as { extensions?: unknown })?.extensions
+        if (!Array.isArray(ext) || !ext.includes(options.needsExtension))
+          skip(`the destination does not advertise ${options.needsExtension}`)
+      }
+      const { account, result } = await runTransfer(t, behaviour)
+      expectThat(!result.accepted, `the destination accepted the stream: ${show(result.status)}`)
+      const bad = account.mustNotStore
+      const probe = await t.probe(account.did, bad.blobs)
+      expectThat(
+        !probe.active,
+        `the account is active at the destination after a refused transfer (${probe.via})`,
+      )
+      if (bad.repo)
+        expectThat(probe.repo !== true, `the refused repo was committed for ${account.did} (${probe.via})`)
+      expectThat(!probe.blobs, `${probe.blobs} refused blobs were stored (${probe.via})`)
+      const held = [
+        'inactive',
+        !bad.repo
+          ? undefined
+          : probe.repo === undefined
+            ? 'repo not observable'
+            : 'refused repo not committed',
+        bad.blobs.length === 0
+          ? undefined
+          : probe.blobs === undefined
+            ? 'blobs not observable'
+            : `0/${bad.blobs.length} refused blobs stored`,
+      ]
+        .filter(Boolean)
+        .join(', ')
+      return `${show(result.status)}; ${held} (${probe.via})`
+    },
+  }
+}
+
+/**
+ * Checks of a receiving PDS (0014 §1, §2.4, §2.5, Addendum; extensions.md): its published
+ * keys, then a control transfer from our honest source, then one hostile stream per check
+ * from our malicious source, each of which must be refused without importing anything.
+ */
+export const destinationChecks: readonly Check<DestinationTarget>[] = [
+  {
+    id: 'destination.well-known.document',
+    section: '§1, §1.1',
+    level: 'MUST',
+    title: 'GET /.well-known/atproto-transfer answers a valid version 1 document',
+    async run(t) {
+      const { res, text, json } = await document(t)
+      expectThat(res.status === 200, `HTTP ${res.status}: ${text.slice(0, 200)}`)
+      expectThat(json !== undefined, `not JSON: ${text.slice(0, 200)}`)
+      try {
+        const { document: doc } = parseWellKnown(json)
+        return `did ${doc.did}, algorithms ${doc.algorithms.join(', ')}, ${doc.keys.keys.length} usable keys`
+      } catch (err) {
+        throw new CheckFailed(`invalid document: ${(err as Error).message}`)
+      }
+    },
+  },
+  {
+    id: 'destination.well-known.keys',
+    section: '§1.2, §1.3',
+    level: 'MUST',
+    title:
+      'one or more keys, each an X25519 OKP JWK with kid, alg (a listed algorithm) and use "enc", none dropped',
+    async run(t) {
+      const { json } = await document(t)
+      let parsed: ReturnType<typeof parseWellKnown>
+      try {
+        parsed = parseWellKnown(json, { now: Math.floor(Date.now() / 1000) })
+      } catch (err) {
+        throw new CheckFailed(`invalid document: ${(err as Error).message}`)
+      }
+      const { document: doc, droppedKeys } = parsed
+      expectThat(
+        droppedKeys.length === 0,
+        `unusable keys: ${droppedKeys.map((k) => `${k.kid ?? '?'}: ${k.reason}`).join('; ')}`,
+      )
+      expectThat(doc.keys.keys.length > 0, 'no keys: a receiving PDS must publish one or more')
+      const unlisted = doc.keys.keys.filter((k) => !doc.algorithms.includes(k.alg))
+      expectThat(
+        unlisted.length === 0,
+        `keys for algorithms the document does not list: ${unlisted.map((k) => `${k.kid} ${k.alg}`).join(', ')}`,
+      )
+      expectThat(
+        doc.algorithms.some((a) => a === 'HPKE-3' || a === 'HPKE-4'),
+        `algorithms ${doc.algorithms.join(', ')}: HPKE-3 or HPKE-4 is required (§1.3)`,
+      )
+      return doc.keys.keys.map((k) => `${k.kid} (${k.alg})`).join(', ')
+    },
+  },
+  {
+    id: 'destination.well-known.key-expiry',
+    section: '§1.2, §1.4',
+    level: 'SHOULD',
+    title: 'every key has an exp in the future, at most about 90 days (plus overlap) ahead',
+    async run(t) {
+      const { json } = await document(t)
+      const keys = (json as { keys?: { keys?: { kid?: string; exp?: unknown }[] } })?.keys?.keys ?? []
+      expectThat(keys.length > 0, 'no keys')
+      const now = Math.floor(Date.now() / 1000)
+      const bad = keys.filter((k) => typeof k.exp !== 'number' || k.exp <= now || k.exp > now + 120 * DAY)
+      expectThat(
+        bad.length === 0,
+        `keys without a sensible exp: ${bad.map((k) => `${k.kid}: ${String(k.exp)}`).join(', ')}`,
+      )
+      return keys
+        .map((k) => `${k.kid} expires in ${Math.round(((k.exp as number) - now) / DAY)} days`)
+        .join(', ')
+    },
+  },
+  {
+    id: 'destination.well-known.hpke-3',
+    section: '§1.3',
+    level: 'SHOULD',
+    title: 'HPKE-3 (the RECOMMENDED suite) is offered',
+    async run(t) {
+      const { json } = await document(t)
+      const algorithms = (json as { algorithms?: unknown })?.algorithms
+      expectThat(
+        Array.isArray(algorithms) && algorithms.includes('HPKE-3'),
+        `algorithms ${JSON.stringify(algorithms)}`,
+      )
+      return `algorithms ${(algorithms as string[]).join(', ')}`
+    },
+  },
+  {
+    id: 'destination.well-known.cache-control',
+    section: '§1.5',
+    level: 'SHOULD',
+    title: 'the document is served with Cache-Control: public, max-age of at most 3600',
+    async run(t) {
+      const { res } = await document(t)
+      return cacheControlEvidence(res)
+    },
+  },
+  {
+    id: 'destination.accepts.honest',
+    section: '§2.1, §2.5',
+    level: 'MUST',
+    title:
+      'control: an honest stream from our source is imported (the data verifies; it waits for the PLC token)',
+    async run(t) {
+      const started = runTransfer(t, 'honest').then((r) => r.result)
+      control.set(t, started)
+      const result = await started
+      expectThat(result.accepted, `the honest transfer failed: ${show(result.status)}`)
+      return show(result.status)
+    },
+  },
+  rejects('tampered-car', '§2.4', 'a flipped ciphertext bit in the repo CAR frame is refused (AEAD tag)'),
+  rejects(
+    'tampered-blobpack',
+    '§2.4',
+    'a flipped bit in a blobpack frame is refused and its blobs are not stored',
+  ),
+  rejects(
+    'reordered-frames',
+    '§2.4, §2.5',
+    'two frames swapped (numbers and AAD no longer match their place) are refused',
+  ),
+  rejects(
+    'content-type-swap',
+    '§2.4',
+    'a frame relabelled with another legal content type is refused (the type is in the AAD)',
+  ),
+  rejects(
+    'cut-mid-frame',
+    '§2.5',
+    'a stream that ends inside a frame is a failed transfer, not a shorter account',
+  ),
+  rejects(
+    'blob-wrong-cid',
+    'Addendum',
+    'a blob whose bytes do not hash to its CID is refused (and not stored)',
+  ),
+  rejects('car-wrong-key', '§2.5', "a repo whose commit is not signed by the DID's key is refused"),
+  rejects(
+    'did-swap',
+    '§2.4',
+    "another account's (correctly encrypted) stream is refused (the DID is in the AAD)",
+  ),
+  rejects(
+    'transfer-id-swap',
+    '§2.4',
+    'a stream sealed for another transferId is refused (cross-session replay)',
+  ),
+  rejects(
+    'cut-at-boundary',
+    'extensions.md, E1',
+    'with end-manifest advertised, a stream cut at a frame boundary is refused',
+    {
+      needsExtension: 'end-manifest',
+    },
+  ),
+]

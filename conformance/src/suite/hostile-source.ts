@@ -1,0 +1,250 @@
+import { randomBytes } from 'node:crypto'
+import { mkdtemp, rm } from 'node:fs/promises'
+import type { AddressInfo } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { blobCid, CONTENT_TYPE, encodeBlobpack, NSID, WELL_KNOWN_PATH } from '@pds-transfer/core'
+import { bearerSourceClient, type SourceClient } from '@pds-transfer/destination'
+import Fastify from 'fastify'
+import { buildAccount, type FixtureAccount } from '../fixtures/build-account.ts'
+import { craftedSourceClient, frameRewritingClient, tamperingClient } from '../harness/crafted-source.ts'
+import {
+  collect,
+  cutAfter,
+  flipBitAt,
+  flipTagOf,
+  forgedCar,
+  relabel,
+  swapFrames,
+  wrongBytesBlobpack,
+} from '../harness/hostile-streams.ts'
+import { type SourceServer, startSourceServer } from '../harness/source-server.ts'
+import { TRANSFER_SCOPES } from '../harness/test-authorizer.ts'
+import { SqliteAccountStore } from '../store/sqlite-account-store.ts'
+
+/** What the hostile source does to the exportAccount stream of one account. */
+export type HostileBehaviour =
+  | 'honest'
+  | 'tampered-car'
+  | 'tampered-blobpack'
+  | 'reordered-frames'
+  | 'content-type-swap'
+  | 'cut-mid-frame'
+  | 'cut-at-boundary'
+  | 'blob-wrong-cid'
+  | 'car-wrong-key'
+  | 'did-swap'
+  | 'transfer-id-swap'
+
+/** One account served by the hostile source, and what its stream will be. */
+export interface HostileAccount {
+  did: string
+  behaviour: HostileBehaviour
+  /** The bearer token the destination must present (stands in for the user's OAuth grant). */
+  token: string
+  /** CIDs of all the account's blobs. */
+  blobs: string[]
+  /**
+   * What the destination must not have committed after refusing this stream: the failing unit
+   * and everything after it (units that verified before it may stay, deactivated: D13).
+   */
+  mustNotStore: { repo: boolean; blobs: string[] }
+}
+
+/**
+ * Our malicious source as a real HTTP server, so a remote destination can pull from it: in
+ * front of our honest source plugin (SQLite store), it rewrites the exportAccount stream of
+ * each account as that account's behaviour says. Every hostile stream is correctly encrypted
+ * to the destination's published key, so only the attacked property is wrong. Accounts are
+ * real did:plc identities at `plcUrl` whose PDS is this server's public URL: the destination
+ * must resolve DIDs through that PLC directory.
+ */
+export interface HostileSource {
+  url: string
+  plcUrl: string
+  /** Creates a fresh account (DID, signed repo, blobs) whose stream will misbehave as asked. */
+  createAccount(behaviour: HostileBehaviour): Promise<HostileAccount>
+  close(): Promise<void>
+}
+
+export async function startHostileSource(options: {
+  plcUrl: string
+  /** The destination's OAuth client_id (its origin publishes the keys the inner source checks, D7). */
+  destinationClientId: string
+  /** Listen here (default 127.0.0.1, any port). */
+  host?: string
+  port?: number
+  /** URL the destination reaches this server at (default http://host:port). */
+  publicUrl?: string
+}): Promise<HostileSource> {
+  const inner: SourceServer = await startSourceServer({
+    plc: { url: options.plcUrl, close: async () => {} },
+    blobpackTarget: 32 * 1024,
+    exportsPerDestinationPerHour: 10_000,
+  })
+  const scratchDir = await mkdtemp(join(tmpdir(), 'pds-transfer-hostile-'))
+  const scratch = await SqliteAccountStore.open(scratchDir)
+  const app = Fastify({ logger: false, forceCloseConnections: true, bodyLimit: 1 << 20 })
+  const byToken = new Map<
+    string,
+    { account: FixtureAccount; behaviour: HostileBehaviour; client: SourceClient }
+  >()
+
+  // Known once listening (after the routes are registered); accounts are made only then.
+  let url = ''
+
+  const innerClient = (did: string) =>
+    bearerSourceClient(
+      inner.url,
+      inner.auth.issue({ did, clientId: options.destinationClientId }, TRANSFER_SCOPES),
+    )
+  const makeAccount = () =>
+    buildAccount(inner.store, {
+      plcUrl: options.plcUrl,
+      pdsUrl: url,
+      pdsRotationKey: inner.rotationKey,
+      shape: { posts: 12, blobSizes: Array.from({ length: 4 }, (_, i) => 12_000 + i * 517) },
+    })
+
+  /** The account's real CAR and its blobs in two blobpacks, as crafted frames (a literal 0014 stream). */
+  async function craftedFrames(account: FixtureAccount, blobs = [...account.blobs.values()]) {
+    const car = await inner.store.exportCar(account.did)
+    const pack = (list: Uint8Array[]) =>
+      collect(
+        encodeBlobpack(
+          list.map((b) => ({
+            cid: blobCid(b),
+            size: b.length,
+            open: async function* () {
+              yield b
+            },
+          })),
+        ),
+      )
+    const half = Math.ceil(blobs.length / 2)
+    return [
+      { contentType: CONTENT_TYPE.repoCar, bytes: car },
+      { contentType: CONTENT_TYPE.blobpack, bytes: await pack(blobs.slice(0, half)) },
+      { contentType: CONTENT_TYPE.blobpack, bytes: await pack(blobs.slice(half)) },
+    ]
+  }
+
+  /** The client whose exportAccount answer the destination gets, for an account and behaviour. */
+  async function hostileClient(account: FixtureAccount, behaviour: HostileBehaviour): Promise<SourceClient> {
+    const honest = innerClient(account.did)
+    const crafted = craftedSourceClient(honest, () => craftedFrames(account))
+    switch (behaviour) {
+      case 'honest':
+        return honest
+      case 'tampered-car':
+        // One ciphertext bit inside the first (CAR) frame.
+        return tamperingClient(honest, flipBitAt(200))
+      case 'tampered-blobpack':
+        return frameRewritingClient(crafted, flipTagOf(1))
+      case 'reordered-frames':
+        return frameRewritingClient(crafted, swapFrames(1, 2))
+      case 'content-type-swap':
+        // Frame 1 (a blobpack) relabelled as preferences: a legal kind at that place, so only
+        // the AAD (which binds the content type) can catch it.
+        return frameRewritingClient(crafted, (frames) =>
+          frames.map((f, i) => (i === 1 ? relabel(f, CONTENT_TYPE.preferences) : f.bytes)),
+        )
+      case 'cut-mid-frame':
+        return tamperingClient(honest, cutAfter(1000))
+      case 'cut-at-boundary':
+        // The last frame (the end manifest when negotiated) never arrives; EOF at a boundary.
+        return frameRewritingClient(honest, (frames) => frames.slice(0, -1).map((f) => f.bytes))
+      case 'blob-wrong-cid': {
+        const car = await inner.store.exportCar(account.did)
+        const [real] = [...account.blobs.values()] as [Uint8Array]
+        return craftedSourceClient(honest, async () => [
+          { contentType: CONTENT_TYPE.repoCar, bytes: car },
+          { contentType: CONTENT_TYPE.blobpack, bytes: await wrongBytesBlobpack(real) },
+        ])
+      }
+      case 'car-wrong-key': {
+        const car = await forgedCar(scratch, account.did)
+        return craftedSourceClient(honest, () => [{ contentType: CONTENT_TYPE.repoCar, bytes: car }])
+      }
+      case 'did-swap': {
+        // A real, correctly encrypted stream of another account, sent for this one.
+        const other = await makeAccount()
+        const otherClient = innerClient(other.did)
+        return {
+          url: honest.url,
+          fetch: (path, init) => {
+            if (path !== `/xrpc/${NSID.exportAccount}`) return honest.fetch(path, init)
+            const body = { ...JSON.parse(String(init?.body)), did: other.did }
+            return otherClient.fetch(path, { ...init, body: JSON.stringify(body) })
+          },
+        }
+      }
+      case 'transfer-id-swap':
+        return tamperingClient(
+          honest,
+          (b) => b,
+          (req) => ({ ...req, transferId: '019537a1-7e28-7def-8c56-3a8b69e2d471' }),
+        )
+    }
+  }
+
+  // Everything the destination calls goes to the inner source as the account's client; the
+  // well-known document (no auth) is the inner source's own.
+  app.get(WELL_KNOWN_PATH, async (_req, reply) => {
+    const res = await fetch(`${inner.url}${WELL_KNOWN_PATH}`)
+    reply.code(res.status).header('cache-control', res.headers.get('cache-control') ?? 'no-store')
+    return reply.type('application/json').send(await res.text())
+  })
+  app.removeAllContentTypeParsers()
+  app.addContentTypeParser('*', { parseAs: 'buffer' }, (_req, body, done) => done(null, body))
+  app.all('/xrpc/*', async (request, reply) => {
+    const token = request.headers.authorization?.replace(/^(Bearer|DPoP) /, '') ?? ''
+    const entry = byToken.get(token)
+    if (!entry) {
+      return reply
+        .code(401)
+        .header('www-authenticate', 'Bearer')
+        .send({ error: 'TransferNotAuthorized', message: 'unknown token' })
+    }
+    const path = request.url
+    const res = await entry.client.fetch(path, {
+      method: request.method,
+      headers: { 'content-type': String(request.headers['content-type'] ?? 'application/json') },
+      ...(request.method !== 'GET' && request.body ? { body: request.body as Buffer } : {}),
+    })
+    reply.code(res.status)
+    res.headers.forEach((value, name) => {
+      if (!['content-length', 'transfer-encoding', 'connection', 'keep-alive'].includes(name))
+        reply.header(name, value)
+    })
+    return reply.send(res.body ?? '')
+  })
+
+  await app.listen({ host: options.host ?? '127.0.0.1', port: options.port ?? 0 })
+  const { port } = app.server.address() as AddressInfo
+  url = options.publicUrl ?? `http://${options.host ?? '127.0.0.1'}:${port}`
+  return {
+    url,
+    plcUrl: options.plcUrl,
+    async createAccount(behaviour) {
+      const account = await makeAccount()
+      const token = randomBytes(24).toString('base64url')
+      byToken.set(token, { account, behaviour, client: await hostileClient(account, behaviour) })
+      const blobs = [...account.blobs.keys()]
+      const carFails = ['tampered-car', 'cut-mid-frame', 'car-wrong-key', 'did-swap', 'transfer-id-swap']
+      const mustNotStore =
+        behaviour === 'honest' || behaviour === 'cut-at-boundary'
+          ? { repo: false, blobs: [] }
+          : behaviour === 'blob-wrong-cid'
+            ? { repo: false, blobs: blobs.slice(0, 1) }
+            : { repo: carFails.includes(behaviour), blobs }
+      return { did: account.did, behaviour, token, blobs, mustNotStore }
+    },
+    async close() {
+      await app.close()
+      await inner.close()
+      scratch.close()
+      await rm(scratchDir, { recursive: true, force: true })
+    },
+  }
+}

@@ -1,0 +1,78 @@
+import { generateTransferKey, publicJwk } from '@pds-transfer/core'
+import { bearerSourceClient } from '@pds-transfer/destination'
+import { buildAccount } from '../fixtures/build-account.ts'
+import { startKeyHost } from '../harness/key-host.ts'
+import type { PlcDirectory } from '../harness/plc-directory.ts'
+import { type SourceServer, type SourceServerOptions, startSourceServer } from '../harness/source-server.ts'
+import { TRANSFER_SCOPES } from '../harness/test-authorizer.ts'
+import type { SourceTarget } from './source-target.ts'
+
+/** Our own source as a suite target, with everything the black-box mode cannot see wired in. */
+export interface SelfSource {
+  target: SourceTarget
+  /** The bearer token in `target.client` (for running the CLI against this source). */
+  token: string
+  source: SourceServer
+  close(): Promise<void>
+}
+
+/**
+ * Starts our source plugin (SQLite store) with a test account, two key hosts standing in for
+ * two destinations, and a target that also observes the PLC token outbox. `frontUrl` and
+ * `wrapSource` let a test run a deliberately broken variant (the suite must then fail).
+ */
+export async function startSelfSource(options: {
+  plc: PlcDirectory
+  posts?: number
+  blobSizes?: number[]
+  /** Serve the suite a different URL than the source's own (a broken proxy in front of it). */
+  frontUrl?: (source: SourceServer) => Promise<{ url: string; close(): Promise<void> }>
+  /** Wrap the storage the source plugin reads (a broken variant: lost or corrupt blobs). */
+  wrapSource?: SourceServerOptions['wrapSource']
+}): Promise<SelfSource> {
+  const source = await startSourceServer({
+    plc: options.plc,
+    blobpackTarget: 64 * 1024,
+    exportsPerDestinationPerHour: 100,
+    ...(options.wrapSource && { wrapSource: options.wrapSource }),
+  })
+  const exp = Math.floor(Date.now() / 1000) + 86400
+  const key = generateTransferKey({ alg: 'HPKE-3', exp })
+  const otherKey = generateTransferKey({ alg: 'HPKE-4', exp })
+  const host = await startKeyHost([publicJwk(key)])
+  const otherHost = await startKeyHost([publicJwk(otherKey)])
+  const front = options.frontUrl ? await options.frontUrl(source) : undefined
+  const url = front?.url ?? source.url
+  const account = await buildAccount(source.store, {
+    plcUrl: options.plc.url,
+    pdsUrl: url,
+    pdsRotationKey: source.rotationKey,
+    shape: {
+      posts: options.posts ?? 60,
+      blobSizes: options.blobSizes ?? Array.from({ length: 8 }, (_, i) => 20_000 + i * 1009),
+    },
+  })
+  const issue = (clientId: string) => source.auth.issue({ did: account.did, clientId }, TRANSFER_SCOPES)
+  const token = issue(host.clientId)
+  const target: SourceTarget = {
+    url,
+    did: account.did,
+    client: bearerSourceClient(url, token),
+    recipientKey: key,
+    plcUrl: options.plc.url,
+    otherClient: { client: bearerSourceClient(url, issue(otherHost.clientId)), recipientKey: otherKey },
+    accountActive: async () => (await source.store.getAccount(account.did))?.status === 'active',
+    plcTokenSent: async () => source.store.outbox.some((m) => m.did === account.did),
+  }
+  return {
+    target,
+    token,
+    source,
+    async close() {
+      await front?.close()
+      await host.close()
+      await otherHost.close()
+      await source.close()
+    },
+  }
+}

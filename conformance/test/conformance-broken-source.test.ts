@@ -1,0 +1,95 @@
+import type { AccountSource } from '@pds-transfer/source'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { fixtureBytes } from '../src/fixtures/build-account.ts'
+import { type PlcDirectory, startPlcDirectory } from '../src/harness/plc-directory.ts'
+import { renumber, startRewritingProxy } from '../src/harness/rewriting-proxy.ts'
+import type { SqliteAccountStore } from '../src/store/sqlite-account-store.ts'
+import { runChecks, sourceChecks } from '../src/suite/index.ts'
+import { type SelfSource, startSelfSource } from '../src/suite/self-source.ts'
+
+/**
+ * The suite must catch a broken source, by the right names: deliberately broken variants of
+ * our own source, each failing exactly the checks whose rule it breaks (and no others, so a
+ * check that fails for unrelated reasons would be noticed too).
+ */
+describe('the suite against broken variants of our source', () => {
+  let plcDir: PlcDirectory
+  const started: SelfSource[] = []
+  beforeAll(async () => {
+    plcDir = await startPlcDirectory()
+  })
+  afterAll(async () => {
+    for (const s of started) await s.close()
+    await plcDir?.close()
+  })
+
+  async function failures(options: Parameters<typeof startSelfSource>[0]) {
+    const self = await startSelfSource(options)
+    started.push(self)
+    const results = await runChecks(sourceChecks, self.target)
+    return results.filter((r) => r.status === 'fail')
+  }
+
+  /** Storage that hides from the export the blob with the smallest CID (a lost blob). */
+  const hidingOneBlob = (store: SqliteAccountStore): AccountSource =>
+    new Proxy(store, {
+      get(target, prop, receiver) {
+        if (prop === 'listBlobs') {
+          return async (did: string, opts: { cursor?: string; limit: number }) => {
+            const page = await target.listBlobs(did, opts)
+            const all = await target.listBlobs(did, { limit: 10_000 })
+            const first = all.blobs.map((b) => b.cid).sort()[0]
+            return { ...page, blobs: page.blobs.filter((b) => b.cid !== first) }
+          }
+        }
+        const value = Reflect.get(target, prop, receiver)
+        return typeof value === 'function' ? value.bind(target) : value
+      },
+    })
+
+  /** Storage whose blob store returns other bytes (same length) for every blob: CIDs unchecked on the way out. */
+  const corruptBlobs = (store: SqliteAccountStore): AccountSource =>
+    new Proxy(store, {
+      get(target, prop, receiver) {
+        if (prop === 'openBlob') {
+          return async (did: string, cid: string) => {
+            const stream = await target.openBlob(did, cid)
+            if (!stream) return undefined
+            let length = 0
+            for await (const c of stream) length += c.length
+            return (async function* () {
+              yield fixtureBytes(length, 77)
+            })()
+          }
+        }
+        const value = Reflect.get(target, prop, receiver)
+        return typeof value === 'function' ? value.bind(target) : value
+      },
+    })
+
+  it('frame numbers off by one (numbered from 1): fails source.export.frame-numbers only', async () => {
+    const failed = await failures({
+      plc: plcDir,
+      frontUrl: (source) =>
+        startRewritingProxy(source.url, (frames) => frames.map((f) => renumber(f, f.frameNumber + 1))),
+    })
+    expect(failed.map((r) => r.id)).toEqual(['source.export.frame-numbers'])
+    expect(failed[0]?.evidence).toMatch(/position 0 is numbered 1/)
+  })
+
+  it('a referenced blob left out of the stream: fails source.export.blobs-complete only', async () => {
+    const failed = await failures({ plc: plcDir, wrapSource: hidingOneBlob })
+    expect(failed.map((r) => r.id)).toEqual(['source.export.blobs-complete'])
+    expect(failed[0]?.evidence).toMatch(/1 of 8 referenced blobs/)
+  })
+
+  it('blob bytes that do not match their CIDs: fails the blobpack rules and completeness', async () => {
+    const failed = await failures({ plc: plcDir, wrapSource: corruptBlobs })
+    expect(failed.map((r) => r.id)).toEqual([
+      'source.export.blobpack',
+      'source.export.blobs-complete',
+      'source.export.end-manifest',
+    ])
+    expect(failed[0]?.evidence).toMatch(/BlobpackCidMismatch/)
+  })
+})

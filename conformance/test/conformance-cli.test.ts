@@ -1,0 +1,138 @@
+import { execFile } from 'node:child_process'
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { bearerSourceClient, createTransferId } from '@pds-transfer/destination'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { runCli } from '../src/cli-main.ts'
+import { type DestinationServer, startDestinationServer } from '../src/harness/destination-server.ts'
+import { type PlcDirectory, startPlcDirectory } from '../src/harness/plc-directory.ts'
+import { type RewritingProxy, renumber, startRewritingProxy } from '../src/harness/rewriting-proxy.ts'
+import { START_HOOK_PATH } from '../src/harness/start-hook.ts'
+import {
+  type ConformanceReport,
+  inspectCapture,
+  readCapture,
+  recordExport,
+  writeCapture,
+} from '../src/suite/index.ts'
+import { type SelfSource, startSelfSource } from '../src/suite/self-source.ts'
+
+const BIN = fileURLToPath(new URL('../bin/pds-transfer-conformance.mjs', import.meta.url))
+
+/** Runs the CLI in-process (the same `runCli` the bin calls), returning exit code and output. */
+async function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  let stdout = ''
+  let stderr = ''
+  const code = await runCli(args, {
+    out: (t) => {
+      stdout += t.endsWith('\n') ? t : `${t}\n`
+    },
+    err: (t) => {
+      stderr += t
+    },
+  })
+  return { code, stdout, stderr }
+}
+
+describe('pds-transfer-conformance CLI (black-box modes over HTTP)', () => {
+  let plcDir: PlcDirectory
+  let self: SelfSource
+  let broken: RewritingProxy
+  let dest: DestinationServer
+  let dir: string
+  let keyFile: string
+
+  beforeAll(async () => {
+    plcDir = await startPlcDirectory()
+    self = await startSelfSource({ plc: plcDir })
+    broken = await startRewritingProxy(self.source.url, (frames) =>
+      frames.map((f) => renumber(f, f.frameNumber + 1)),
+    )
+    dest = await startDestinationServer({ plc: plcDir, startHook: true })
+    dir = await mkdtemp(join(tmpdir(), 'pds-transfer-cli-'))
+    keyFile = join(dir, 'key.jwk')
+    await writeFile(keyFile, JSON.stringify(self.target.recipientKey))
+  })
+  afterAll(async () => {
+    await dest?.close()
+    await broken?.close()
+    await self?.close()
+    await plcDir?.close()
+    if (dir) await rm(dir, { recursive: true, force: true })
+  })
+
+  const sourceArgs = (url: string) => [
+    '--did',
+    self.target.did,
+    '--token',
+    self.token,
+    '--key',
+    keyFile,
+    '--plc',
+    plcDir.url,
+    ...(url ? ['--source', url] : []),
+  ]
+
+  it('--source: exit 0 and a JSON report with every check, against our source', async () => {
+    const run = await cli([...sourceArgs(self.target.url), '--json', '-'])
+    expect(run.code, run.stderr).toBe(0)
+    const report = JSON.parse(run.stdout) as ConformanceReport
+    expect(report.summary).toMatchObject({ fail: 0, mustFailures: 0 })
+    expect(report.results.map((r) => r.id)).toContain('source.export.aead')
+    expect(run.stderr).toMatch(/PASS {4}MUST/)
+  })
+
+  it('--source: exit 1 naming source.export.frame-numbers against a variant numbering frames from 1', async () => {
+    const run = await cli([...sourceArgs(broken.url), '--json', '-'])
+    expect(run.code).toBe(1)
+    const report = JSON.parse(run.stdout) as ConformanceReport
+    expect(report.results.filter((r) => r.status === 'fail').map((r) => r.id)).toEqual([
+      'source.export.frame-numbers',
+    ])
+  })
+
+  it('capture then inspect: a clean capture, and one whose violations are named', async () => {
+    const good = join(dir, 'good')
+    expect((await cli(['capture', ...sourceArgs(self.target.url), '--out', good])).code).toBe(0)
+    const clean = await inspectCapture(await readCapture(good))
+    expect(clean.analysis.violations).toEqual([])
+    expect(clean.text).toMatch(/repo: root \S+, rev \S+, 60 records, signature ok/)
+
+    const bad = join(dir, 'bad')
+    const client = bearerSourceClient(broken.url, self.token)
+    const { did, recipientKey } = self.target
+    await writeCapture(bad, await recordExport({ client, did, transferId: createTransferId(), recipientKey }))
+    const named = await cli(['inspect', bad, '--json', '-'])
+    expect(named.code).toBe(1)
+    const out = JSON.parse(named.stdout) as { violations: { code: string }[] }
+    expect(new Set(out.violations.map((v) => v.code))).toEqual(new Set(['FrameNumbering']))
+  })
+
+  it('--destination with the start hook: exit 0 against our destination', async () => {
+    const run = await cli([
+      '--destination',
+      dest.url,
+      '--start-hook',
+      `${dest.url}${START_HOOK_PATH}`,
+      '--plc',
+      plcDir.url,
+      '--json',
+      '-',
+    ])
+    expect(run.code, run.stderr).toBe(0)
+    const report = JSON.parse(run.stdout) as ConformanceReport
+    expect(report.summary).toMatchObject({ fail: 0, skip: 0 })
+  })
+
+  it('the installed bin: bad usage is exit 2 with a clear message', async () => {
+    const run = await new Promise<{ code: number; stderr: string }>((resolve) => {
+      execFile(process.execPath, [BIN, '--source', 'not a url'], { timeout: 30_000 }, (err, _out, stderr) =>
+        resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stderr }),
+      )
+    })
+    expect(run.code).toBe(2)
+    expect(run.stderr).toMatch(/--source must be a URL/)
+  })
+})
