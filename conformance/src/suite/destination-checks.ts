@@ -1,5 +1,5 @@
 import { parseWellKnown, WELL_KNOWN_PATH } from '@pds-transfer/core'
-import { type Check, CheckFailed, cacheControlEvidence, expectThat, skip } from './check.ts'
+import { type Check, CheckFailed, cacheControlEvidence, expectThat, httpsEvidence, skip } from './check.ts'
 import type { DestinationStatus, DestinationTarget } from './destination-target.ts'
 import type { HostileBehaviour } from './hostile-source.ts'
 
@@ -114,6 +114,13 @@ function rejects(
  * from our malicious source, each of which must be refused without importing anything.
  */
 export const destinationChecks: readonly Check<DestinationTarget>[] = [
+  {
+    id: 'destination.transport.https',
+    section: '§2.7',
+    level: 'MUST',
+    title: 'the destination (its well-known document and keys) is served over HTTPS',
+    run: async (t) => httpsEvidence(t.url),
+  },
   {
     id: 'destination.well-known.document',
     section: '§1, §1.1',

@@ -10,7 +10,7 @@ import {
 } from '@pds-transfer/core'
 import { checkPlcMove, createTransferId } from '@pds-transfer/destination'
 import { analyzeExport, type ExportAnalysis, type ViolationCode } from './analyze-export.ts'
-import { type Check, CheckFailed, cacheControlEvidence, expectThat, skip } from './check.ts'
+import { type Check, CheckFailed, cacheControlEvidence, expectThat, httpsEvidence, skip } from './check.ts'
 import { recordExport } from './export-capture.ts'
 import type { SourceTarget } from './source-target.ts'
 import { anonymousClient, describe, xrpc } from './xrpc-call.ts'
@@ -92,6 +92,13 @@ const frameSummary = (a: ExportAnalysis) => {
  * finishes; the check that starts competing exports runs last.
  */
 export const sourceChecks: readonly Check<SourceTarget>[] = [
+  {
+    id: 'source.transport.https',
+    section: '§2.7',
+    level: 'MUST',
+    title: 'exportAccount and completeTransfer are served over HTTPS',
+    run: async (t) => httpsEvidence(t.url),
+  },
   {
     id: 'source.well-known.document',
     section: '§1.1, D11',
