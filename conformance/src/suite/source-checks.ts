@@ -8,7 +8,7 @@ import {
   type TransferPrivateJwk,
   WELL_KNOWN_PATH,
 } from '@pds-transfer/core'
-import { checkPlcMove, createTransferId } from '@pds-transfer/destination'
+import { bearerSourceClient, checkPlcMove, createTransferId } from '@pds-transfer/destination'
 import { analyzeExport, type ExportAnalysis, type ViolationCode } from './analyze-export.ts'
 import { type Check, CheckFailed, cacheControlEvidence, expectThat, httpsEvidence, skip } from './check.ts'
 import { recordExport } from './export-capture.ts'
@@ -352,6 +352,25 @@ export const sourceChecks: readonly Check<SourceTarget>[] = [
       expectThat(res.status === 401 || res.status === 403, describe(res))
       expectThat(res.json?.error === 'TransferNotAuthorized' || res.status === 401, describe(res))
       return `${describe(res)}${res.headers.get('www-authenticate') ? `, WWW-Authenticate: ${res.headers.get('www-authenticate')}` : ''}`
+    },
+  },
+  {
+    id: 'source.auth.invalid-token',
+    section: '§2.6, E3',
+    level: 'MUST',
+    title: 'a token the source never issued is refused on exportAccount and completeTransfer (401 or 403)',
+    async run(t) {
+      const forged = bearerSourceClient(t.url, 'conformance-forged-token')
+      const seen: string[] = []
+      for (const [nsid, body] of [
+        [NSID.exportAccount, exportInput(t)],
+        [NSID.completeTransfer, completeInput(t, createTransferId(), 'AAAAA-BBBBB', [])],
+      ] as const) {
+        const res = await xrpc(forged, nsid, { body })
+        expectThat(res.status === 401 || res.status === 403, `${nsid}: ${describe(res)}`)
+        seen.push(`${nsid.split('.').at(-1)}: ${describe(res)}`)
+      }
+      return seen.join('; ')
     },
   },
   {
