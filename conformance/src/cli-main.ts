@@ -353,7 +353,9 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
     const dst = await lib.startSelfDestination({ plc: plcDir })
     try {
       const results = [
-        ...(await lib.runVectorChecks()),
+        ...(await lib.runVectorChecks()).filter(
+          (r) => !only || only.some((p) => r.id === p || r.id.startsWith(`${p}.`)),
+        ),
         ...(await lib.runChecks(lib.sourceChecks, src.target, { ...(only && { only }), onResult: progress })),
         ...(await lib.runChecks(lib.destinationChecks, dst.target, {
           ...(only && { only }),

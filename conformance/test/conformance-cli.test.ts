@@ -126,6 +126,15 @@ describe('pds-transfer-conformance CLI (black-box modes over HTTP)', () => {
     expect(report.summary).toMatchObject({ fail: 0, skip: 1 }) // plain HTTP on loopback
   })
 
+  it('vectors: each vector is a named MUST check', async () => {
+    const run = await cli(['vectors', '--json', '-'])
+    expect(run.code, run.stderr).toBe(0)
+    const report = JSON.parse(run.stdout) as ConformanceReport
+    expect(report.results.length).toBeGreaterThan(20)
+    expect(report.results.map((r) => r.id)).toContain('vectors.negative-vectors.frame-content-type-swapped')
+    expect(report.results.every((r) => r.level === 'MUST' && r.status === 'pass')).toBe(true)
+  })
+
   it('the installed bin: bad usage is exit 2 with a clear message', async () => {
     const run = await new Promise<{ code: number; stderr: string }>((resolve) => {
       execFile(process.execPath, [BIN, '--source', 'not a url'], { timeout: 30_000 }, (err, _out, stderr) =>
