@@ -13,7 +13,7 @@ import { analyzeExport, type ExportAnalysis, type ViolationCode } from './analyz
 import { type Check, CheckFailed, cacheControlEvidence, expectThat, httpsEvidence, skip } from './check.ts'
 import { recordExport } from './export-capture.ts'
 import type { SourceTarget } from './source-target.ts'
-import { anonymousClient, describe, xrpc } from './xrpc-call.ts'
+import { anonymousClient, describe, expectXrpcError, xrpc } from './xrpc-call.ts'
 
 const STATUSES = ['pending', 'exporting', 'importing', 'completing', 'completed', 'failed']
 
@@ -460,8 +460,7 @@ export const sourceChecks: readonly Check<SourceTarget>[] = [
       const res = await xrpc(t.client, NSID.completeTransfer, {
         body: completeInput(t, createTransferId(), 'AAAAA-BBBBB', []),
       })
-      expectThat(res.status === 404 && res.json?.error === 'TransferNotFound', describe(res))
-      return describe(res)
+      return expectXrpcError(res, 404, 'TransferNotFound')
     },
   },
   {
@@ -517,8 +516,7 @@ export const sourceChecks: readonly Check<SourceTarget>[] = [
       const res = await xrpc(t.client, NSID.exportAccount, {
         body: exportInput(t),
       })
-      expectThat(res.status === 400 && res.json?.error === 'AccountDeactivated', describe(res))
-      return describe(res)
+      return expectXrpcError(res, 400, 'AccountDeactivated')
     },
   },
   {
@@ -540,8 +538,7 @@ export const sourceChecks: readonly Check<SourceTarget>[] = [
         const second = await xrpc(other.client, NSID.exportAccount, {
           body: exportInput(t, other.recipientKey),
         })
-        expectThat(second.status === 409 && second.json?.error === 'TransferAlreadyActive', describe(second))
-        return describe(second)
+        return expectXrpcError(second, 409, 'TransferAlreadyActive')
       } finally {
         await first.body?.cancel()
       }
