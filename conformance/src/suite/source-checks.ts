@@ -464,6 +464,50 @@ export const sourceChecks: readonly Check<SourceTarget>[] = [
     },
   },
   {
+    id: 'source.export.resume',
+    section: 'extensions.md',
+    level: 'MUST',
+    title:
+      'with resume negotiated, a resumed export of the same transfer leaves out the verified CAR and blobs',
+    async run(t) {
+      const { analysis, transferId } = await recorded(t)
+      if (!analysis.extensions.includes('resume')) skip('resume was not negotiated')
+      const root = analysis.car?.root
+      expectThat(root, 'the first export had no verified CAR to resume from')
+      const blobCursor = [...analysis.blobs.keys()].at(-1)
+      const capture = await recordExport({
+        client: t.client,
+        did: t.did,
+        transferId,
+        recipientKey: t.recipientKey,
+        extra: {
+          extensions: analysis.extensions,
+          resume: { repoCommit: root, ...(blobCursor && { blobCursor }) },
+        },
+        ...(t.timeoutMs && { timeoutMs: t.timeoutMs }),
+      })
+      expectThat(
+        capture.response.status === 200,
+        `HTTP ${capture.response.status}: ${Buffer.from(capture.body).toString('utf8').slice(0, 200)}`,
+      )
+      const resumed = await analyzeExport(capture, { signingKey: await signingKeyOf(t) })
+      // Only what resuming is about: the frame rules themselves are judged on the first export
+      // by their own checks, so a bug is named once.
+      noViolations(
+        resumed,
+        ['HttpStatus', 'EncHeader', 'AlgorithmHeader', 'BodyIncomplete', 'FrameOrder', 'UnknownContentType'],
+        '',
+      )
+      expectThat(
+        !resumed.car,
+        `the CAR (root ${resumed.car?.root}) was sent again though the head did not move`,
+      )
+      const again = [...resumed.blobs.keys()].filter((c) => analysis.blobs.has(c))
+      expectThat(again.length === 0, `${again.length} blobs up to the cursor were sent again`)
+      return `resumed stream: ${frameSummary(resumed) || 'no frames'}`
+    },
+  },
+  {
     id: 'source.errors.invalid-plc-token',
     section: '§2.2, §2.6',
     level: 'MUST',
