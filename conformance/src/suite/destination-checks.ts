@@ -276,6 +276,12 @@ export const destinationChecks: readonly Check<DestinationTarget>[] = [
     'a stream sealed for another transferId is refused (cross-session replay)',
   ),
   rejects(
+    'preferences-invalid',
+    '§2.5',
+    'preferences that are not an array of app.bsky.actor.defs#preferences are refused',
+  ),
+  rejects('account-state-invalid', '§2.5, §2.8', 'private state that is not a CBOR map is refused'),
+  rejects(
     'cut-at-boundary',
     'extensions.md, E1',
     'with end-manifest advertised, a stream cut at a frame boundary is refused',
