@@ -76,10 +76,15 @@ describe('pds-transfer-conformance CLI (black-box modes over HTTP)', () => {
   ]
 
   it('--source: exit 0 and a JSON report with every check, against our source', async () => {
-    const run = await cli([...sourceArgs(self.target.url), '--json', '-'])
+    const otherKeyFile = join(dir, 'other.jwk')
+    await writeFile(otherKeyFile, JSON.stringify(self.target.otherClient?.recipientKey))
+    const other = ['--other-token', self.otherToken, '--other-key', otherKeyFile]
+    const run = await cli([...sourceArgs(self.target.url), ...other, '--json', '-'])
     expect(run.code, run.stderr).toBe(0)
     const report = JSON.parse(run.stdout) as ConformanceReport
     expect(report.summary).toMatchObject({ fail: 0, mustFailures: 0 })
+    const status = (id: string) => report.results.find((r) => r.id === id)?.status
+    expect(status('source.errors.transfer-already-active')).toBe('pass')
     expect(report.results.map((r) => r.id)).toContain('source.export.aead')
     expect(run.stderr).toMatch(/PASS {4}MUST/)
   })
