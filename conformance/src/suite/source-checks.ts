@@ -380,7 +380,7 @@ export const sourceChecks: readonly Check<SourceTarget>[] = [
     title: "exportAccount for a DID other than the token's sub is refused",
     async run(t) {
       const res = await xrpc(t.client, NSID.exportAccount, {
-        body: { ...exportInput(t), did: 'did:plc:conformanceother0000000' },
+        body: { ...exportInput(t), did: 'did:plc:conformancexotheraccntzz' },
       })
       expectThat(
         (res.status === 403 && res.json?.error === 'TransferNotAuthorized') ||
