@@ -40,6 +40,8 @@ source options
   --token TOKEN           access token with the transfer scopes (sent as Bearer)
   --key FILE              recipient JWK (private) published at the token's OAuth client origin (D7)
   --plc URL               PLC directory (default https://plc.directory)
+  --other-token T --other-key FILE   a token of the same account for a second client (another
+                          origin publishing FILE), for TransferAlreadyActive
   --signing-key DID_KEY   the DID's #atproto key (default: resolved from --plc)
   --complete              also run completeTransfer (DEACTIVATES the account at the source) with
   --plc-token T --new-pds URL --new-signing-key DID_KEY --new-rotation-key DID_KEY [--submit-plc]
@@ -93,6 +95,8 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
       'new-rotation-key': { type: 'string' },
       'submit-plc': { type: 'boolean' },
       'start-hook': { type: 'string' },
+      'other-token': { type: 'string' },
+      'other-key': { type: 'string' },
       listen: { type: 'string' },
       'public-url': { type: 'string' },
       'client-id': { type: 'string' },
@@ -160,6 +164,12 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
       ...(values.plc && { plcUrl: url('plc') }),
       ...(values['signing-key'] && { signingKey: values['signing-key'] }),
       ...(timeoutMs && { timeoutMs }),
+    }
+    if (values['other-token']) {
+      target.otherClient = {
+        client: lib.bearerSourceClient(sourceUrl, values['other-token']),
+        recipientKey: await loadKey(need('other-key')),
+      }
     }
     if (values.extensions !== undefined) target.extensions = values.extensions.split(',').filter(Boolean)
     if (values.complete) {
@@ -343,7 +353,9 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
     const dst = await lib.startSelfDestination({ plc: plcDir })
     try {
       const results = [
-        ...(await lib.runVectorChecks()),
+        ...(await lib.runVectorChecks()).filter(
+          (r) => !only || only.some((p) => r.id === p || r.id.startsWith(`${p}.`)),
+        ),
         ...(await lib.runChecks(lib.sourceChecks, src.target, { ...(only && { only }), onResult: progress })),
         ...(await lib.runChecks(lib.destinationChecks, dst.target, {
           ...(only && { only }),

@@ -3,6 +3,17 @@ import { type SeededAccount, seedReferenceAccount } from '../src/fixtures/seed-r
 import { headlessAuthorize } from '../src/harness/headless-oauth.ts'
 import { listAllRecords } from '../src/harness/list-records.ts'
 import { type ReferencePdsPair, startReferencePdsPair } from '../src/harness/reference-pds.ts'
+import {
+  buildReport,
+  destinationChecks,
+  engineDriver,
+  formatTable,
+  type HostileSource,
+  runChecks,
+  type SourceTarget,
+  sourceChecks,
+  startHostileSource,
+} from '../src/suite/index.ts'
 
 /**
  * The whole 0014 flow between two reference PDSes (@atproto/pds with our adapters in front):
@@ -10,6 +21,8 @@ import { type ReferencePdsPair, startReferencePdsPair } from '../src/harness/ref
  * destination pulls the account, the user enters the emailed PLC token, and the account lives
  * on at the destination: served normally there, deactivated at the source, moved in PLC.
  */
+type Did = `did:${string}:${string}`
+
 describe('two reference PDSes', () => {
   let pair: ReferencePdsPair
   let alice: SeededAccount
@@ -147,5 +160,80 @@ describe('two reference PDSes', () => {
     expect(write.status).toBe(200)
     const posts = await listRecords(b.url, alice.did, 'app.bsky.feed.post')
     expect(posts.length).toBe((before.get('app.bsky.feed.post')?.length ?? 0) + 1)
+  })
+
+  /**
+   * The conformance suite against the same two adapters (the code `pds-transfer-conformance`
+   * runs against any PDS): A as a source, reached with a real OAuth session (PAR, DPoP) that B
+   * signed in for; B as a destination, pulling from our hostile source.
+   */
+  describe('conformance suite', () => {
+    let hostile: HostileSource
+    beforeAll(async () => {
+      hostile = await startHostileSource({
+        plcUrl: pair.plc.url,
+        destinationClientId: `${pair.b.url}/.well-known/oauth-client-metadata/migration`,
+      })
+    })
+    afterAll(() => hostile?.close())
+
+    it('A passes the source checks (OAuth DPoP session of B, the key B publishes)', async () => {
+      const alice = await seedReferenceAccount(pair.a.url, {
+        handle: 'conf-alice.test',
+        email: 'conf-alice@example.com',
+        password: 'conf-alice-password',
+        posts: 20,
+        images: 3,
+        follows: 3,
+      })
+      const authorizeUrl = await pair.b.authorizer.authorize({ did: alice.did, sourceUrl: pair.a.url })
+      const callback = await headlessAuthorize(authorizeUrl, {
+        username: alice.handle,
+        password: alice.password,
+      })
+      const { client } = await pair.b.authorizer.callback(callback.searchParams)
+      const recipientKey = await pair.b.keys.current('HPKE-3')
+      if (!recipientKey) throw new Error('B publishes no HPKE-3 key')
+      const target: SourceTarget = {
+        url: pair.a.url,
+        did: alice.did,
+        client,
+        recipientKey,
+        plcUrl: pair.plc.url,
+        plcTokenSent: async () => (pair.plcTokens.get(alice.did)?.length ?? 0) > 0,
+        accountActive: async () =>
+          (await pair.a.pds.ctx.accountManager.getAccount(alice.did as Did, { includeDeactivated: true }))
+            ?.deactivatedAt == null,
+      }
+      const results = await runChecks(sourceChecks, target)
+      console.log(formatTable(buildReport({ role: 'source', url: target.url }, new Date(), results)))
+      expect(results.filter((r) => r.status === 'fail')).toEqual([])
+      expect(results.filter((r) => r.status === 'skip').map((r) => r.id)).toEqual([
+        'source.transport.https',
+        'source.complete.plc-operation',
+        'source.errors.account-deactivated',
+        'source.errors.transfer-already-active',
+      ])
+    }, 60_000)
+
+    it('B passes the destination checks', async () => {
+      const { b } = pair
+      const hasRepo = async (did: string) => {
+        if (!(await b.pds.ctx.actorStore.exists(did))) return false
+        return (await b.pds.ctx.actorStore.read(did as Did, (store) => store.record.recordCount())) > 0
+      }
+      const target = {
+        url: b.url,
+        hostile,
+        verdictTimeoutMs: 30_000,
+        ...engineDriver(b.engine, b.sink, hasRepo),
+      }
+      const results = await runChecks(destinationChecks, target)
+      console.log(formatTable(buildReport({ role: 'destination', url: b.url }, new Date(), results)))
+      expect(results.filter((r) => r.status === 'fail')).toEqual([])
+      expect(results.filter((r) => r.status === 'skip').map((r) => r.id)).toEqual([
+        'destination.transport.https',
+      ])
+    }, 60_000)
   })
 })

@@ -76,10 +76,15 @@ describe('pds-transfer-conformance CLI (black-box modes over HTTP)', () => {
   ]
 
   it('--source: exit 0 and a JSON report with every check, against our source', async () => {
-    const run = await cli([...sourceArgs(self.target.url), '--json', '-'])
+    const otherKeyFile = join(dir, 'other.jwk')
+    await writeFile(otherKeyFile, JSON.stringify(self.target.otherClient?.recipientKey))
+    const other = ['--other-token', self.otherToken, '--other-key', otherKeyFile]
+    const run = await cli([...sourceArgs(self.target.url), ...other, '--json', '-'])
     expect(run.code, run.stderr).toBe(0)
     const report = JSON.parse(run.stdout) as ConformanceReport
     expect(report.summary).toMatchObject({ fail: 0, mustFailures: 0 })
+    const status = (id: string) => report.results.find((r) => r.id === id)?.status
+    expect(status('source.errors.transfer-already-active')).toBe('pass')
     expect(report.results.map((r) => r.id)).toContain('source.export.aead')
     expect(run.stderr).toMatch(/PASS {4}MUST/)
   })
@@ -123,7 +128,16 @@ describe('pds-transfer-conformance CLI (black-box modes over HTTP)', () => {
     ])
     expect(run.code, run.stderr).toBe(0)
     const report = JSON.parse(run.stdout) as ConformanceReport
-    expect(report.summary).toMatchObject({ fail: 0, skip: 0 })
+    expect(report.summary).toMatchObject({ fail: 0, skip: 1 }) // plain HTTP on loopback
+  })
+
+  it('vectors: each vector is a named MUST check', async () => {
+    const run = await cli(['vectors', '--json', '-'])
+    expect(run.code, run.stderr).toBe(0)
+    const report = JSON.parse(run.stdout) as ConformanceReport
+    expect(report.results.length).toBeGreaterThan(20)
+    expect(report.results.map((r) => r.id)).toContain('vectors.negative-vectors.frame-content-type-swapped')
+    expect(report.results.every((r) => r.level === 'MUST' && r.status === 'pass')).toBe(true)
   })
 
   it('the installed bin: bad usage is exit 2 with a clear message', async () => {

@@ -230,12 +230,14 @@ export async function analyzeExport(
     at = start + ciphertextLength
   }
 
-  // Order and kinds (§2.1, D12, extensions.md).
+  // Order and kinds (§2.1, D12, extensions.md). A resumed export (extension `resume`) may
+  // leave out the CAR the destination already verified.
+  const resumed = capture.request.resume !== undefined
   let rank = -1
   out.frames.forEach((f, i) => {
     const r = CONTENT_TYPE_ORDER.indexOf(f.contentType)
     if (r < 0) v('UnknownContentType', `frame ${i} has content type ${f.contentType}`, i)
-    else if (i === 0 && f.contentType !== CONTENT_TYPE.repoCar)
+    else if (i === 0 && f.contentType !== CONTENT_TYPE.repoCar && !resumed)
       v('FrameOrder', `the first frame is ${f.contentType}, not the repo CAR`, i)
     else if (r < rank || (r === rank && f.contentType !== CONTENT_TYPE.blobpack)) {
       v('FrameOrder', `frame ${i} (${f.contentType}) comes after ${CONTENT_TYPE_ORDER[rank]}`, i)
@@ -245,7 +247,7 @@ export async function analyzeExport(
     }
     rank = Math.max(rank, r)
   })
-  if (out.frames.length > 0 && !out.frames.some((f) => f.contentType === CONTENT_TYPE.repoCar)) {
+  if (!resumed && out.frames.length > 0 && !out.frames.some((f) => f.contentType === CONTENT_TYPE.repoCar)) {
     v('FrameOrder', 'the stream has no repo CAR frame')
   }
 

@@ -59,3 +59,15 @@ export function cacheControlEvidence(res: Response): string {
   expectThat(/\bpublic\b/.test(cc) && maxAge > 0 && maxAge <= 3600, `Cache-Control: ${JSON.stringify(cc)}`)
   return `Cache-Control: ${cc}`
 }
+
+/**
+ * §2.7: transfer traffic is HTTPS. A plain-http URL passes only on loopback (a test setup),
+ * where the check is skipped with that evidence.
+ */
+export function httpsEvidence(url: string): string {
+  const u = new URL(url)
+  if (u.protocol === 'https:') return `${u.origin} is HTTPS (TLS version not observable from here)`
+  if (['localhost', '127.0.0.1', '[::1]'].includes(u.hostname))
+    skip(`${u.origin} is plain HTTP on loopback (a test setup)`)
+  throw new CheckFailed(`${u.origin} is not HTTPS`)
+}

@@ -1,5 +1,5 @@
 import { parseWellKnown, WELL_KNOWN_PATH } from '@pds-transfer/core'
-import { type Check, CheckFailed, cacheControlEvidence, expectThat, skip } from './check.ts'
+import { type Check, CheckFailed, cacheControlEvidence, expectThat, httpsEvidence, skip } from './check.ts'
 import type { DestinationStatus, DestinationTarget } from './destination-target.ts'
 import type { HostileBehaviour } from './hostile-source.ts'
 
@@ -49,6 +49,16 @@ const show = (s: DestinationStatus) =>
 /** Whether the honest control transfer was imported: hostile checks prove nothing otherwise. */
 const control = new WeakMap<DestinationTarget, Promise<Verdict>>()
 
+/** The honest control transfer of this target, run once and shared by the checks. */
+function controlTransfer(t: DestinationTarget): Promise<Verdict> {
+  let run = control.get(t)
+  if (!run) {
+    run = runTransfer(t, 'honest').then((r) => r.result)
+    control.set(t, run)
+  }
+  return run
+}
+
 async function runTransfer(t: DestinationTarget, behaviour: HostileBehaviour) {
   const account = await t.hostile.createAccount(behaviour)
   const transferId = await t.start({ did: account.did, sourceUrl: t.hostile.url, token: account.token })
@@ -69,7 +79,8 @@ function rejects(
     level: options.level ?? 'MUST',
     title,
     async run(t) {
-      const honest = await control.get(t)
+      // The control runs first in the list; with `--only` it runs here, once.
+      const honest = await controlTransfer(t).catch(() => undefined)
       if (!honest?.accepted) skip('the honest control transfer was not imported, so a refusal proves nothing')
       if (options.needsExtension) {
         const { json } = await document(t)
@@ -114,6 +125,13 @@ function rejects(
  * from our malicious source, each of which must be refused without importing anything.
  */
 export const destinationChecks: readonly Check<DestinationTarget>[] = [
+  {
+    id: 'destination.transport.https',
+    section: '§2.7',
+    level: 'MUST',
+    title: 'the destination (its well-known document and keys) is served over HTTPS',
+    run: async (t) => httpsEvidence(t.url),
+  },
   {
     id: 'destination.well-known.document',
     section: '§1, §1.1',
@@ -215,9 +233,7 @@ export const destinationChecks: readonly Check<DestinationTarget>[] = [
     title:
       'control: an honest stream from our source is imported (the data verifies; it waits for the PLC token)',
     async run(t) {
-      const started = runTransfer(t, 'honest').then((r) => r.result)
-      control.set(t, started)
-      const result = await started
+      const result = await controlTransfer(t)
       expectThat(result.accepted, `the honest transfer failed: ${show(result.status)}`)
       return show(result.status)
     },
@@ -259,6 +275,12 @@ export const destinationChecks: readonly Check<DestinationTarget>[] = [
     '§2.4',
     'a stream sealed for another transferId is refused (cross-session replay)',
   ),
+  rejects(
+    'preferences-invalid',
+    '§2.5',
+    'preferences that are not an array of app.bsky.actor.defs#preferences are refused',
+  ),
+  rejects('account-state-invalid', '§2.5, §2.8', 'private state that is not a CBOR map is refused'),
   rejects(
     'cut-at-boundary',
     'extensions.md, E1',

@@ -35,6 +35,8 @@ export type HostileBehaviour =
   | 'car-wrong-key'
   | 'did-swap'
   | 'transfer-id-swap'
+  | 'account-state-invalid'
+  | 'preferences-invalid'
 
 /** One account served by the hostile source, and what its stream will be. */
 export interface HostileAccount {
@@ -179,6 +181,18 @@ export async function startHostileSource(options: {
           },
         }
       }
+      case 'account-state-invalid':
+        // A correctly encrypted private state that is a CBOR array, not a map (§2.8).
+        return craftedSourceClient(honest, async () => [
+          ...(await craftedFrames(account)),
+          { contentType: CONTENT_TYPE.accountState, bytes: Uint8Array.of(0x80) },
+        ])
+      case 'preferences-invalid':
+        // Preferences that are a JSON object, not an array of app.bsky.actor.defs#preferences.
+        return craftedSourceClient(honest, async () => [
+          ...(await craftedFrames(account)),
+          { contentType: CONTENT_TYPE.preferences, bytes: new TextEncoder().encode('{"not":"an array"}') },
+        ])
       case 'transfer-id-swap':
         return tamperingClient(
           honest,
@@ -233,7 +247,10 @@ export async function startHostileSource(options: {
       const blobs = [...account.blobs.keys()]
       const carFails = ['tampered-car', 'cut-mid-frame', 'car-wrong-key', 'did-swap', 'transfer-id-swap']
       const mustNotStore =
-        behaviour === 'honest' || behaviour === 'cut-at-boundary'
+        behaviour === 'honest' ||
+        behaviour === 'cut-at-boundary' ||
+        behaviour === 'account-state-invalid' ||
+        behaviour === 'preferences-invalid'
           ? { repo: false, blobs: [] }
           : behaviour === 'blob-wrong-cid'
             ? { repo: false, blobs: blobs.slice(0, 1) }

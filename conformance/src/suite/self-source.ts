@@ -12,6 +12,8 @@ export interface SelfSource {
   target: SourceTarget
   /** The bearer token in `target.client` (for running the CLI against this source). */
   token: string
+  /** The bearer token in `target.otherClient` (a second destination). */
+  otherToken: string
   source: SourceServer
   close(): Promise<void>
 }
@@ -54,19 +56,21 @@ export async function startSelfSource(options: {
   })
   const issue = (clientId: string) => source.auth.issue({ did: account.did, clientId }, TRANSFER_SCOPES)
   const token = issue(host.clientId)
+  const otherToken = issue(otherHost.clientId)
   const target: SourceTarget = {
     url,
     did: account.did,
     client: bearerSourceClient(url, token),
     recipientKey: key,
     plcUrl: options.plc.url,
-    otherClient: { client: bearerSourceClient(url, issue(otherHost.clientId)), recipientKey: otherKey },
+    otherClient: { client: bearerSourceClient(url, otherToken), recipientKey: otherKey },
     accountActive: async () => (await source.store.getAccount(account.did))?.status === 'active',
     plcTokenSent: async () => source.store.outbox.some((m) => m.did === account.did),
   }
   return {
     target,
     token,
+    otherToken,
     source,
     async close() {
       await front?.close()

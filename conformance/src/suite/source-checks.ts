@@ -8,12 +8,12 @@ import {
   type TransferPrivateJwk,
   WELL_KNOWN_PATH,
 } from '@pds-transfer/core'
-import { checkPlcMove, createTransferId } from '@pds-transfer/destination'
+import { bearerSourceClient, checkPlcMove, createTransferId } from '@pds-transfer/destination'
 import { analyzeExport, type ExportAnalysis, type ViolationCode } from './analyze-export.ts'
-import { type Check, CheckFailed, cacheControlEvidence, expectThat, skip } from './check.ts'
+import { type Check, CheckFailed, cacheControlEvidence, expectThat, httpsEvidence, skip } from './check.ts'
 import { recordExport } from './export-capture.ts'
 import type { SourceTarget } from './source-target.ts'
-import { anonymousClient, describe, xrpc } from './xrpc-call.ts'
+import { anonymousClient, describe, expectXrpcError, xrpc } from './xrpc-call.ts'
 
 const STATUSES = ['pending', 'exporting', 'importing', 'completing', 'completed', 'failed']
 
@@ -92,6 +92,13 @@ const frameSummary = (a: ExportAnalysis) => {
  * finishes; the check that starts competing exports runs last.
  */
 export const sourceChecks: readonly Check<SourceTarget>[] = [
+  {
+    id: 'source.transport.https',
+    section: '§2.7',
+    level: 'MUST',
+    title: 'exportAccount and completeTransfer are served over HTTPS',
+    run: async (t) => httpsEvidence(t.url),
+  },
   {
     id: 'source.well-known.document',
     section: '§1.1, D11',
@@ -348,13 +355,32 @@ export const sourceChecks: readonly Check<SourceTarget>[] = [
     },
   },
   {
+    id: 'source.auth.invalid-token',
+    section: '§2.6, E3',
+    level: 'MUST',
+    title: 'a token the source never issued is refused on exportAccount and completeTransfer (401 or 403)',
+    async run(t) {
+      const forged = bearerSourceClient(t.url, 'conformance-forged-token')
+      const seen: string[] = []
+      for (const [nsid, body] of [
+        [NSID.exportAccount, exportInput(t)],
+        [NSID.completeTransfer, completeInput(t, createTransferId(), 'AAAAA-BBBBB', [])],
+      ] as const) {
+        const res = await xrpc(forged, nsid, { body })
+        expectThat(res.status === 401 || res.status === 403, `${nsid}: ${describe(res)}`)
+        seen.push(`${nsid.split('.').at(-1)}: ${describe(res)}`)
+      }
+      return seen.join('; ')
+    },
+  },
+  {
     id: 'source.auth.other-account',
     section: '§2.1',
     level: 'MUST',
     title: "exportAccount for a DID other than the token's sub is refused",
     async run(t) {
       const res = await xrpc(t.client, NSID.exportAccount, {
-        body: { ...exportInput(t), did: 'did:plc:conformanceother0000000' },
+        body: { ...exportInput(t), did: 'did:plc:conformancexotheraccntzz' },
       })
       expectThat(
         (res.status === 403 && res.json?.error === 'TransferNotAuthorized') ||
@@ -434,8 +460,51 @@ export const sourceChecks: readonly Check<SourceTarget>[] = [
       const res = await xrpc(t.client, NSID.completeTransfer, {
         body: completeInput(t, createTransferId(), 'AAAAA-BBBBB', []),
       })
-      expectThat(res.status === 404 && res.json?.error === 'TransferNotFound', describe(res))
-      return describe(res)
+      return expectXrpcError(res, 404, 'TransferNotFound')
+    },
+  },
+  {
+    id: 'source.export.resume',
+    section: 'extensions.md',
+    level: 'MUST',
+    title:
+      'with resume negotiated, a resumed export of the same transfer leaves out the verified CAR and blobs',
+    async run(t) {
+      const { analysis, transferId } = await recorded(t)
+      if (!analysis.extensions.includes('resume')) skip('resume was not negotiated')
+      const root = analysis.car?.root
+      expectThat(root, 'the first export had no verified CAR to resume from')
+      const blobCursor = [...analysis.blobs.keys()].at(-1)
+      const capture = await recordExport({
+        client: t.client,
+        did: t.did,
+        transferId,
+        recipientKey: t.recipientKey,
+        extra: {
+          extensions: analysis.extensions,
+          resume: { repoCommit: root, ...(blobCursor && { blobCursor }) },
+        },
+        ...(t.timeoutMs && { timeoutMs: t.timeoutMs }),
+      })
+      expectThat(
+        capture.response.status === 200,
+        `HTTP ${capture.response.status}: ${Buffer.from(capture.body).toString('utf8').slice(0, 200)}`,
+      )
+      const resumed = await analyzeExport(capture, { signingKey: await signingKeyOf(t) })
+      // Only what resuming is about: the frame rules themselves are judged on the first export
+      // by their own checks, so a bug is named once.
+      noViolations(
+        resumed,
+        ['HttpStatus', 'EncHeader', 'AlgorithmHeader', 'BodyIncomplete', 'FrameOrder', 'UnknownContentType'],
+        '',
+      )
+      expectThat(
+        !resumed.car,
+        `the CAR (root ${resumed.car?.root}) was sent again though the head did not move`,
+      )
+      const again = [...resumed.blobs.keys()].filter((c) => analysis.blobs.has(c))
+      expectThat(again.length === 0, `${again.length} blobs up to the cursor were sent again`)
+      return `resumed stream: ${frameSummary(resumed) || 'no frames'}`
     },
   },
   {
@@ -491,8 +560,7 @@ export const sourceChecks: readonly Check<SourceTarget>[] = [
       const res = await xrpc(t.client, NSID.exportAccount, {
         body: exportInput(t),
       })
-      expectThat(res.status === 400 && res.json?.error === 'AccountDeactivated', describe(res))
-      return describe(res)
+      return expectXrpcError(res, 400, 'AccountDeactivated')
     },
   },
   {
@@ -514,8 +582,7 @@ export const sourceChecks: readonly Check<SourceTarget>[] = [
         const second = await xrpc(other.client, NSID.exportAccount, {
           body: exportInput(t, other.recipientKey),
         })
-        expectThat(second.status === 409 && second.json?.error === 'TransferAlreadyActive', describe(second))
-        return describe(second)
+        return expectXrpcError(second, 409, 'TransferAlreadyActive')
       } finally {
         await first.body?.cancel()
       }

@@ -17,7 +17,7 @@ export async function runVectorChecks(): Promise<CheckResult[]> {
   const results = await checkVectors()
   const each = Math.round((performance.now() - started) / Math.max(1, results.length))
   return results.map((r) => ({
-    id: `vectors.${r.file.replace(/\.json$/, '')}.${r.name}`,
+    id: `vectors.${r.file.replace(/\.json$/, '')}.${slug(r.name)}`,
     section: SECTION[r.file] ?? r.file,
     level: 'MUST',
     title: `vector ${r.name} of conformance/vectors/${r.file}`,
@@ -25,4 +25,12 @@ export async function runVectorChecks(): Promise<CheckResult[]> {
     evidence: r.detail,
     durationMs: each,
   }))
+}
+
+/** `frame: ciphertext-bit-flip` -> `frame-ciphertext-bit-flip` (ids are filterable slugs). */
+function slug(name: string): string {
+  return name
+    .toLowerCase()
+    .replace(/[^a-z0-9]+/g, '-')
+    .replace(/^-|-$/g, '')
 }

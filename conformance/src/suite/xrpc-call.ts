@@ -1,4 +1,5 @@
 import type { SourceClient } from '@pds-transfer/destination'
+import { CheckFailed } from './check.ts'
 
 /** An XRPC answer read whole: status, lower-cased headers, JSON body if any, raw text otherwise. */
 export interface XrpcAnswer {
@@ -44,6 +45,14 @@ export function describe(answer: XrpcAnswer): string {
         ? ''
         : `: ${answer.text.slice(0, 200)}`
   return `HTTP ${answer.status}${name}${message}`
+}
+
+/** Passes (returning the evidence) only for an XRPC error of this status and name. */
+export function expectXrpcError(answer: XrpcAnswer, status: number, error: string): string {
+  if (answer.status !== status || answer.json?.error !== error) {
+    throw new CheckFailed(`expected ${status} ${error}, got ${describe(answer)}`)
+  }
+  return describe(answer)
 }
 
 /** A client that sends no credentials (unauthenticated requests). */
