@@ -4,7 +4,8 @@
  * the single-frame memory bound. Prints a table, writes `.bench/results-<time>.json` and
  * `.bench/latest.json`, and says PASS/MISS per target of issue 8.
  *   --quick        small sizes (a smoke test of the benchmark itself)
- *   --only <name>  one section: limits, transfer, growth, frame
+ *   --only <name>  one section: limits, transfer, growth, frame, pds
+ *   --cpu-prof <dir>  pds section: write a CPU profile of each PDS process into <dir>
  */
 import { execFileSync } from 'node:child_process'
 import { mkdir, writeFile } from 'node:fs/promises'
@@ -15,9 +16,12 @@ import type { FrameMemoryResult } from '../../packages/core/bench/frame-memory.t
 import type { AccountShape } from '../src/fixtures/build-account.ts'
 import { startPlcDirectory } from '../src/harness/plc-directory.ts'
 import { machineLimits } from './machine-limits.ts'
+import { benchPdsMigration, type PdsAccountShape, type PdsMigrationResult } from './pds-bench.ts'
 import { benchTransfer, buildFixture, type TransferResult } from './transfer-bench.ts'
 
-const { values } = parseArgs({ options: { quick: { type: 'boolean' }, only: { type: 'string' } } })
+const { values } = parseArgs({
+  options: { quick: { type: 'boolean' }, only: { type: 'string' }, 'cpu-prof': { type: 'string' } },
+})
 const quick = values.quick ?? false
 const wants = (section: string) => !values.only || values.only === section
 const KiB = 1024
@@ -35,6 +39,10 @@ const SHAPES: Record<string, AccountShape> = quick
       'big blobs': { posts: 4, blobSizes: Array(4).fill(96 * MiB) },
     }
 const GROWTH_BASE = quick ? 1000 : 25_000
+// Issue 8's account for the real-PDS comparison: 10k posts, 300 of them with a 1 MiB image.
+const PDS_ACCOUNT: PdsAccountShape = quick
+  ? { posts: 1000, images: 20, imageBytes: MiB, follows: 20 }
+  : { posts: 10_000, images: 300, imageBytes: MiB, follows: 50 }
 const ALGORITHMS: TransferAlgorithm[] = ['HPKE-3', 'HPKE-4']
 
 const report: Record<string, unknown> = { machine: { cpus: (await import('node:os')).cpus().length }, quick }
@@ -86,6 +94,39 @@ try {
     console.table(frame)
   }
 
+  if (wants('pds')) {
+    // Each flow on a fresh pair of reference PDSes (own processes), the same account seeded on A.
+    const cpuProfDir = values['cpu-prof']
+    // The reference PDS resolves DIDs through a fetch that refuses IP-literal hosts even in
+    // development, so its createAccount with service auth needs the directory by name.
+    const plcUrl = plc.url.replace('//127.0.0.1:', '//localhost:')
+    const results: PdsMigrationResult[] = []
+    for (const flow of ['client-orchestrated', '0014 transfer'] as const) {
+      results.push(await benchPdsMigration(flow, plcUrl, PDS_ACCOUNT, cpuProfDir ? { cpuProfDir } : {}))
+    }
+    report.pds = { account: PDS_ACCOUNT, results }
+    console.table(
+      results.map((r) => ({
+        flow: r.flow,
+        records: r.records,
+        blobs: r.blobs,
+        'blob MB': r.blobMB.toFixed(1),
+        s: r.seconds.toFixed(2),
+        'source RSS MiB': Math.round(r.sourcePeakRssMiB),
+        'dest RSS MiB': Math.round(r.destinationPeakRssMiB),
+      })),
+    )
+    for (const r of results) {
+      console.log(`${r.flow}: ${r.checks.join('; ')}`)
+      console.table(
+        [...r.phases, ...(r.pull ?? []).map((p) => ({ ...p, name: `  pull: ${p.name}` }))].map((p) => ({
+          phase: p.name,
+          s: p.seconds.toFixed(2),
+        })),
+      )
+    }
+  }
+
   report.targets = targets(report)
   console.table(report.targets)
   await mkdir('.bench', { recursive: true })
@@ -133,6 +174,7 @@ function targets(r: typeof report) {
   const limits = r.limits as Array<{ name: string; mbPerSecond: number }> | undefined
   const transfer = r.transfer as TransferResult[] | undefined
   const growth = r.growth as TransferResult[] | undefined
+  const pds = (r.pds as { results: PdsMigrationResult[] } | undefined)?.results
   const http = limits?.find((l) => l.name.startsWith('loopback'))?.mbPerSecond
   const blobHeavy = transfer?.filter((t) => t.shape === 'big blobs' || t.shape === 'small blobs')
   if (http && blobHeavy?.length) {
@@ -161,6 +203,16 @@ function targets(r: typeof report) {
         verdict: ratio <= 1.2 ? 'PASS' : 'MISS',
       })
     }
+  }
+  const client = pds?.find((p) => p.flow === 'client-orchestrated')
+  const transfer0014 = pds?.find((p) => p.flow === '0014 transfer')
+  if (client && transfer0014) {
+    const speedup = client.seconds / transfer0014.seconds
+    out.push({
+      target: '0014 >= 5x faster than client-orchestrated (reference PDSes)',
+      value: `${client.seconds.toFixed(2)} s / ${transfer0014.seconds.toFixed(2)} s = x${speedup.toFixed(2)}`,
+      verdict: speedup >= 5 ? 'PASS' : 'MISS',
+    })
   }
   return out
 }
