@@ -45,9 +45,10 @@ export interface PdsMigrationResult {
 type PdsReady = { url: string; serviceDid: string }
 
 /**
- * Starts a PLC-registered pair of reference PDSes, each in its own process (`--cpu-prof` into
- * `cpuProfDir` if given), seeds the account on A through its public API, moves it to B by
- * `flow`, checks that everything arrived and that the identity moved, and stops both PDSes.
+ * Starts a pair of reference PDSes, each in its own process, seeds the account on A through its
+ * public API, moves it to B by `flow`, checks that everything arrived and that the identity
+ * moved, and stops both PDSes. With `cpuProfDir`, each PDS writes a CPU profile of the timed
+ * migration alone there (`<flow>-source.cpuprofile`, `<flow>-destination.cpuprofile`).
  */
 export async function benchPdsMigration(
   flow: MigrationFlow,
@@ -56,10 +57,9 @@ export async function benchPdsMigration(
   options: { cpuProfDir?: string } = {},
 ): Promise<PdsMigrationResult> {
   const dir = await mkdtemp(join(tmpdir(), 'pds-transfer-bench-pds-'))
-  const execArgv = options.cpuProfDir ? ['--cpu-prof', '--cpu-prof-dir', options.cpuProfDir] : []
   const fork = async (name: string, extra: Record<string, string> = {}) => {
     const env = { DATA_DIR: join(dir, name), PORT: String(await freePort()), PLC_URL: plcUrl, ...extra }
-    return ChildPeer.fork<PdsReady>(PDS_SCRIPT, env, execArgv)
+    return ChildPeer.fork<PdsReady>(PDS_SCRIPT, env)
   }
   const a = await fork('a')
   let b: ChildPeer<PdsReady> | undefined
@@ -85,6 +85,7 @@ export async function benchPdsMigration(
     for (const c of COLLECTIONS) before.set(c, JSON.stringify(await listAllRecords(aUrl, alice.did, c)))
     const readPlcToken = () => a.call<string>({ plcToken: email })
 
+    if (options.cpuProfDir) await Promise.all([a.call({ profile: 'start' }), b.call({ profile: 'start' })])
     let seconds: number
     let phases: Phase[]
     let pull: Phase[] | undefined
@@ -114,6 +115,15 @@ export async function benchPdsMigration(
         },
       })
       ;({ seconds, phases, pull } = moved)
+    }
+
+    if (options.cpuProfDir) {
+      const path = (side: string) =>
+        join(options.cpuProfDir as string, `${flow.replace(/\W+/g, '-')}-${side}.cpuprofile`)
+      await Promise.all([
+        a.call({ profile: 'stop', path: path('source') }),
+        b.call({ profile: 'stop', path: path('destination') }),
+      ])
     }
 
     const checks: string[] = []
@@ -158,7 +168,6 @@ export async function benchPdsMigration(
       checks,
     }
   } finally {
-    // A clean stop, so that a --cpu-prof child writes its profile.
     await Promise.all([a, b].map((peer) => peer && stop(peer)))
     await rm(dir, { recursive: true, force: true })
   }

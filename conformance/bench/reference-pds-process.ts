@@ -9,8 +9,12 @@
  * - `{ wait: transferId }`: resolves when its pull has ended, with the record and the timeline;
  * - `{ transfer: transferId }`: the current record;
  * - `{ rss: true }`: `{ maxRssMiB }`;
- * - `{ stop: true }`: closes the PDS and exits (so that `--cpu-prof` writes its profile).
+ * - `{ profile: 'start' }`, `{ profile: 'stop', path }`: a CPU profile of just the measured
+ *   window (not the seeding before it), written as a `.cpuprofile` to `path`;
+ * - `{ stop: true }`: closes the PDS and exits.
  */
+import { writeFile } from 'node:fs/promises'
+import { Session } from 'node:inspector/promises'
 
 import { startTransferPds } from '@pds-transfer/atproto-pds'
 import type { InboundTransfer } from '@pds-transfer/destination'
@@ -75,8 +79,23 @@ const watch = (transferId: string) => {
   timelines.set(transferId, { events, sample })
 }
 
+const inspector = new Session()
+const profile = async (action: 'start' | 'stop', path?: string) => {
+  if (action === 'start') {
+    inspector.connect()
+    await inspector.post('Profiler.enable')
+    await inspector.post('Profiler.start')
+    return
+  }
+  const { profile } = await inspector.post('Profiler.stop')
+  if (path) await writeFile(path, JSON.stringify(profile))
+  inspector.disconnect()
+}
+
 type Message = {
   id: number
+  profile?: 'start' | 'stop'
+  path?: string
   plcToken?: string
   watch?: string
   wait?: string
@@ -95,6 +114,7 @@ process.on('message', (msg: Message) => {
       return { transfer, timeline: timeline?.events ?? [] }
     }
     if (msg.transfer) return pds.engine.get(msg.transfer)
+    if (msg.profile) return profile(msg.profile, msg.path)
     if (msg.rss) return { maxRssMiB: process.resourceUsage().maxRSS / 1024 }
     if (msg.stop) {
       await pds.close()

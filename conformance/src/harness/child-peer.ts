@@ -23,17 +23,10 @@ export class ChildPeer<Ready = Record<string, unknown>> {
     })
   }
 
-  /**
-   * Runs `script` (a .ts file) with tsx, `env` added to this process's environment and
-   * `execArgv` (e.g. `--cpu-prof`) given to its Node.
-   */
-  static fork<R>(script: string, env: Record<string, string>, execArgv: string[] = []): ChildPeer<R> {
+  /** Runs `script` (a .ts file) with tsx, `env` added to this process's environment. */
+  static fork<R>(script: string, env: Record<string, string>): ChildPeer<R> {
     return new ChildPeer<R>(
-      fork(script, {
-        env: { ...process.env, ...env },
-        execArgv: ['--import', 'tsx', ...execArgv],
-        stdio: 'inherit',
-      }),
+      fork(script, { env: { ...process.env, ...env }, execArgv: ['--import', 'tsx'], stdio: 'inherit' }),
     )
   }
 

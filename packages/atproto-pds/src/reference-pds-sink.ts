@@ -1,22 +1,23 @@
 import { randomUUID } from 'node:crypto'
 import { once } from 'node:events'
-import { mkdir } from 'node:fs/promises'
-import { join } from 'node:path'
+import { mkdir, rename } from 'node:fs/promises'
+import { dirname, join } from 'node:path'
 import { PassThrough } from 'node:stream'
 import { Secp256k1Keypair } from '@atproto/crypto'
-import { decodeCid, enumBlobRefs, type LexValue, parseCid } from '@atproto/lex-data'
-import type { AppContext } from '@atproto/pds'
-import { cborToLex, WriteOpAction } from '@atproto/repo'
+import { type Cid, decodeCid, enumBlobRefs, parseCid } from '@atproto/lex-data'
+import { type AppContext, DiskBlobStore } from '@atproto/pds'
+import { WriteOpAction } from '@atproto/repo'
 import { AtUri } from '@atproto/syntax'
 import type { AccountState } from '@pds-transfer/core'
 import { type AccountSink, type BlobUpload, type RepoStaging, stagedRecords } from '@pds-transfer/destination'
 import { importAccountState } from './account-state.ts'
+import { ActorBlobIndex, UNKNOWN_MIME } from './actor-blob-index.ts'
 import { RepoStagingFile } from './repo-staging-file.ts'
 
 type Did = `did:${string}:${string}`
 
-/** Stored until a referencing record tells the real type (blobpacks carry none). */
-const UNKNOWN_MIME = 'application/octet-stream'
+/** An account's blob index is closed after this long without a blob. */
+const BLOB_INDEX_IDLE_MS = 2000
 
 export interface ReferencePdsSinkOptions {
   /** Where staged repo imports are kept until committed (a directory of the PDS's data). */
@@ -31,6 +32,8 @@ export interface ReferencePdsSinkOptions {
  * After activation the PDS serves the account like any other.
  */
 export class ReferencePdsSink implements AccountSink {
+  private readonly blobIndexes = new Map<string, { index: Promise<ActorBlobIndex>; idle?: NodeJS.Timeout }>()
+
   constructor(
     private readonly ctx: AppContext,
     private readonly options: ReferencePdsSinkOptions,
@@ -143,15 +146,10 @@ export class ReferencePdsSink implements AccountSink {
         const key = await stored
         if (written !== size) throw new Error(`blob ${cid}: ${written} bytes, ${size} declared`)
         const parsed = parseCid(cid)
-        await blobstore.makePermanent(key, parsed)
-        const mimeType = await this.referencedMimeType(did, cid)
-        await this.ctx.actorStore.transact(did as Did, (store) =>
-          store.repo.db.db
-            .insertInto('blob')
-            .values({ cid, mimeType, size: written, tempKey: null, createdAt: new Date().toISOString() })
-            .onConflict((oc) => oc.doNothing())
-            .execute(),
-        )
+        if (blobstore instanceof DiskBlobStore) await this.moveIntoPlace(blobstore, key, parsed)
+        else await blobstore.makePermanent(key, parsed)
+        const index = await this.blobIndex(did)
+        index.insert(cid, index.mimeType(cid), written)
       },
       abort: async () => {
         body.destroy()
@@ -166,15 +164,8 @@ export class ReferencePdsSink implements AccountSink {
   }
 
   async hasBlob(did: string, cid: string): Promise<boolean> {
-    const row = await this.ctx.actorStore.read(did as Did, (store) =>
-      store.repo.db.db
-        .selectFrom('blob')
-        .select('cid')
-        .where('cid', '=', cid)
-        .where('tempKey', 'is', null)
-        .executeTakeFirst(),
-    )
-    return row !== undefined && (await this.ctx.blobstore(did).hasStored(parseCid(cid)))
+    const index = await this.blobIndex(did)
+    return index.has(cid) && (await this.ctx.blobstore(did).hasStored(parseCid(cid)))
   }
 
   async putPreferences(did: string, preferences: unknown[]): Promise<void> {
@@ -191,27 +182,47 @@ export class ReferencePdsSink implements AccountSink {
     // The PLC directory now names us: drop any DID document the PDS cached while it did not.
     await this.ctx.didCache.clearEntry(did)
     await this.ctx.accountManager.activateAccount(did as Did)
+    this.closeBlobIndex(did)
   }
 
-  /** The MIME type a record gives the blob, once the repo naming it is imported. */
-  private async referencedMimeType(did: string, cid: string): Promise<string> {
-    return this.ctx.actorStore.read(did as Did, async (store) => {
-      const db = store.repo.db.db
-      const row = await db
-        .selectFrom('record_blob')
-        .innerJoin('record', 'record.uri', 'record_blob.recordUri')
-        .innerJoin('repo_block', 'repo_block.cid', 'record.cid')
-        .select('repo_block.content')
-        .where('record_blob.blobCid', '=', cid)
-        .executeTakeFirst()
-      if (!row) return UNKNOWN_MIME
-      for (const ref of enumBlobRefs(cborToLex(row.content) as LexValue, {
-        allowLegacy: true,
-        strict: false,
-      })) {
-        if (('cid' in ref ? ref.cid : ref.ref.toString()) === cid) return ref.mimeType
-      }
-      return UNKNOWN_MIME
-    })
+  /** The account's blob index, opened on first use and closed once blobs stop arriving. */
+  private async blobIndex(did: string): Promise<ActorBlobIndex> {
+    let entry = this.blobIndexes.get(did)
+    if (!entry) {
+      const index = ActorBlobIndex.open(this.ctx, did)
+      index.catch(() => this.blobIndexes.delete(did))
+      entry = { index }
+      this.blobIndexes.set(did, entry)
+    }
+    clearTimeout(entry.idle)
+    entry.idle = setTimeout(() => this.closeBlobIndex(did), BLOB_INDEX_IDLE_MS).unref()
+    return entry.index
+  }
+
+  private closeBlobIndex(did: string): void {
+    const entry = this.blobIndexes.get(did)
+    if (!entry) return
+    clearTimeout(entry.idle)
+    this.blobIndexes.delete(did)
+    entry.index.then(
+      (index) => index.close(),
+      () => undefined,
+    )
+  }
+
+  /**
+   * The disk blob store's `makePermanent` reads the whole temporary file into memory and writes
+   * it again; a rename within its directory tree does the same without copying the bytes.
+   */
+  private async moveIntoPlace(blobstore: DiskBlobStore, key: string, cid: Cid): Promise<void> {
+    const [from, to] = [blobstore.getTmpPath(key), blobstore.getStoredPath(cid)]
+    try {
+      await rename(from, to)
+    } catch (err) {
+      // The account's first blob: its directory does not exist yet.
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
+      await mkdir(dirname(to), { recursive: true })
+      await rename(from, to)
+    }
   }
 }
