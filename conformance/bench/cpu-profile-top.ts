@@ -1,6 +1,9 @@
 /**
  * Where a `.cpuprofile` spent its time: self time by function and by package, busiest first.
- *   bash scripts/dev tsx conformance/bench/cpu-profile-top.ts <file.cpuprofile> [rows]
+ *   bash scripts/dev tsx conformance/bench/cpu-profile-top.ts <file.cpuprofile> [rows] [from-s] [to-s]
+ * `from-s`/`to-s` keep only the samples in that window, in seconds since the profile started
+ * (the `pds` section starts its profiles when the timed migration starts, so a phase's window
+ * can be read off its phase table).
  */
 import { readFile } from 'node:fs/promises'
 
@@ -17,7 +20,7 @@ interface Profile {
   endTime: number
 }
 
-const [file, rowsArg] = process.argv.slice(2)
+const [file, rowsArg, fromArg, toArg] = process.argv.slice(2)
 if (!file) throw new Error('usage: cpu-profile-top.ts <file.cpuprofile> [rows]')
 const rows = Number(rowsArg ?? 25)
 const profile = JSON.parse(await readFile(file, 'utf8')) as Profile
@@ -37,9 +40,16 @@ const caller = (id: number): ProfileNode => {
   }
   return node.callFrame.url ? node : own
 }
+const [from, to] = [Number(fromArg ?? 0) * 1000, Number(toArg ?? Number.POSITIVE_INFINITY) * 1000]
 const selfMs = new Map<number, number>()
+let elapsedMs = 0
+let windowMs = 0
 profile.samples.forEach((id, i) => {
-  selfMs.set(id, (selfMs.get(id) ?? 0) + (profile.timeDeltas[i] ?? 0) / 1000)
+  const ms = (profile.timeDeltas[i] ?? 0) / 1000
+  elapsedMs += ms
+  if (elapsedMs < from || elapsedMs > to) return
+  windowMs += ms
+  selfMs.set(id, (selfMs.get(id) ?? 0) + ms)
 })
 
 /** The package (or Node internal, or our workspace folder) a script URL belongs to. */
@@ -64,7 +74,7 @@ for (const [id, ms] of selfMs) {
   functions.set(name, (functions.get(name) ?? 0) + ms)
   packages.set(packageOf(url), (packages.get(packageOf(url)) ?? 0) + ms)
 }
-const total = (profile.endTime - profile.startTime) / 1000
+const total = windowMs
 const top = (m: Map<string, number>) =>
   [...m]
     .sort((x, y) => y[1] - x[1])

@@ -48,13 +48,13 @@ type PdsReady = { url: string; serviceDid: string }
  * Starts a pair of reference PDSes, each in its own process, seeds the account on A through its
  * public API, moves it to B by `flow`, checks that everything arrived and that the identity
  * moved, and stops both PDSes. With `cpuProfDir`, each PDS writes a CPU profile of the timed
- * migration alone there (`<flow>-source.cpuprofile`, `<flow>-destination.cpuprofile`).
+ * migration alone there (`[<label>-]<flow>-source.cpuprofile`, `…-destination.cpuprofile`).
  */
 export async function benchPdsMigration(
   flow: MigrationFlow,
   plcUrl: string,
   shape: PdsAccountShape,
-  options: { cpuProfDir?: string } = {},
+  options: { cpuProfDir?: string; profileLabel?: string } = {},
 ): Promise<PdsMigrationResult> {
   const dir = await mkdtemp(join(tmpdir(), 'pds-transfer-bench-pds-'))
   const fork = async (name: string, extra: Record<string, string> = {}) => {
@@ -119,7 +119,10 @@ export async function benchPdsMigration(
 
     if (options.cpuProfDir) {
       const path = (side: string) =>
-        join(options.cpuProfDir as string, `${flow.replace(/\W+/g, '-')}-${side}.cpuprofile`)
+        join(
+          options.cpuProfDir as string,
+          `${[options.profileLabel, flow.replace(/\W+/g, '-'), side].filter(Boolean).join('-')}.cpuprofile`,
+        )
       await Promise.all([
         a.call({ profile: 'stop', path: path('source') }),
         b.call({ profile: 'stop', path: path('destination') }),

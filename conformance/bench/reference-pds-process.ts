@@ -68,6 +68,7 @@ const watch = (transferId: string) => {
   const sample = async () => {
     const t = await pds.engine.get(transferId)
     if (!t) return
+    if (t.status === 'importing') mark('stream open')
     if (t.progress.framesReceived > 0) mark('first frame')
     if (t.repo) mark('repo imported')
     if (t.progress.blobsReceived > 0) mark('first blob')

@@ -100,12 +100,12 @@ export async function migrateByTransfer(input: TransferMigrationInput): Promise<
   }
 }
 
-/** The pull split at the moments the destination recorded: first frame, repo imported, blobs, end. */
+/** The pull split at the moments the destination recorded: stream open, repo imported, blobs, end. */
 function pullPhases(timeline: TimelineEvent[], startedAt: number): Phases['list'] {
   const at = (event: string) => timeline.find((e) => e.event === event)?.at
   const marks: Array<[string, number | undefined]> = [
-    ['until the first frame (export setup, well-known, HPKE)', at('first frame')],
-    ['repo CAR: decrypt, verify, stage, index', at('repo imported')],
+    ['well-known, account created, exportAccount until its response', at('stream open')],
+    ['repo CAR (first frame): receive, decrypt, verify, stage, index', at('repo imported')],
     ['blobs, preferences, private state', at('stage reconciling')],
     ['reconciliation, PLC code sent', at('stage awaitingPlcToken')],
   ]

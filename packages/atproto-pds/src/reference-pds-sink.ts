@@ -1,10 +1,8 @@
 import { randomUUID } from 'node:crypto'
-import { once } from 'node:events'
-import { mkdir, rename } from 'node:fs/promises'
-import { dirname, join } from 'node:path'
-import { PassThrough } from 'node:stream'
+import { mkdir } from 'node:fs/promises'
+import { join } from 'node:path'
 import { Secp256k1Keypair } from '@atproto/crypto'
-import { type Cid, decodeCid, enumBlobRefs, parseCid } from '@atproto/lex-data'
+import { decodeCid, enumBlobRefs, parseCid } from '@atproto/lex-data'
 import { type AppContext, DiskBlobStore } from '@atproto/pds'
 import { WriteOpAction } from '@atproto/repo'
 import { AtUri } from '@atproto/syntax'
@@ -12,6 +10,8 @@ import type { AccountState } from '@pds-transfer/core'
 import { type AccountSink, type BlobUpload, type RepoStaging, stagedRecords } from '@pds-transfer/destination'
 import { importAccountState } from './account-state.ts'
 import { ActorBlobIndex, UNKNOWN_MIME } from './actor-blob-index.ts'
+import { BlobStoreUpload } from './blob-store-upload.ts'
+import { DiskBlobUpload } from './disk-blob-upload.ts'
 import { RepoStagingFile } from './repo-staging-file.ts'
 
 type Did = `did:${string}:${string}`
@@ -125,41 +125,23 @@ export class ReferencePdsSink implements AccountSink {
 
   async startBlob(did: string, cid: string, size: number): Promise<BlobUpload> {
     const blobstore = this.ctx.blobstore(did)
-    const body = new PassThrough({ highWaterMark: 1 << 20 })
-    const stored = blobstore.putTemp(body)
-    // Keep a failure of the store for write/commit instead of an unhandled rejection.
-    let failure: unknown
-    stored.catch((err) => {
-      failure ??= err
-      body.destroy()
-    })
-    let written = 0
+    const parsed = parseCid(cid)
+    const upload =
+      blobstore instanceof DiskBlobStore
+        ? await DiskBlobUpload.start(blobstore, parsed)
+        : BlobStoreUpload.start(blobstore, parsed)
     return {
-      write: async (chunk) => {
-        if (failure) throw failure
-        written += chunk.length
-        if (!body.write(chunk)) await Promise.race([once(body, 'drain'), stored])
-        if (failure) throw failure
-      },
+      write: (chunk) => upload.write(chunk),
       commit: async () => {
-        body.end()
-        const key = await stored
-        if (written !== size) throw new Error(`blob ${cid}: ${written} bytes, ${size} declared`)
-        const parsed = parseCid(cid)
-        if (blobstore instanceof DiskBlobStore) await this.moveIntoPlace(blobstore, key, parsed)
-        else await blobstore.makePermanent(key, parsed)
+        if (upload.size !== size) {
+          await upload.abort()
+          throw new Error(`blob ${cid}: ${upload.size} bytes, ${size} declared`)
+        }
+        await upload.commit()
         const index = await this.blobIndex(did)
-        index.insert(cid, index.mimeType(cid), written)
+        index.insert(cid, index.mimeType(cid), upload.size)
       },
-      abort: async () => {
-        body.destroy()
-        const key = await stored.catch(() => undefined)
-        if (key)
-          await this.ctx
-            .blobstore(did)
-            .delete(parseCid(cid))
-            .catch(() => undefined)
-      },
+      abort: () => upload.abort(),
     }
   }
 
@@ -208,21 +190,5 @@ export class ReferencePdsSink implements AccountSink {
       (index) => index.close(),
       () => undefined,
     )
-  }
-
-  /**
-   * The disk blob store's `makePermanent` reads the whole temporary file into memory and writes
-   * it again; a rename within its directory tree does the same without copying the bytes.
-   */
-  private async moveIntoPlace(blobstore: DiskBlobStore, key: string, cid: Cid): Promise<void> {
-    const [from, to] = [blobstore.getTmpPath(key), blobstore.getStoredPath(cid)]
-    try {
-      await rename(from, to)
-    } catch (err) {
-      // The account's first blob: its directory does not exist yet.
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
-      await mkdir(dirname(to), { recursive: true })
-      await rename(from, to)
-    }
   }
 }
