@@ -16,7 +16,7 @@
 import { writeFile } from 'node:fs/promises'
 import { Session } from 'node:inspector/promises'
 
-import { startTransferPds } from '@pds-transfer/atproto-pds'
+import { ReferencePdsSink, startTransferPds } from '@pds-transfer/atproto-pds'
 import type { InboundTransfer } from '@pds-transfer/destination'
 import { epochMs, type TimelineEvent } from './timeline.ts'
 
@@ -24,6 +24,19 @@ const env = (name: string): string => {
   const value = process.env[name]
   if (!value) throw new Error(`${name} is required`)
   return value
+}
+
+// The engine's record does not say when the verified repo starts being indexed into the actor
+// store (the reference PDS's own code, most of the repo's time): the sink is asked to.
+const sinkEvents: TimelineEvent[] = []
+const commitRepo = ReferencePdsSink.prototype.commitRepo
+ReferencePdsSink.prototype.commitRepo = async function (this: ReferencePdsSink, ...args) {
+  sinkEvents.push({ at: epochMs(), event: 'repo verified and staged' })
+  try {
+    return await commitRepo.apply(this, args)
+  } finally {
+    sinkEvents.push({ at: epochMs(), event: 'repo indexed' })
+  }
 }
 
 const pds = await startTransferPds({
@@ -72,6 +85,7 @@ const watch = (transferId: string) => {
     if (t.progress.framesReceived > 0) mark('first frame')
     if (t.repo) mark('repo imported')
     if (t.progress.blobsReceived > 0) mark('first blob')
+    if (t.endOfStream) mark('stream ended')
     mark(`stage ${t.stage}`)
     if (t.status === 'completed' || t.status === 'failed' || t.stage === 'awaitingPlcToken')
       clearInterval(timer)
@@ -112,7 +126,8 @@ process.on('message', (msg: Message) => {
       const transfer: InboundTransfer = await pds.engine.wait(msg.wait)
       const timeline = timelines.get(msg.wait)
       await timeline?.sample() // the end of the pull, which the last interval may have missed
-      return { transfer, timeline: timeline?.events ?? [] }
+      const events = [...(timeline?.events ?? []), ...sinkEvents].sort((x, y) => x.at - y.at)
+      return { transfer, timeline: events }
     }
     if (msg.transfer) return pds.engine.get(msg.transfer)
     if (msg.profile) return profile(msg.profile, msg.path)

@@ -100,13 +100,14 @@ export async function migrateByTransfer(input: TransferMigrationInput): Promise<
   }
 }
 
-/** The pull split at the moments the destination recorded: stream open, repo imported, blobs, end. */
+/** The pull split at the moments the destination recorded: stream open, repo staged, repo indexed, blobs, end. */
 function pullPhases(timeline: TimelineEvent[], startedAt: number): Phases['list'] {
   const at = (event: string) => timeline.find((e) => e.event === event)?.at
   const marks: Array<[string, number | undefined]> = [
     ['well-known, account created, exportAccount until its response', at('stream open')],
-    ['repo CAR (first frame): receive, decrypt, verify, stage, index', at('repo imported')],
-    ['blobs, preferences, private state', at('stage reconciling')],
+    ['repo CAR (first frame): receive, decrypt, verify, stage', at('repo verified and staged')],
+    ['repo: blocks copied, records indexed in the actor store', at('repo indexed')],
+    ['blobs, preferences, private state, end of stream', at('stream ended')],
     ['reconciliation, PLC code sent', at('stage awaitingPlcToken')],
   ]
   const phases: Phases['list'] = []

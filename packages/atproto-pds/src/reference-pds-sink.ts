@@ -128,7 +128,7 @@ export class ReferencePdsSink implements AccountSink {
     const parsed = parseCid(cid)
     const upload =
       blobstore instanceof DiskBlobStore
-        ? await DiskBlobUpload.start(blobstore, parsed)
+        ? await DiskBlobUpload.start(blobstore, parsed, size)
         : BlobStoreUpload.start(blobstore, parsed)
     return {
       write: (chunk) => upload.write(chunk),
