@@ -4,7 +4,6 @@ import { join } from 'node:path'
 import { Secp256k1Keypair } from '@atproto/crypto'
 import { decodeCid, enumBlobRefs, parseCid } from '@atproto/lex-data'
 import { type AppContext, DiskBlobStore } from '@atproto/pds'
-import { WriteOpAction } from '@atproto/repo'
 import { AtUri } from '@atproto/syntax'
 import type { AccountState } from '@pds-transfer/core'
 import { type AccountSink, type BlobUpload, type RepoStaging, stagedRecords } from '@pds-transfer/destination'
@@ -12,6 +11,7 @@ import { importAccountState } from './account-state.ts'
 import { ActorBlobIndex, UNKNOWN_MIME } from './actor-blob-index.ts'
 import { BlobStoreUpload } from './blob-store-upload.ts'
 import { DiskBlobUpload } from './disk-blob-upload.ts'
+import { type Backlink, getBacklinks } from './pds-backlinks.ts'
 import { RepoStagingFile } from './repo-staging-file.ts'
 
 type Did = `did:${string}:${string}`
@@ -103,17 +103,46 @@ export class ReferencePdsSink implements AccountSink {
           .execute()
       }
       await store.repo.storage.updateRoot(commitCid, head.rev)
-      for await (const { collection, rkey, cid, record } of stagedRecords(staging, commitCid)) {
-        const uri = AtUri.make(did, collection, rkey)
-        await store.record.indexRecord(uri, cid, record as never, WriteOpAction.Create, head.rev, now)
-        const refs = [...enumBlobRefs(record, { allowLegacy: true, strict: false })]
-        await store.repo.blob.insertBlobs(uri.toString(), refs)
-        for (const ref of refs) {
-          const blobCid = 'cid' in ref ? ref.cid : ref.ref.toString()
+      // What the PDS's indexRecord + insertBlobs do per record, in batches: one statement per
+      // table per batch instead of three to four per record (kysely prepares each anew), which
+      // made indexing the larger part of a 10k-record repo's import.
+      for await (const batch of inBatches(stagedRecords(staging, commitCid), 200)) {
+        const records: Array<{ uri: string; cid: string; collection: string; rkey: string }> = []
+        const backlinks: Backlink[] = []
+        const recordBlobs: Array<{ recordUri: string; blobCid: string }> = []
+        const mimeTypes = new Map<string, string[]>()
+        for (const { collection, rkey, cid, record } of batch) {
+          const uri = AtUri.make(did, collection, rkey)
+          records.push({ uri: uri.toString(), cid: cid.toString(), collection, rkey })
+          backlinks.push(...getBacklinks(uri, record))
+          for (const ref of enumBlobRefs(record, { allowLegacy: true, strict: false })) {
+            const blobCid = 'cid' in ref ? ref.cid : ref.ref.toString()
+            recordBlobs.push({ recordUri: uri.toString(), blobCid })
+            mimeTypes.set(ref.mimeType, [...(mimeTypes.get(ref.mimeType) ?? []), blobCid])
+          }
+        }
+        await db
+          .insertInto('record')
+          .values(records.map((r) => ({ ...r, repoRev: head.rev, indexedAt: now })))
+          .execute()
+        if (backlinks.length > 0)
+          await db
+            .insertInto('backlink')
+            .values(backlinks)
+            .onConflict((oc) => oc.doNothing())
+            .execute()
+        if (recordBlobs.length > 0)
+          await db
+            .insertInto('record_blob')
+            .values(recordBlobs)
+            .onConflict((oc) => oc.doNothing())
+            .execute()
+        // Blobs that arrived before the records (a resumed transfer) learn their type now.
+        for (const [mimeType, cids] of mimeTypes) {
           await db
             .updateTable('blob')
-            .set({ mimeType: ref.mimeType })
-            .where('cid', '=', blobCid)
+            .set({ mimeType })
+            .where('cid', 'in', cids)
             .where('mimeType', '=', UNKNOWN_MIME)
             .execute()
         }
@@ -191,4 +220,17 @@ export class ReferencePdsSink implements AccountSink {
       () => undefined,
     )
   }
+}
+
+/** `items` in arrays of up to `size`. */
+async function* inBatches<T>(items: AsyncIterable<T>, size: number): AsyncGenerator<T[]> {
+  let batch: T[] = []
+  for await (const item of items) {
+    batch.push(item)
+    if (batch.length === size) {
+      yield batch
+      batch = []
+    }
+  }
+  if (batch.length > 0) yield batch
 }
