@@ -4,7 +4,9 @@
  * the single-frame memory bound. Prints a table, writes `.bench/results-<time>.json` and
  * `.bench/latest.json`, and says PASS/MISS per target of issue 8.
  *   --quick        small sizes (a smoke test of the benchmark itself)
- *   --only <name>  one section: limits, transfer, growth, frame
+ *   --only <name>  one section: limits, transfer, growth, frame, pds
+ *   --repeat <n>   pds section: each flow n times, alternating; medians are judged (default 1)
+ *   --cpu-prof <dir>  pds section: a CPU profile of each PDS process's timed window into <dir>
  */
 import { execFileSync } from 'node:child_process'
 import { mkdir, writeFile } from 'node:fs/promises'
@@ -15,9 +17,18 @@ import type { FrameMemoryResult } from '../../packages/core/bench/frame-memory.t
 import type { AccountShape } from '../src/fixtures/build-account.ts'
 import { startPlcDirectory } from '../src/harness/plc-directory.ts'
 import { machineLimits } from './machine-limits.ts'
+import type { PdsAccountShape } from './pds-bench.ts'
+import { type PdsSection, runPdsSection } from './pds-section.ts'
 import { benchTransfer, buildFixture, type TransferResult } from './transfer-bench.ts'
 
-const { values } = parseArgs({ options: { quick: { type: 'boolean' }, only: { type: 'string' } } })
+const { values } = parseArgs({
+  options: {
+    quick: { type: 'boolean' },
+    only: { type: 'string' },
+    'cpu-prof': { type: 'string' },
+    repeat: { type: 'string' },
+  },
+})
 const quick = values.quick ?? false
 const wants = (section: string) => !values.only || values.only === section
 const KiB = 1024
@@ -35,6 +46,10 @@ const SHAPES: Record<string, AccountShape> = quick
       'big blobs': { posts: 4, blobSizes: Array(4).fill(96 * MiB) },
     }
 const GROWTH_BASE = quick ? 1000 : 25_000
+// Issue 8's account for the real-PDS comparison: 10k posts, 300 of them with a 1 MiB image.
+const PDS_ACCOUNT: PdsAccountShape = quick
+  ? { posts: 1000, images: 20, imageBytes: MiB, follows: 20 }
+  : { posts: 10_000, images: 300, imageBytes: MiB, follows: 50 }
 const ALGORITHMS: TransferAlgorithm[] = ['HPKE-3', 'HPKE-4']
 
 const report: Record<string, unknown> = { machine: { cpus: (await import('node:os')).cpus().length }, quick }
@@ -86,6 +101,19 @@ try {
     console.table(frame)
   }
 
+  if (wants('pds')) {
+    // The reference PDS resolves DIDs through a fetch that refuses IP-literal hosts even in
+    // development, so its createAccount with service auth needs the directory by name.
+    const plcUrl = plc.url.replace('//127.0.0.1:', '//localhost:')
+    const cpuProfDir = values['cpu-prof']
+    report.pds = await runPdsSection({
+      plcUrl,
+      account: PDS_ACCOUNT,
+      repeat: Number(values.repeat ?? 1),
+      ...(cpuProfDir && { cpuProfDir }),
+    })
+  }
+
   report.targets = targets(report)
   console.table(report.targets)
   await mkdir('.bench', { recursive: true })
@@ -133,6 +161,7 @@ function targets(r: typeof report) {
   const limits = r.limits as Array<{ name: string; mbPerSecond: number }> | undefined
   const transfer = r.transfer as TransferResult[] | undefined
   const growth = r.growth as TransferResult[] | undefined
+  const pds = r.pds as PdsSection | undefined
   const http = limits?.find((l) => l.name.startsWith('loopback'))?.mbPerSecond
   const blobHeavy = transfer?.filter((t) => t.shape === 'big blobs' || t.shape === 'small blobs')
   if (http && blobHeavy?.length) {
@@ -161,6 +190,14 @@ function targets(r: typeof report) {
         verdict: ratio <= 1.2 ? 'PASS' : 'MISS',
       })
     }
+  }
+  if (pds) {
+    const [client, transfer] = [pds.median['client-orchestrated'], pds.median['0014 transfer']]
+    out.push({
+      target: '0014 >= 5x faster than client-orchestrated (reference PDSes, medians)',
+      value: `${client.seconds.toFixed(2)} s / ${transfer.seconds.toFixed(2)} s = x${pds.speedup.toFixed(2)}`,
+      verdict: pds.speedup >= 5 ? 'PASS' : 'MISS',
+    })
   }
   return out
 }

@@ -102,6 +102,26 @@ describe('two reference PDSes', () => {
     expect(repo.status).toBe(200)
   })
 
+  it('indexed the repo as the source PDS had (records, backlinks, blob links and types)', async () => {
+    const rows = (side: 'a' | 'b') =>
+      pair[side].pds.ctx.actorStore.read(alice.did as `did:plc:${string}`, async (store) => {
+        const db = store.repo.db.db
+        return {
+          records: await db
+            .selectFrom('record')
+            .select(['uri', 'cid', 'collection', 'rkey'])
+            .orderBy('uri')
+            .execute(),
+          backlinks: await db.selectFrom('backlink').selectAll().orderBy('uri').execute(),
+          recordBlobs: await db.selectFrom('record_blob').selectAll().orderBy('recordUri').execute(),
+          blobs: await db.selectFrom('blob').select(['cid', 'mimeType', 'size']).orderBy('cid').execute(),
+        }
+      })
+    const [a, b] = [await rows('a'), await rows('b')]
+    expect(b.backlinks.length).toBe(20) // the follows
+    expect(b).toEqual(a)
+  })
+
   it('moved the identity and deactivated the source', async () => {
     const data = (await (await fetch(`${pair.plc.url}/${alice.did}/data`)).json()) as {
       services: { atproto_pds: { endpoint: string } }

@@ -18,7 +18,7 @@ export class RepoStagingFile implements RepoStaging {
     this.db.pragma('synchronous = OFF')
     this.db.exec('CREATE TABLE IF NOT EXISTS block (cid BLOB PRIMARY KEY, bytes BLOB NOT NULL) WITHOUT ROWID')
     this.insert = this.db.prepare('INSERT OR IGNORE INTO block (cid, bytes) VALUES (?, ?)')
-    this.select = this.db.prepare('SELECT bytes FROM block WHERE cid = ?')
+    this.select = this.db.prepare('SELECT bytes FROM block WHERE cid = ?').pluck()
   }
 
   async put(blocks: VerifiedBlock[]): Promise<void> {
@@ -28,8 +28,10 @@ export class RepoStagingFile implements RepoStaging {
   }
 
   async get(cid: Uint8Array): Promise<Uint8Array | undefined> {
-    const row = this.select.get(cid) as { bytes: Uint8Array } | undefined
-    return row && new Uint8Array(row.bytes)
+    // A view, not a copy: better-sqlite3 returns a fresh Buffer per read; some decoders want a
+    // plain Uint8Array rather than the Buffer subclass.
+    const bytes = this.select.get(cid) as Buffer | undefined
+    return bytes && new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength)
   }
 
   /** Every staged block, in batches (for the copy into the actor database). */

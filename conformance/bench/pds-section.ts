@@ -1,0 +1,71 @@
+import {
+  benchPdsMigration,
+  type MigrationFlow,
+  type PdsAccountShape,
+  type PdsMigrationResult,
+} from './pds-bench.ts'
+
+/** The `pds` section's figures: every run, and the median run of each flow. */
+export interface PdsSection {
+  account: PdsAccountShape
+  runs: PdsMigrationResult[]
+  /** The run with the median time, per flow. */
+  median: Record<MigrationFlow, PdsMigrationResult>
+  /** Median client-orchestrated time over median 0014 time. */
+  speedup: number
+}
+
+const FLOWS: MigrationFlow[] = ['client-orchestrated', '0014 transfer']
+
+/**
+ * Issue 8's comparison on reference PDSes: the same account moved `repeat` times by each flow,
+ * the flows alternating so that a busy spell of the (shared) machine does not fall on one
+ * flow only. Prints each run, the median run's phases, and returns the figures.
+ */
+export async function runPdsSection(options: {
+  plcUrl: string
+  account: PdsAccountShape
+  repeat: number
+  cpuProfDir?: string
+}): Promise<PdsSection> {
+  const runs: PdsMigrationResult[] = []
+  for (let run = 1; run <= options.repeat; run++) {
+    for (const flow of FLOWS) {
+      const result = await benchPdsMigration(flow, options.plcUrl, options.account, {
+        ...(options.cpuProfDir && { cpuProfDir: options.cpuProfDir, profileLabel: `run${run}` }),
+      })
+      console.log(`${flow} run ${run}: ${result.seconds.toFixed(2)} s; ${result.checks.join('; ')}`)
+      runs.push(result)
+    }
+  }
+  const median = Object.fromEntries(
+    FLOWS.map((flow) => {
+      const sorted = runs.filter((r) => r.flow === flow).sort((x, y) => x.seconds - y.seconds)
+      return [flow, sorted[Math.floor((sorted.length - 1) / 2)] as PdsMigrationResult]
+    }),
+  ) as Record<MigrationFlow, PdsMigrationResult>
+  const speedup = median['client-orchestrated'].seconds / median['0014 transfer'].seconds
+
+  console.table(
+    runs.map((r) => ({
+      flow: r.flow,
+      records: r.records,
+      blobs: r.blobs,
+      'blob MB': r.blobMB.toFixed(1),
+      s: r.seconds.toFixed(2),
+      'source RSS MiB': Math.round(r.sourcePeakRssMiB),
+      'dest RSS MiB': Math.round(r.destinationPeakRssMiB),
+    })),
+  )
+  for (const flow of FLOWS) {
+    const r = median[flow]
+    console.log(`${flow}, median run (${r.seconds.toFixed(2)} s):`)
+    console.table(
+      [...r.phases, ...(r.pull ?? []).map((p) => ({ ...p, name: `  pull: ${p.name}` }))].map((p) => ({
+        phase: p.name,
+        s: p.seconds.toFixed(2),
+      })),
+    )
+  }
+  return { account: options.account, runs, median, speedup }
+}
