@@ -4,7 +4,8 @@
  * [--alg HPKE-3] [--cpu] [--heap] [--out .bench/profiles]`. `--cpu` writes a `.cpuprofile`
  * per side (`--cpu-prof`), `--heap` a sampling `.heapprofile` (`--heap-prof`); open them in
  * Chrome DevTools or summarize with `profile-summary.ts`. It also samples each side's RSS
- * every 100 ms (`rss-trace.json`), so a peak can be placed in the transfer's phases.
+ * every 100 ms (`rss-trace.json`), so a peak can be placed in the transfer's phases, and reports
+ * the CPU seconds each side spent on the transfer.
  */
 import { type ChildProcess, fork } from 'node:child_process'
 import { readFileSync } from 'node:fs'
@@ -81,6 +82,7 @@ try {
     ALGORITHMS: values.alg as TransferAlgorithm,
   })
   await destination.ready
+  const cpuBefore = { source: cpuSeconds(source.child), destination: cpuSeconds(destination.child) }
   const started = performance.now()
   const sampler = setInterval(() => {
     const t = Math.round(performance.now() - started)
@@ -90,6 +92,10 @@ try {
   const done = await destination.call<InboundTransfer>({ wait: transferId })
   clearInterval(sampler)
   const seconds = (performance.now() - started) / 1000
+  const cpu = {
+    source: cpuSeconds(source.child) - cpuBefore.source,
+    destination: cpuSeconds(destination.child) - cpuBefore.destination,
+  }
   const peaks = {
     source: (await source.call<{ maxRssMiB: number }>({ rss: true })).maxRssMiB,
     destination: (await destination.call<{ maxRssMiB: number }>({ rss: true })).maxRssMiB,
@@ -101,6 +107,7 @@ try {
       mb: done.progress.bytesReceived / 1e6,
       failure: done.failure,
       peaks,
+      cpu,
       profiles: out,
     }),
   )
@@ -110,6 +117,16 @@ try {
   await rm(destDir, { recursive: true, force: true })
   await fixture.dispose()
   await plc.close()
+}
+
+/**
+ * CPU seconds (user + system) a child has used so far, from /proc (Linux): unlike wall time,
+ * hardly changed by other work on a shared machine, so A/B comparisons hold.
+ */
+function cpuSeconds(child: ChildProcess): number {
+  const fields = readFileSync(`/proc/${child.pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? []
+  // utime and stime are fields 14 and 15 of stat, in clock ticks (100 per second on Linux).
+  return (Number(fields[11]) + Number(fields[12])) / 100
 }
 
 /** Current RSS of a child, from /proc (Linux), in MiB. */
