@@ -71,7 +71,9 @@ export class SqliteAccountSink implements AccountSink {
     const stage = randomUUID()
     const db = this.db
     const insert = db.prepare('INSERT OR IGNORE INTO staged_block (stage, cid, bytes) VALUES (?, ?, ?)')
-    const select = db.prepare('SELECT bytes FROM staged_block WHERE stage = ? AND cid = ?')
+    // The repo walk looks up every block once, in random key order: one B-tree (WITHOUT ROWID)
+    // and the bare value (pluck) keep that to a single index descent and no row object.
+    const select = db.prepare('SELECT bytes FROM staged_block WHERE stage = ? AND cid = ?').pluck()
     return Object.assign(
       {
         async put(blocks: VerifiedBlock[]) {
@@ -80,8 +82,8 @@ export class SqliteAccountSink implements AccountSink {
           })()
         },
         async get(cid: Uint8Array) {
-          const row = select.get(stage, cid) as { bytes: Uint8Array } | undefined
-          return row && new Uint8Array(row.bytes)
+          const bytes = select.get(stage, cid) as Uint8Array | undefined
+          return bytes && new Uint8Array(bytes)
         },
         async discard() {
           db.prepare('DELETE FROM staged_block WHERE stage = ?').run(stage)
@@ -148,10 +150,10 @@ export class SqliteAccountSink implements AccountSink {
       write: async (chunk) => {
         if (failure) throw failure
         written += chunk.length
-        const full = size >= 0 && written >= size
-        if (!out.write(chunk) && !full) await drained()
+        // Waiting for the drain bounds what waits for the disk to one buffer (1 MiB) per blob.
+        if (!out.write(chunk)) await drained()
         // A closed temporary file is still nothing but staging: only commit renames it in.
-        if (full) {
+        if (size >= 0 && written >= size) {
           closing ??= closed()
           // Handled by commit or abort; here only kept from being an unhandled rejection.
           closing.catch(() => {})

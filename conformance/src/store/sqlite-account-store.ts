@@ -27,7 +27,7 @@ CREATE TABLE IF NOT EXISTS account (
   did TEXT PRIMARY KEY, handle TEXT, status TEXT NOT NULL, state TEXT NOT NULL DEFAULT '{}',
   preferences TEXT NOT NULL DEFAULT '[]', retain_until INTEGER, signing_key TEXT
 );
-CREATE TABLE IF NOT EXISTS staged_block (stage TEXT NOT NULL, cid BLOB NOT NULL, bytes BLOB NOT NULL, PRIMARY KEY (stage, cid));
+CREATE TABLE IF NOT EXISTS staged_block (stage TEXT NOT NULL, cid BLOB NOT NULL, bytes BLOB NOT NULL, PRIMARY KEY (stage, cid)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS repo_root (did TEXT PRIMARY KEY, commit_cid BLOB NOT NULL, rev TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS repo_block (
   did TEXT NOT NULL, cid BLOB NOT NULL, bytes BLOB NOT NULL, rev TEXT NOT NULL, PRIMARY KEY (did, cid)
