@@ -1,6 +1,7 @@
 /**
- * Re-chunks a byte stream so that no chunk is smaller than `min` bytes (except the last),
- * copying small chunks into one buffer and passing large ones through untouched. A repo CAR
+ * Re-chunks a byte stream: small chunks are copied together into buffers of up to `min` bytes
+ * (any two neighbouring output chunks hold more than `min` bytes), chunks of `min` bytes or more
+ * pass through untouched, the order of the bytes is kept. A repo CAR
  * streamed block by block arrives as hundreds of thousands of ~100-byte pieces; encrypting,
  * writing or parsing each one alone costs a native call, a new ArrayBuffer and several promises
  * per piece, which made record-heavy transfers CPU-bound and filled the heap with garbage.
