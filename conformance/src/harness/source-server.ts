@@ -11,7 +11,7 @@ import {
 } from '@pds-transfer/source'
 import Fastify, { type FastifyInstance } from 'fastify'
 import { SqliteAccountStore } from '../store/sqlite-account-store.ts'
-import { type PlcDirectory, startPlcDirectory } from './plc-directory.ts'
+import type { PlcDirectory } from './plc-directory.ts'
 import { TestTokenAuth } from './test-auth.ts'
 
 /** A sending PDS for tests: our source plugin over the SQLite store, on loopback. */
@@ -40,7 +40,9 @@ export type SourceServerOptions = Partial<Omit<SourcePluginOptions, 'source' | '
 
 export async function startSourceServer(options: SourceServerOptions = {}): Promise<SourceServer> {
   const dir = options.dir ?? (await mkdtemp(join(tmpdir(), 'pds-transfer-source-')))
-  const plc = options.plc ?? (await startPlcDirectory())
+  // Loaded only when needed: the PLC server (express, its database layer) is ~70 MiB that a source
+  // process given a directory URL (the benchmarks' measured sources) must not carry.
+  const plc = options.plc ?? (await (await import('./plc-directory.ts')).startPlcDirectory())
   const store = await SqliteAccountStore.open(dir)
   const transfers = new SqliteTransferStore(join(dir, 'transfers.sqlite'))
   const auth = new TestTokenAuth()

@@ -1,3 +1,4 @@
+import { coalesceChunks } from './coalesce-chunks.ts'
 import { WireError } from './errors.ts'
 import { frameAad } from './frame-aad.ts'
 import { createFrameCipher } from './frame-cipher.ts'
@@ -46,7 +47,8 @@ export class FrameEncoder {
 
     let written = 0
     try {
-      for await (const chunk of plaintext instanceof Uint8Array ? [plaintext] : plaintext) {
+      // Each update is a native call and a new buffer: encrypt in slices of at least 64 KiB.
+      for await (const chunk of plaintext instanceof Uint8Array ? [plaintext] : coalesceChunks(plaintext)) {
         written += chunk.length
         if (written > length)
           throw new WireError('LengthMismatch', `frame ${frameNumber}: more than ${length} bytes`)

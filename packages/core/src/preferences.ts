@@ -1,4 +1,4 @@
-import { lexicons as bskyLexicons } from '@atproto/api'
+import { bskyLexicons } from './bsky-lexicons.ts'
 import { WireError } from './errors.ts'
 
 /**
@@ -9,7 +9,7 @@ import { WireError } from './errors.ts'
 const PREFERENCES_DEF = 'app.bsky.actor.defs#preferences'
 
 /**
- * `$type`s of the preference union as the installed app.bsky lexicons define it. The union is open, so
+ * `$type`s of the preference union as the vendored app.bsky lexicons define it. The union is open, so
  * items outside it are kept unvalidated: a newer source may carry preferences this build has never seen,
  * and dropping them would lose user data in the move.
  */

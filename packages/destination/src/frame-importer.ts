@@ -192,7 +192,9 @@ export class FrameImporter {
         }),
       )
       // readBlobpack consumed the whole frame, so its tag verified: the blobs are authentic.
-      for (const upload of pending.splice(0)) await upload.commit()
+      // Committed together: one by one, each blob's close and rename waited for the last one's.
+      const results = await Promise.allSettled(pending.splice(0).map((upload) => upload.commit()))
+      for (const r of results) if (r.status === 'rejected') throw r.reason
       this.received.blobs += summary.entries
       const last = summary.cids.at(-1)
       await this.options.onProgress({
