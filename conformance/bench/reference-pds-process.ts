@@ -18,6 +18,7 @@ import { Session } from 'node:inspector/promises'
 
 import { ReferencePdsSink, startTransferPds } from '@pds-transfer/atproto-pds'
 import type { InboundTransfer } from '@pds-transfer/destination'
+import { peakRssMiB } from '../../packages/core/bench/peak-rss.ts'
 import { epochMs, type TimelineEvent } from './timeline.ts'
 
 const env = (name: string): string => {
@@ -131,7 +132,7 @@ process.on('message', (msg: Message) => {
     }
     if (msg.transfer) return pds.engine.get(msg.transfer)
     if (msg.profile) return profile(msg.profile, msg.path)
-    if (msg.rss) return { maxRssMiB: process.resourceUsage().maxRSS / 1024 }
+    if (msg.rss) return { maxRssMiB: peakRssMiB() }
     if (msg.stop) {
       await pds.close()
       setImmediate(() => process.exit(0))

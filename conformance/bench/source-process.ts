@@ -6,6 +6,7 @@
  */
 import { rm } from 'node:fs/promises'
 import { join } from 'node:path'
+import { peakRssMiB } from '../../packages/core/bench/peak-rss.ts'
 import { buildAccount } from '../src/fixtures/build-account.ts'
 import { startSourceServer } from '../src/harness/source-server.ts'
 
@@ -41,7 +42,7 @@ if (env('MODE') === 'build') {
   process.on('message', (msg: { id: number; issue?: string; rss?: boolean }) => {
     const result = msg.issue
       ? source.auth.issue({ did: env('DID'), clientId: msg.issue }, SCOPES)
-      : { maxRssMiB: process.resourceUsage().maxRSS / 1024 }
+      : { maxRssMiB: peakRssMiB() }
     process.send?.({ id: msg.id, result })
   })
   process.send?.({ ready: true, url: source.url })

@@ -8,6 +8,7 @@
  */
 import type { TransferAlgorithm } from '@pds-transfer/core'
 import { bearerSourceClient } from '@pds-transfer/destination'
+import { peakRssMiB } from '../../../packages/core/bench/peak-rss.ts'
 import { startDestinationServer } from './destination-server.ts'
 
 const env = (name: string): string => {
@@ -31,7 +32,7 @@ process.on('message', (msg: Message) => {
   const run = async () => {
     if (msg.start) return dest.engine.start({ did: msg.start, client: client() })
     if (msg.wait) return dest.engine.wait(msg.wait)
-    if (msg.rss) return { maxRssMiB: process.resourceUsage().maxRSS / 1024 }
+    if (msg.rss) return { maxRssMiB: peakRssMiB() }
     throw new Error(`unknown message ${JSON.stringify(msg)}`)
   }
   run().then(

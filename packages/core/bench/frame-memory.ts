@@ -10,6 +10,7 @@ import { decodeFrames } from '../src/frame-decoder.ts'
 import { FrameEncoder } from '../src/frame-encoder.ts'
 import { stageFrame } from '../src/frame-staging.ts'
 import { setupRecipient, setupSender } from '../src/key-schedule.ts'
+import { peakRssMiB } from './peak-rss.ts'
 
 export interface FrameMemoryResult {
   algorithm: TransferAlgorithm
@@ -71,7 +72,7 @@ export async function runFrameMemory(
     mib,
     seconds: Number(seconds.toFixed(2)),
     mbPerSecond: Math.round(length / 1e6 / seconds),
-    peakRssMiB: Math.round(process.resourceUsage().maxRSS / 1024),
+    peakRssMiB: Math.round(peakRssMiB()),
   }
 }
 
