@@ -543,6 +543,7 @@ export const sourceChecks: readonly Check<SourceTarget>[] = [
         pdsEndpoint: c.newPdsEndpoint,
         signingKey: c.newSigningKey,
         rotationKey: c.newRotationKey,
+        requestedRotationKeys: rotationKeys,
       }).catch((err: unknown) => {
         throw new CheckFailed(`the operation is not acceptable: ${(err as Error).message}`)
       })

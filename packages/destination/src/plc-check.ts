@@ -10,6 +10,11 @@ export interface ExpectedMove {
   rotationKey: string
   /** The user's own key, which must come first when they asked for it. */
   firstRotationKey?: string
+  /**
+   * The `newRotationKeys` we sent. The operation must carry exactly these, in this order, with
+   * at most the signer's (the leaving PDS's) own key removed (decision D8).
+   */
+  requestedRotationKeys: string[]
 }
 
 /** The returned PLC operation does not do what was asked, or is not validly signed. */
@@ -71,5 +76,21 @@ export async function checkPlcMove(
   if (order.length !== kept.length || order.some((k, i) => k !== kept[i])) {
     throw new PlcOperationError(`it drops or reorders the account's own rotation keys (${kept.join(', ')})`)
   }
+  const asked = expected.requestedRotationKeys
+  if (
+    !sameKeys(next.rotationKeys, asked) &&
+    !sameKeys(
+      next.rotationKeys,
+      asked.filter((k) => k !== signer),
+    )
+  ) {
+    throw new PlcOperationError(
+      `its rotation keys (${next.rotationKeys.join(', ')}) are not the ones asked for (${asked.join(', ')})`,
+    )
+  }
   return next
+}
+
+function sameKeys(a: string[], b: string[]): boolean {
+  return a.length === b.length && a.every((k, i) => k === b[i])
 }

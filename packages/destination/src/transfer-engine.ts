@@ -612,6 +612,7 @@ export class TransferEngine {
         pdsEndpoint: this.options.serviceUrl,
         signingKey: t.signingKey,
         rotationKey: this.options.rotationKey,
+        requestedRotationKeys: newRotationKeys,
         ...(params.userRotationKey && { firstRotationKey: params.userRotationKey }),
       })
     } catch (err) {
