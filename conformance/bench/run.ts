@@ -111,6 +111,7 @@ try {
     // development, so its createAccount with service auth needs the directory by name.
     const plcUrl = plc.url.replace('//127.0.0.1:', '//localhost:')
     const cpuProfDir = values['cpu-prof']
+    if (cpuProfDir) await mkdir(cpuProfDir, { recursive: true })
     report.pds = await runPdsSection({
       plcUrl,
       account: PDS_ACCOUNT,
