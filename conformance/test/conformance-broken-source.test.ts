@@ -1,6 +1,7 @@
 import type { AccountSource } from '@pds-transfer/source'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { fixtureBytes } from '../src/fixtures/build-account.ts'
+import { overrideSource } from '../src/harness/override-source.ts'
 import { type PlcDirectory, startPlcDirectory } from '../src/harness/plc-directory.ts'
 import { renumber, startRewritingProxy } from '../src/harness/rewriting-proxy.ts'
 import type { SqliteAccountStore } from '../src/store/sqlite-account-store.ts'
@@ -32,38 +33,26 @@ describe('the suite against broken variants of our source', () => {
 
   /** Storage that hides from the export the blob with the smallest CID (a lost blob). */
   const hidingOneBlob = (store: SqliteAccountStore): AccountSource =>
-    new Proxy(store, {
-      get(target, prop, receiver) {
-        if (prop === 'listBlobs') {
-          return async (did: string, opts: { cursor?: string; limit: number }) => {
-            const page = await target.listBlobs(did, opts)
-            const all = await target.listBlobs(did, { limit: 10_000 })
-            const first = all.blobs.map((b) => b.cid).sort()[0]
-            return { ...page, blobs: page.blobs.filter((b) => b.cid !== first) }
-          }
-        }
-        const value = Reflect.get(target, prop, receiver)
-        return typeof value === 'function' ? value.bind(target) : value
+    overrideSource(store, {
+      async listBlobs(did, opts) {
+        const page = await store.listBlobs(did, opts)
+        const all = await store.listBlobs(did, { limit: 10_000 })
+        const first = all.blobs.map((b) => b.cid).sort()[0]
+        return { ...page, blobs: page.blobs.filter((b) => b.cid !== first) }
       },
     })
 
   /** Storage whose blob store returns other bytes (same length) for every blob: CIDs unchecked on the way out. */
   const corruptBlobs = (store: SqliteAccountStore): AccountSource =>
-    new Proxy(store, {
-      get(target, prop, receiver) {
-        if (prop === 'openBlob') {
-          return async (did: string, cid: string) => {
-            const stream = await target.openBlob(did, cid)
-            if (!stream) return undefined
-            let length = 0
-            for await (const c of stream) length += c.length
-            return (async function* () {
-              yield fixtureBytes(length, 77)
-            })()
-          }
-        }
-        const value = Reflect.get(target, prop, receiver)
-        return typeof value === 'function' ? value.bind(target) : value
+    overrideSource(store, {
+      async openBlob(did, cid) {
+        const stream = await store.openBlob(did, cid)
+        if (!stream) return undefined
+        let length = 0
+        for await (const c of stream) length += c.length
+        return (async function* () {
+          yield fixtureBytes(length, 77)
+        })()
       },
     })
 

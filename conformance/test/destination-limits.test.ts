@@ -4,6 +4,7 @@ import type { AccountSource } from '@pds-transfer/source'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { buildAccount, type FixtureAccount } from '../src/fixtures/build-account.ts'
 import { type DestinationServer, startDestinationServer } from '../src/harness/destination-server.ts'
+import { overrideSource } from '../src/harness/override-source.ts'
 import { type PlcDirectory, startPlcDirectory } from '../src/harness/plc-directory.ts'
 import { type SourceServer, startSourceServer } from '../src/harness/source-server.ts'
 import type { SqliteAccountStore } from '../src/store/sqlite-account-store.ts'
@@ -22,17 +23,12 @@ describe('destination limits', () => {
   let openGate: () => void = () => {}
   let gate = Promise.resolve()
   const gated = (store: SqliteAccountStore): AccountSource =>
-    new Proxy(store, {
-      get(target, prop, receiver) {
-        if (prop === 'openBlob')
-          return async (did: string, cid: string) => {
-            await gate
-            return target.openBlob(did, cid)
-          }
-        const value = Reflect.get(target, prop, receiver)
-        return typeof value === 'function' ? value.bind(target) : value
+    overrideSource(store, {
+      async openBlob(did, cid) {
+        await gate
+        return store.openBlob(did, cid)
       },
-    }) as AccountSource
+    })
   const close = () => {
     gate = new Promise((resolve) => {
       openGate = resolve

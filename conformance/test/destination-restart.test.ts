@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { buildAccount, type FixtureAccount } from '../src/fixtures/build-account.ts'
 import { ChildPeer } from '../src/harness/child-peer.ts'
 import { freePort } from '../src/harness/destination-server.ts'
+import { overrideSource } from '../src/harness/override-source.ts'
 import { type PlcDirectory, startPlcDirectory } from '../src/harness/plc-directory.ts'
 import { type SourceServer, startSourceServer } from '../src/harness/source-server.ts'
 import { SqliteAccountStore } from '../src/store/sqlite-account-store.ts'
@@ -37,30 +38,22 @@ describe('destination killed and restarted mid-transfer', () => {
       blobpackTarget: 40 * 1024,
       // A slow disk on the source, so the transfer is still running when the destination dies.
       wrapSource: (store) =>
-        new Proxy(store, {
-          get(target, prop, receiver) {
-            if (prop === 'openBlob') {
-              return async (did: string, cid: string) => {
-                blobOpens.push(cid)
-                await new Promise((r) => setTimeout(r, 150))
-                return target.openBlob(did, cid)
-              }
+        overrideSource(store, {
+          async openBlob(did, cid) {
+            blobOpens.push(cid)
+            await new Promise((r) => setTimeout(r, 150))
+            return store.openBlob(did, cid)
+          },
+          async snapshotRepo(did) {
+            const snapshot = await store.snapshotRepo(did)
+            return {
+              ...snapshot,
+              open: () => {
+                carOpens.push(snapshot.commitCid)
+                return snapshot.open()
+              },
+              release: () => snapshot.release(),
             }
-            if (prop === 'snapshotRepo') {
-              return async (did: string) => {
-                const snapshot = await target.snapshotRepo(did)
-                return {
-                  ...snapshot,
-                  open: () => {
-                    carOpens.push(snapshot.commitCid)
-                    return snapshot.open()
-                  },
-                  release: () => snapshot.release(),
-                }
-              }
-            }
-            const value = Reflect.get(target, prop, receiver)
-            return typeof value === 'function' ? value.bind(target) : value
           },
         }),
     })

@@ -4,6 +4,7 @@ import type { AccountSource } from '@pds-transfer/source'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { buildAccount, type FixtureAccount } from '../src/fixtures/build-account.ts'
 import { type DestinationServer, startDestinationServer } from '../src/harness/destination-server.ts'
+import { overrideSource } from '../src/harness/override-source.ts'
 import { type PlcDirectory, startPlcDirectory } from '../src/harness/plc-directory.ts'
 import { type SourceServer, startSourceServer } from '../src/harness/source-server.ts'
 import type { SqliteAccountStore } from '../src/store/sqlite-account-store.ts'
@@ -97,31 +98,23 @@ describe('erratum E8: a PLC token emailed when the export starts can expire befo
    * `emailsAtStart`, the literal 0014 timing: the token is sent as soon as the export starts.
    */
   const slowSource = (store: SqliteAccountStore): AccountSource =>
-    new Proxy(store, {
-      get(target, prop, receiver) {
-        if (prop === 'snapshotRepo')
-          return async (did: string) => {
-            if (emailsAtStart.has(did)) await target.requestPlcToken(did)
-            return target.snapshotRepo(did)
-          }
-        if (prop === 'requestPlcToken')
-          return async (did: string) => {
-            if (!emailsAtStart.has(did)) await target.requestPlcToken(did)
-          }
-        if (prop === 'deactivate')
-          return async (did: string, options: { retainUntil: Date }) => {
-            retainedUntil.set(did, options.retainUntil)
-            return target.deactivate(did, options)
-          }
-        if (prop === 'openBlob')
-          return async (did: string, cid: string) => {
-            await new Promise((r) => setTimeout(r, BLOB_DELAY_MS))
-            return target.openBlob(did, cid)
-          }
-        const value = Reflect.get(target, prop, receiver)
-        return typeof value === 'function' ? value.bind(target) : value
+    overrideSource(store, {
+      async snapshotRepo(did) {
+        if (emailsAtStart.has(did)) await store.requestPlcToken(did)
+        return store.snapshotRepo(did)
       },
-    }) as AccountSource
+      async requestPlcToken(did) {
+        if (!emailsAtStart.has(did)) await store.requestPlcToken(did)
+      },
+      async deactivate(did, options) {
+        retainedUntil.set(did, options.retainUntil)
+        return store.deactivate(did, options)
+      },
+      async openBlob(did, cid) {
+        await new Promise((r) => setTimeout(r, BLOB_DELAY_MS))
+        return store.openBlob(did, cid)
+      },
+    })
 
   beforeAll(async () => {
     plcDir = await startPlcDirectory()

@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { buildAccount, type FixtureAccount } from '../src/fixtures/build-account.ts'
 import { exportAndDecode, postExport } from '../src/harness/export-client.ts'
 import { type KeyHost, startKeyHost } from '../src/harness/key-host.ts'
+import { overrideSource } from '../src/harness/override-source.ts'
 import { type PlcDirectory, startPlcDirectory } from '../src/harness/plc-directory.ts'
 import { type SourceServer, startSourceServer } from '../src/harness/source-server.ts'
 
@@ -194,15 +195,10 @@ describe('source failures', () => {
     const source = await startSourceServer({
       plc: plcDir,
       wrapSource: (store) =>
-        new Proxy(store, {
-          get(target, prop, receiver) {
-            if (prop === 'snapshotRepo' && failSnapshot) {
-              return async () => {
-                throw new Error('disk on fire at /secret/path')
-              }
-            }
-            const value = Reflect.get(target, prop, receiver)
-            return typeof value === 'function' ? value.bind(target) : value
+        overrideSource(store, {
+          async snapshotRepo(did) {
+            if (failSnapshot) throw new Error('disk on fire at /secret/path')
+            return store.snapshotRepo(did)
           },
         }),
     })

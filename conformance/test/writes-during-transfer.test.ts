@@ -4,9 +4,9 @@ import { bearerSourceClient, type SourceClient } from '@pds-transfer/destination
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { buildAccount, type FixtureAccount, fixtureBytes } from '../src/fixtures/build-account.ts'
 import { type DestinationServer, startDestinationServer } from '../src/harness/destination-server.ts'
+import { overrideSource } from '../src/harness/override-source.ts'
 import { type PlcDirectory, startPlcDirectory } from '../src/harness/plc-directory.ts'
 import { type SourceServer, startSourceServer } from '../src/harness/source-server.ts'
-import type { SqliteAccountStore } from '../src/store/sqlite-account-store.ts'
 
 const SCOPES = [NSID.exportAccount, NSID.completeTransfer, NSID.getTransferStatus, 'com.atproto.sync.getBlob']
 
@@ -26,18 +26,12 @@ describe('erratum E4: writes between the export and completeTransfer', () => {
     source = await startSourceServer({
       plc: plcDir,
       wrapSource: (store) =>
-        new Proxy(store, {
-          get(target, prop, receiver) {
-            if (prop === 'deactivate') {
-              return async (...args: Parameters<SqliteAccountStore['deactivate']>) => {
-                const racing = beforeDeactivate
-                beforeDeactivate = undefined
-                await racing?.()
-                return target.deactivate(...args)
-              }
-            }
-            const value = Reflect.get(target, prop, receiver)
-            return typeof value === 'function' ? value.bind(target) : value
+        overrideSource(store, {
+          async deactivate(...args) {
+            const racing = beforeDeactivate
+            beforeDeactivate = undefined
+            await racing?.()
+            return store.deactivate(...args)
           },
         }),
     })
