@@ -193,8 +193,13 @@ export class FrameImporter {
       )
       // readBlobpack consumed the whole frame, so its tag verified: the blobs are authentic.
       // Committed together: one by one, each blob's close and rename waited for the last one's.
-      const results = await Promise.allSettled(pending.splice(0).map((upload) => upload.commit()))
-      for (const r of results) if (r.status === 'rejected') throw r.reason
+      const results = await Promise.allSettled(pending.map((upload) => upload.commit()))
+      // What committed is stored; what did not is aborted below (its temp file removed).
+      const failed = results.findIndex((r) => r.status === 'rejected')
+      const uncommitted = pending.filter((_, i) => results[i]?.status === 'rejected')
+      pending.length = 0
+      pending.push(...uncommitted)
+      if (failed >= 0) throw (results[failed] as PromiseRejectedResult).reason
       this.received.blobs += summary.entries
       const last = summary.cids.at(-1)
       await this.options.onProgress({

@@ -12,6 +12,9 @@ export type TransferStage =
   | 'reconciling'
   | 'awaitingPlcToken'
   | 'catchingUp'
+  /** The code and requested keys are stored; the source is asked to sign the move (completeTransfer). */
+  | 'signing'
+  /** The source's operation is checked and stored; it is being submitted to PLC. */
   | 'submittingPlc'
   /** The PLC directory names us; activating the account failed and is retried by `complete`. */
   | 'activating'
@@ -36,6 +39,8 @@ export type FailureReason =
   | 'NoProgress'
   | 'LimitExceeded'
   | 'Interrupted'
+  /** This server's own storage failed (a full disk, a read-only file system): not retried until fixed. */
+  | 'LocalStorage'
 
 export interface TransferProgress {
   framesReceived: number
@@ -89,8 +94,18 @@ export interface InboundTransfer {
    * display only; nothing is verified against it.
    */
   expected?: { bytes: number; blobs: number }
+  /**
+   * Why the transfer failed, or (while it is not failed) why its last completion attempt
+   * stopped: shown beside the next action.
+   */
   failure?: { reason: FailureReason; message: string }
-  /** The PLC operation submitted, once completion succeeded. */
+  /**
+   * What the user asked completion with, stored before the source is asked to sign, so that
+   * a restarted process continues it (the code is single-use at the source; dropped when
+   * completion returns to the code step or ends).
+   */
+  completion?: { plcToken: string; newRotationKeys: string[]; userRotationKey?: string }
+  /** The source's signed PLC operation, checked, stored before it is submitted. */
   plcOperation?: Record<string, unknown>
   /** Rollback watch (section "Adversarial migration"): until when, and what it found. */
   watchUntil?: number

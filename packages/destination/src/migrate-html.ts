@@ -41,7 +41,7 @@ const STEPS: Array<[InboundTransfer['stage'][], string]> = [
   [['created', 'streaming', 'retrying'], 'Copying your repository, images and settings'],
   [['reconciling'], 'Checking every image is here'],
   [['awaitingPlcToken', 'catchingUp'], 'Waiting for the confirmation code from your email'],
-  [['submittingPlc', 'activating'], 'Moving your identity'],
+  [['signing', 'submittingPlc', 'activating'], 'Moving your identity'],
   [['activated'], 'Done'],
 ]
 

@@ -1,0 +1,21 @@
+/** Refusal of an engine call (not a transfer failure); `code` names it. */
+export class EngineError extends Error {
+  override readonly name = 'EngineError'
+  constructor(
+    readonly code:
+      | 'LimitExceeded'
+      | 'AccountAlreadyActive'
+      | 'TransferNotFound'
+      | 'InvalidState'
+      | 'SourceMismatch'
+      | 'ActivationFailed'
+      | 'InvalidRotationKey'
+      /** The source did not answer during completion; the transfer waits for a retry. */
+      | 'SourceUnreachable'
+      /** The PLC directory did not answer; the checked operation is kept and submitted on retry. */
+      | 'PlcUnreachable',
+    message: string,
+  ) {
+    super(message)
+  }
+}

@@ -1,0 +1,38 @@
+import { WireError } from '@pds-transfer/core'
+import { ImportFailure } from './import-failure.ts'
+import type { FailureReason } from './inbound-transfer.ts'
+import { SourceError } from './source-client.ts'
+
+/** Failures of the connection rather than of the data: worth another attempt. */
+export const RETRYABLE: ReadonlySet<FailureReason> = new Set(['StreamCut', 'SourceUnreachable', 'NoProgress'])
+
+/** Error codes of this machine's storage (node:fs and SQLite): a full or broken disk here, not the source. */
+const LOCAL_STORAGE_CODES =
+  /^(ENOSPC|EDQUOT|EROFS|EIO|SQLITE_FULL|SQLITE_IOERR|SQLITE_READONLY|SQLITE_CANTOPEN)/
+
+/** Whether `err` (or an error it wraps) is a local storage error. */
+export function isLocalStorageError(err: unknown): boolean {
+  for (let e = err, depth = 0; e instanceof Error && depth < 5; e = e.cause, depth++) {
+    const code = (e as { code?: unknown }).code
+    if (typeof code === 'string' && LOCAL_STORAGE_CODES.test(code)) return true
+  }
+  return false
+}
+
+/** Maps whatever ended a step to a named failure; anything unknown is the connection's. */
+export function toFailure(err: unknown): { reason: FailureReason; message: string } {
+  if (err instanceof ImportFailure) return { reason: err.reason, message: err.message }
+  if (err instanceof SourceError) return { reason: 'SourceRefused', message: err.message }
+  if (err instanceof WireError) {
+    const cut = err.reason === 'TruncatedFrame' || err.reason === 'TruncatedHeader'
+    return { reason: cut ? 'StreamCut' : 'StreamInvalid', message: err.message }
+  }
+  const message = err instanceof Error ? err.message : String(err)
+  if (isLocalStorageError(err)) {
+    return {
+      reason: 'LocalStorage',
+      message: `this server's storage failed (${message}); free space and retry`,
+    }
+  }
+  return { reason: 'SourceUnreachable', message }
+}
