@@ -1,5 +1,6 @@
 export * from './account-source.ts'
 export * from './car-encoding.ts'
+export * from './complete-transfer.ts'
 export * from './destination-keys.ts'
 export * from './export-frames.ts'
 export * from './oauth-transfer-auth.ts'

@@ -54,3 +54,32 @@ export async function signTransferOperation(
   }))
   return op as unknown as SignedPlcOperation
 }
+
+/**
+ * Makes a signed-but-unsubmitted move unusable before the source takes an account back: it
+ * submits an operation that restates the DID's current document (same content, signed by
+ * our rotation key) on the same `prev`. PLC takes whichever comes first; the other is a fork
+ * signed by a key of the same priority, which it refuses. Returns `moved` when the move won.
+ */
+export async function supersedeOperation(
+  client: plc.Client,
+  did: string,
+  rotationKey: Keypair,
+  signed: SignedPlcOperation,
+): Promise<'superseded' | 'moved' | 'stale'> {
+  const log = await client.getAuditableLog(did)
+  const head = log.filter((e) => !e.nullified).at(-1)
+  if (!head) throw new TransferError('ExportFailed', `${did} has no PLC log`)
+  if (head.operation.sig === signed.sig) return 'moved'
+  // Another operation landed after the move was signed: the move can no longer apply.
+  if (head.cid !== signed.prev) return 'stale'
+  const restated = await plc.createUpdateOp(head.operation as plc.CompatibleOp, rotationKey, (n) => n)
+  try {
+    await client.sendOperation(did, restated)
+  } catch (err) {
+    const after = (await client.getAuditableLog(did)).filter((e) => !e.nullified).at(-1)
+    if (after?.operation.sig === signed.sig) return 'moved'
+    throw err
+  }
+  return 'superseded'
+}

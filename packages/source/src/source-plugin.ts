@@ -27,10 +27,10 @@ import {
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import type { AccountSource } from './account-source.ts'
+import { SourceCompletionFlow } from './complete-transfer.ts'
 import { DestinationKeys } from './destination-keys.ts'
 import { exportFrames } from './export-frames.ts'
 import { exportSize } from './export-size.ts'
-import { signTransferOperation } from './plc-operation.ts'
 import type { TransferAuthVerifier } from './transfer-auth.ts'
 import type { SourceTransfer, SourceTransferStore } from './transfer-store.ts'
 import { sendXrpcError } from './xrpc-reply.ts'
@@ -60,6 +60,12 @@ export interface SourcePluginOptions {
   noProgressTimeoutMs?: number
   /** How long a transferred account's data is kept after deactivation (default 30 days). */
   retentionMs?: number
+  /**
+   * How long an account deactivated by completeTransfer waits for its move to reach PLC
+   * before this source takes it back: supersedes the signed operation and reactivates
+   * (default 1 hour; spec/completion.md).
+   */
+  reclaimAfterMs?: number
   /** Target blobpack frame size in bytes (default 32 MiB). */
   blobpackTarget?: number
   /**
@@ -110,6 +116,15 @@ export const sourcePlugin = fp(
       EXTENSION.plcTokenRefresh,
       EXTENSION.sizeHint,
     ]
+    const completion = new SourceCompletionFlow({
+      source: opts.source,
+      store: opts.store,
+      plc: plcClient,
+      rotationKey: opts.plc.rotationKey,
+      retentionMs: opts.retentionMs ?? 30 * 24 * HOUR,
+      reclaimAfterMs: opts.reclaimAfterMs ?? HOUR,
+      now,
+    })
     /** When each transfer last had a token re-sent (a user clicking twice is not two emails). */
     const tokenResent = new Map<string, number>()
 
@@ -199,7 +214,8 @@ export const sourcePlugin = fp(
       if (active && active.clientId !== caller.clientId) {
         throw new TransferError(
           'TransferAlreadyActive',
-          `transfer ${active.transferId} is in progress for ${input.did}`,
+          // Not its transferId: that is the other destination's capability (decision D14).
+          `another destination is transferring ${input.did}`,
         )
       }
       if (!previous) {
@@ -356,62 +372,7 @@ export const sourcePlugin = fp(
         if (caller.did !== input.did) {
           throw new TransferError('TransferNotAuthorized', 'the token was issued for another account')
         }
-        const transfer = await opts.store.get(input.transferId)
-        if (!transfer || transfer.did !== input.did || transfer.clientId !== caller.clientId) {
-          throw new TransferError(
-            'TransferNotFound',
-            `no transfer ${input.transferId} of ${input.did} by this client`,
-          )
-        }
-        const account = await opts.source.getAccount(input.did)
-        if (!account) throw new TransferError('AccountNotFound', `${input.did} is not hosted here`)
-        if (account.status !== 'active' || transfer.status === 'completed') {
-          throw new TransferError('AccountDeactivated', `${input.did} is already ${account.status}`)
-        }
-        if (transfer.status !== 'importing') {
-          throw new TransferError(
-            'TransferNotFound',
-            `transfer ${input.transferId} has no finished export (${transfer.status})`,
-          )
-        }
-        const repoMoved = async () => {
-          const head = await opts.source.currentRev(input.did)
-          return head === transfer.exportedRev
-            ? undefined
-            : new TransferError(
-                'RepoChangedDuringTransfer',
-                `the repo moved from rev ${transfer.exportedRev} to ${head} after the export; export again (resume) before completing`,
-              )
-        }
-        // Checked first so that a moved repo does not cost the user their token.
-        const moved = await repoMoved()
-        if (moved) throw moved
-        if (!(await opts.source.consumePlcToken(input.did, input.plcSignatureToken))) {
-          throw new TransferError('InvalidPlcToken', 'the PLC signature token is wrong or expired')
-        }
-        await opts.store.update(input.transferId, { status: 'completing', updatedAt: now() })
-        // Deactivating stops writes; checking again after it closes the window in which a write
-        // could land between the first check and the deactivation and be lost (decision 6).
-        await opts.source.deactivate(input.did, {
-          retainUntil: new Date(now() + (opts.retentionMs ?? 30 * 24 * HOUR)),
-        })
-        const undo = async (err: unknown): Promise<never> => {
-          await opts.source.reactivate(input.did)
-          await opts.store.update(input.transferId, { status: 'importing', updatedAt: now() })
-          throw err
-        }
-        const movedLate = await repoMoved()
-        if (movedLate) {
-          // The token is spent: send a fresh one for the retry after the catch-up.
-          await opts.source.requestPlcToken(input.did).catch(() => {})
-          await undo(movedLate)
-        }
-        const signedPlcOperation = await signTransferOperation(plcClient, input.did, opts.plc.rotationKey, {
-          newPdsEndpoint: input.newPdsEndpoint,
-          newSigningKey: input.newSigningKey,
-          newRotationKeys: input.newRotationKeys,
-        }).catch(undo)
-        await opts.store.update(input.transferId, { status: 'completed', updatedAt: now() })
+        const signedPlcOperation = await completion.complete(input, caller)
         return { signedPlcOperation }
       } catch (err) {
         return sendXrpcError(reply, err)
@@ -436,8 +397,9 @@ export const sourcePlugin = fp(
           if (transfer.status === 'completed') {
             throw new TransferError('AccountDeactivated', `${input.did} has already moved`)
           }
-          // Only once the data has left, as for the first token (decision 8).
-          if (transfer.status !== 'importing') {
+          // Only once the data has left, as for the first token (decision 8); also while a
+          // completion that has not signed is interrupted (its code may be spent).
+          if (transfer.status !== 'importing' && transfer.status !== 'completing') {
             throw new TransferError('TransferNotFound', `transfer ${input.transferId} has no finished export`)
           }
           const last = tokenResent.get(input.transferId) ?? 0
@@ -446,6 +408,7 @@ export const sourcePlugin = fp(
           }
           tokenResent.set(input.transferId, now())
           await opts.source.requestPlcToken(input.did)
+          await completion.codeSent(input.transferId)
           return reply.code(200).send({})
         } catch (err) {
           return sendXrpcError(reply, err)
@@ -458,8 +421,8 @@ export const sourcePlugin = fp(
         const params = validateGetTransferStatusParams(request.query)
         const caller = await opts.auth.verify(request, NSID.getTransferStatus, reply)
         const transfer = await opts.store.get(params.transferId)
-        if (!transfer || transfer.did !== caller.did) {
-          throw new TransferError('TransferNotFound', `no transfer ${params.transferId} for this account`)
+        if (!transfer || transfer.did !== caller.did || transfer.clientId !== caller.clientId) {
+          throw new TransferError('TransferNotFound', `no transfer ${params.transferId} by this client`)
         }
         return {
           transferId: transfer.transferId,
@@ -480,6 +443,9 @@ export const sourcePlugin = fp(
     const sweep = setInterval(
       () => {
         void cancelStale().catch((err: unknown) => app.log.error({ err }, 'stale transfer sweep failed'))
+        void completion
+          .reclaim()
+          .catch((err: unknown) => app.log.error({ err }, 'reclaiming abandoned moves failed'))
       },
       Math.min(opts.noProgressTimeoutMs ?? 24 * HOUR, 60_000),
     )
@@ -502,6 +468,7 @@ export const sourcePlugin = fp(
       }
     }
     app.decorate('cancelStaleTransfers', cancelStale)
+    app.decorate('reclaimAbandonedTransfers', () => completion.reclaim())
 
     app.setErrorHandler((err, _request, reply) => {
       // Body parsing errors (malformed JSON, wrong content type) are the client's: InvalidRequest.

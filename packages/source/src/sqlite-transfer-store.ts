@@ -1,5 +1,10 @@
 import Database from 'better-sqlite3'
-import type { SourceTransfer, SourceTransferStore, TransferStatus } from './transfer-store.ts'
+import type {
+  SourceCompletion,
+  SourceTransfer,
+  SourceTransferStore,
+  TransferStatus,
+} from './transfer-store.ts'
 
 interface Row {
   transfer_id: string
@@ -12,6 +17,8 @@ interface Row {
   bytes_sent: number
   blobs_sent: number
   error: string | null
+  completion: string | null
+  token_failures: number
   created_at: number
   updated_at: number
 }
@@ -25,6 +32,8 @@ const COLUMNS: Record<string, keyof Row> = {
   bytesSent: 'bytes_sent',
   blobsSent: 'blobs_sent',
   error: 'error',
+  completion: 'completion',
+  tokenFailures: 'token_failures',
   updatedAt: 'updated_at',
 }
 
@@ -53,15 +62,31 @@ export class SqliteTransferStore implements SourceTransferStore {
     );
     CREATE INDEX IF NOT EXISTS source_transfer_did ON source_transfer (did);
     CREATE INDEX IF NOT EXISTS source_transfer_client ON source_transfer (client_id, created_at);`)
+    // Columns added after the first release: a store from then gains them in place.
+    const columns = new Set(
+      (this.db.prepare('PRAGMA table_info(source_transfer)').all() as { name: string }[]).map((c) => c.name),
+    )
+    if (!columns.has('completion')) this.db.exec('ALTER TABLE source_transfer ADD COLUMN completion TEXT')
+    if (!columns.has('token_failures')) {
+      this.db.exec('ALTER TABLE source_transfer ADD COLUMN token_failures INTEGER NOT NULL DEFAULT 0')
+    }
   }
 
   async create(t: SourceTransfer): Promise<void> {
     this.db
       .prepare(
-        `INSERT INTO source_transfer VALUES (@transferId, @did, @clientId, @algorithm, @status, @exportedRev,
-         @framesSent, @bytesSent, @blobsSent, @error, @createdAt, @updatedAt)`,
+        `INSERT INTO source_transfer (transfer_id, did, client_id, algorithm, status, exported_rev, frames_sent,
+         bytes_sent, blobs_sent, error, completion, token_failures, created_at, updated_at)
+         VALUES (@transferId, @did, @clientId, @algorithm, @status, @exportedRev, @framesSent, @bytesSent,
+         @blobsSent, @error, @completion, @tokenFailures, @createdAt, @updatedAt)`,
       )
-      .run({ exportedRev: null, error: null, ...t })
+      .run({
+        exportedRev: null,
+        error: null,
+        ...t,
+        completion: t.completion ? JSON.stringify(t.completion) : null,
+        tokenFailures: t.tokenFailures ?? 0,
+      })
   }
 
   async get(transferId: string): Promise<SourceTransfer | undefined> {
@@ -84,7 +109,7 @@ export class SqliteTransferStore implements SourceTransferStore {
     const set = entries.map(([k]) => `${COLUMNS[k]} = @${k}`).join(', ')
     this.db
       .prepare(`UPDATE source_transfer SET ${set} WHERE transfer_id = @transferId`)
-      .run({ ...Object.fromEntries(entries.map(([k, v]) => [k, v ?? null])), transferId })
+      .run({ ...Object.fromEntries(entries.map(([k, v]) => [k, toColumn(k, v)])), transferId })
   }
 
   async countCreatedSince(clientId: string, since: number): Promise<number> {
@@ -101,9 +126,25 @@ export class SqliteTransferStore implements SourceTransferStore {
     return rows.map(fromRow)
   }
 
+  async listUnsettled(before: number): Promise<SourceTransfer[]> {
+    const rows = this.db
+      .prepare(
+        `SELECT * FROM source_transfer WHERE status IN ('completing', 'completed')
+         AND json_extract(completion, '$.deactivatedAt') < ? AND json_extract(completion, '$.settledAt') IS NULL`,
+      )
+      .all(before) as Row[]
+    return rows.map(fromRow)
+  }
+
   close(): void {
     this.db.close()
   }
+}
+
+function toColumn(key: string, value: unknown): unknown {
+  if (key === 'completion') return value === undefined ? null : JSON.stringify(value)
+  if (key === 'tokenFailures') return value ?? 0
+  return value ?? null
 }
 
 function fromRow(r: Row): SourceTransfer {
@@ -118,6 +159,8 @@ function fromRow(r: Row): SourceTransfer {
     bytesSent: r.bytes_sent,
     blobsSent: r.blobs_sent,
     ...(r.error !== null && { error: r.error }),
+    ...(r.completion !== null && { completion: JSON.parse(r.completion) as SourceCompletion }),
+    tokenFailures: r.token_failures,
     createdAt: r.created_at,
     updatedAt: r.updated_at,
   }

@@ -1,0 +1,220 @@
+import { createHash } from 'node:crypto'
+import type { Keypair } from '@atproto/crypto'
+import type * as plc from '@did-plc/lib'
+import { type CompleteTransferInput, TransferError } from '@pds-transfer/core'
+import type { AccountSource, SignedPlcOperation } from './account-source.ts'
+import { type PlcChange, signTransferOperation, supersedeOperation } from './plc-operation.ts'
+import type { TransferCaller } from './transfer-auth.ts'
+import type { SourceTransfer, SourceTransferStore } from './transfer-store.ts'
+
+/** Wrong PLC codes accepted per transfer before the user must have a new code sent. */
+export const MAX_TOKEN_ATTEMPTS = 5
+
+export interface SourceCompletionOptions {
+  source: AccountSource
+  store: SourceTransferStore
+  plc: plc.Client
+  rotationKey: Keypair
+  /** How long a transferred account's data is kept after deactivation. */
+  retentionMs: number
+  /**
+   * How long an account deactivated for a move may wait for the move to appear in PLC before
+   * the source takes it back (supersedes the signed operation, reactivates).
+   */
+  reclaimAfterMs: number
+  now: () => number
+}
+
+/**
+ * completeTransfer on the source, as a recorded state machine (spec/completion.md):
+ * `importing` → code accepted (its hash stored) → `completing` (deactivated) → operation
+ * signed and stored → `completed`. Invariant: each step is recorded before the next is taken,
+ * so that a repeated call from the same client for the same transfer continues where the
+ * last one stopped, and once signed always answers the same operation; and an account is
+ * never left deactivated without its move reaching PLC: `reclaim` takes it back.
+ */
+export class SourceCompletionFlow {
+  /** One completion per transfer at a time: a concurrent repeat waits, then sees the record. */
+  private readonly locks = new Map<string, Promise<unknown>>()
+
+  constructor(private readonly opts: SourceCompletionOptions) {}
+
+  /** Answers a completeTransfer call that passed authentication: the signed operation, or a TransferError. */
+  async complete(input: CompleteTransferInput, caller: TransferCaller): Promise<SignedPlcOperation> {
+    const previous = this.locks.get(input.transferId) ?? Promise.resolve()
+    const next = previous.catch(() => {}).then(() => this.completeOnce(input, caller))
+    this.locks.set(input.transferId, next)
+    try {
+      return await next
+    } finally {
+      if (this.locks.get(input.transferId) === next) this.locks.delete(input.transferId)
+    }
+  }
+
+  private async completeOnce(
+    input: CompleteTransferInput,
+    caller: TransferCaller,
+  ): Promise<SignedPlcOperation> {
+    const { source, store, now } = this.opts
+    const transfer = await store.get(input.transferId)
+    if (!transfer || transfer.did !== input.did || transfer.clientId !== caller.clientId) {
+      throw new TransferError(
+        'TransferNotFound',
+        `no transfer ${input.transferId} of ${input.did} by this client`,
+      )
+    }
+    const change: PlcChange = {
+      newPdsEndpoint: input.newPdsEndpoint,
+      newSigningKey: input.newSigningKey,
+      newRotationKeys: input.newRotationKeys,
+    }
+    const signed = transfer.completion?.signedOperation
+    if (signed) {
+      // The same client asking again for the same move: the same answer (it already had it).
+      if (sameChange(transfer.completion?.change, change)) return signed
+      throw new TransferError(
+        'InvalidRequest',
+        `transfer ${input.transferId} was completed with other parameters`,
+      )
+    }
+    const account = await source.getAccount(input.did)
+    if (!account) throw new TransferError('AccountNotFound', `${input.did} is not hosted here`)
+    // An interrupted completion left the account deactivated for this very transfer: go on.
+    const resuming = transfer.status === 'completing' && account.status === 'deactivated'
+    if (transfer.status === 'completed' || (account.status !== 'active' && !resuming)) {
+      throw new TransferError('AccountDeactivated', `${input.did} is already ${account.status}`)
+    }
+    if (transfer.status !== 'importing' && transfer.status !== 'completing') {
+      throw new TransferError(
+        'TransferNotFound',
+        `transfer ${input.transferId} has no finished export (${transfer.status})`,
+      )
+    }
+    if ((transfer.tokenFailures ?? 0) >= MAX_TOKEN_ATTEMPTS) {
+      throw new TransferError(
+        'RateLimitExceeded',
+        `${MAX_TOKEN_ATTEMPTS} wrong codes: have a new code sent, then try it`,
+      )
+    }
+    // Checked before the code so that a moved repo does not cost the user their code.
+    await this.assertHeadUnmoved(transfer)
+    const tokenHash = sha256(input.plcSignatureToken)
+    if (transfer.completion?.tokenHash !== tokenHash) {
+      if (!(await source.consumePlcToken(input.did, input.plcSignatureToken))) {
+        await store.update(transfer.transferId, {
+          tokenFailures: (transfer.tokenFailures ?? 0) + 1,
+          updatedAt: now(),
+        })
+        throw new TransferError('InvalidPlcToken', 'the PLC signature token is wrong or expired')
+      }
+    }
+    const completion = { tokenHash, change, deactivatedAt: transfer.completion?.deactivatedAt ?? now() }
+    await store.update(transfer.transferId, {
+      status: 'completing',
+      completion,
+      tokenFailures: 0,
+      updatedAt: now(),
+    })
+    // Deactivating stops writes; checking again after it closes the window in which a write
+    // could land between the first check and the deactivation and be lost (decision 6).
+    if (account.status === 'active') {
+      await source.deactivate(input.did, { retainUntil: new Date(now() + this.opts.retentionMs) })
+    }
+    try {
+      await this.assertHeadUnmoved(transfer)
+    } catch (err) {
+      // The code is spent: send a fresh one for the retry after the catch-up.
+      await source.requestPlcToken(input.did).catch(() => {})
+      await this.giveBack(transfer, undefined)
+      throw err
+    }
+    let op: SignedPlcOperation
+    try {
+      op = await signTransferOperation(this.opts.plc, input.did, this.opts.rotationKey, change)
+    } catch (err) {
+      await this.giveBack(transfer, undefined)
+      throw err
+    }
+    await store.update(transfer.transferId, {
+      status: 'completed',
+      completion: { ...completion, signedOperation: op },
+      updatedAt: now(),
+    })
+    return op
+  }
+
+  /**
+   * Takes back each account deactivated for a move that has not reached PLC within
+   * `reclaimAfterMs`: a signed operation is first made unusable (`supersedeOperation`), then
+   * the account is reactivated and its transfer returns to `importing` (the destination may
+   * have a new code sent and complete again). A move that did land is marked settled.
+   */
+  async reclaim(): Promise<SourceTransfer[]> {
+    const { store, now } = this.opts
+    const reclaimed: SourceTransfer[] = []
+    for (const t of await store.listUnsettled(now() - this.opts.reclaimAfterMs)) {
+      const completion = t.completion
+      if (!completion) continue
+      const data = await this.opts.plc.getDocumentData(t.did)
+      const moved = data.services.atproto_pds?.endpoint === completion.change.newPdsEndpoint
+      const outcome = moved
+        ? 'moved'
+        : completion.signedOperation
+          ? await supersedeOperation(this.opts.plc, t.did, this.opts.rotationKey, completion.signedOperation)
+          : 'superseded'
+      if (outcome === 'moved') {
+        await store.update(t.transferId, {
+          completion: { ...completion, settledAt: now() },
+          updatedAt: now(),
+        })
+        continue
+      }
+      await this.giveBack(
+        t,
+        'the move did not reach the PLC directory in time; the account was reactivated here',
+      )
+      reclaimed.push(t)
+    }
+    return reclaimed
+  }
+
+  /** A new code was sent: wrong attempts start again from zero. */
+  async codeSent(transferId: string): Promise<void> {
+    await this.opts.store.update(transferId, { tokenFailures: 0, updatedAt: this.opts.now() })
+  }
+
+  private async assertHeadUnmoved(transfer: SourceTransfer): Promise<void> {
+    const head = await this.opts.source.currentRev(transfer.did)
+    if (head !== transfer.exportedRev) {
+      throw new TransferError(
+        'RepoChangedDuringTransfer',
+        `the repo moved from rev ${transfer.exportedRev} to ${head} after the export; export again (resume) before completing`,
+      )
+    }
+  }
+
+  /** Reactivates the account and returns the transfer to `importing`, its completion forgotten. */
+  private async giveBack(transfer: SourceTransfer, error: string | undefined): Promise<void> {
+    await this.opts.source.reactivate(transfer.did)
+    await this.opts.store.update(transfer.transferId, {
+      status: 'importing',
+      completion: undefined,
+      error,
+      updatedAt: this.opts.now(),
+    })
+  }
+}
+
+function sameChange(a: PlcChange | undefined, b: PlcChange): boolean {
+  return (
+    a !== undefined &&
+    a.newPdsEndpoint === b.newPdsEndpoint &&
+    a.newSigningKey === b.newSigningKey &&
+    a.newRotationKeys.length === b.newRotationKeys.length &&
+    a.newRotationKeys.every((k, i) => k === b.newRotationKeys[i])
+  )
+}
+
+function sha256(text: string): string {
+  return createHash('sha256').update(text).digest('hex')
+}
