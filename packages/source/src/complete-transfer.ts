@@ -155,9 +155,7 @@ export class SourceCompletionFlow {
     for (const t of await store.listUnsettled(now() - this.opts.reclaimAfterMs)) {
       const completion = t.completion
       if (!completion) continue
-      const data = await this.opts.plc.getDocumentData(t.did)
-      const moved = data.services.atproto_pds?.endpoint === completion.change.newPdsEndpoint
-      const outcome = moved
+      const outcome = (await this.moved(t))
         ? 'moved'
         : completion.signedOperation
           ? await supersedeOperation(this.opts.plc, t.did, this.opts.rotationKey, completion.signedOperation)
@@ -176,6 +174,15 @@ export class SourceCompletionFlow {
       reclaimed.push(t)
     }
     return reclaimed
+  }
+
+  /** Whether PLC names the destination of `transfer`'s completed move (it is final). */
+  async moved(transfer: SourceTransfer): Promise<boolean> {
+    const change = transfer.completion?.change
+    if (!change) return true
+    if (transfer.completion?.settledAt) return true
+    const data = await this.opts.plc.getDocumentData(transfer.did)
+    return data.services.atproto_pds?.endpoint === change.newPdsEndpoint
   }
 
   /** A new code was sent: wrong attempts start again from zero. */

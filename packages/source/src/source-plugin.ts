@@ -394,12 +394,13 @@ export const sourcePlugin = fp(
               `no transfer ${input.transferId} of ${input.did} by this client`,
             )
           }
-          if (transfer.status === 'completed') {
+          // A signed move that has not reached PLC yet is still finished with a code.
+          if (transfer.status === 'completed' && (await completion.moved(transfer))) {
             throw new TransferError('AccountDeactivated', `${input.did} has already moved`)
           }
           // Only once the data has left, as for the first token (decision 8); also while a
           // completion that has not signed is interrupted (its code may be spent).
-          if (transfer.status !== 'importing' && transfer.status !== 'completing') {
+          if (!['importing', 'completing', 'completed'].includes(transfer.status)) {
             throw new TransferError('TransferNotFound', `transfer ${input.transferId} has no finished export`)
           }
           const last = tokenResent.get(input.transferId) ?? 0
