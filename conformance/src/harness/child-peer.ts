@@ -1,9 +1,17 @@
 import { type ChildProcess, fork } from 'node:child_process'
 
+/** Children still running: killed when this process exits, so none outlives a crashed test. */
+const live = new Set<ChildProcess>()
+process.once('exit', () => {
+  for (const child of live) child.kill('SIGKILL')
+})
+
 /**
  * A TypeScript harness script run in its own process (a PDS that can be killed, or measured
  * alone), talked to over IPC: its first message carries `ready: true`; requests are
- * `{ id, ...message }` answered by `{ id, result }` or `{ id, error }`.
+ * `{ id, ...message }` answered by `{ id, result }` or `{ id, error }`. A child script must
+ * exit when its IPC channel closes (`exitWithParent`): the 'exit' hook below cannot run when
+ * the test process itself is SIGKILLed.
  */
 export class ChildPeer<Ready = Record<string, unknown>> {
   private next = 0
@@ -13,7 +21,13 @@ export class ChildPeer<Ready = Record<string, unknown>> {
   readonly exited: Promise<number | null>
 
   constructor(readonly child: ChildProcess) {
-    this.exited = new Promise((resolve) => child.once('exit', (code) => resolve(code)))
+    live.add(child)
+    this.exited = new Promise((resolve) =>
+      child.once('exit', (code) => {
+        live.delete(child)
+        resolve(code)
+      }),
+    )
     this.ready = new Promise((resolve, reject) => {
       void this.exited.then((code) => reject(new Error(`child exited with ${code} before it was ready`)))
       child.on('message', (msg: { id?: number; ready?: boolean; result?: unknown; error?: string }) => {
@@ -47,4 +61,9 @@ export class ChildPeer<Ready = Record<string, unknown>> {
     if (this.child.exitCode === null) this.child.kill('SIGKILL')
     await this.exited
   }
+}
+
+/** For child scripts: exit when the parent is gone (its IPC channel closed), however it died. */
+export function exitWithParent(): void {
+  process.once('disconnect', () => process.exit(1))
 }

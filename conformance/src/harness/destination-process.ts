@@ -4,11 +4,13 @@
  * PLC_URL, DEST_DIR, DEST_PORT, SOURCE_URL, SOURCE_TOKEN (a bearer token the source accepts,
  * standing in for a durable OAuth session), ALGORITHMS (optional, comma-separated). On start
  * it runs `engine.recover()`; then it answers IPC messages `{ id, start: did }`,
- * `{ id, wait: transferId }` and `{ id, rss: true }` with `{ id, result }`.
+ * `{ id, wait: transferId }`, `{ id, complete: transferId, plcToken }` and `{ id, rss: true }`
+ * with `{ id, result }`. It exits when the test process is gone.
  */
 import type { TransferAlgorithm } from '@pds-transfer/core'
 import { bearerSourceClient } from '@pds-transfer/destination'
 import { peakRssMiB } from '../../../packages/core/bench/peak-rss.ts'
+import { exitWithParent } from './child-peer.ts'
 import { startDestinationServer } from './destination-server.ts'
 
 const env = (name: string): string => {
@@ -17,6 +19,7 @@ const env = (name: string): string => {
   return value
 }
 
+exitWithParent()
 const client = () => bearerSourceClient(env('SOURCE_URL'), env('SOURCE_TOKEN'))
 const dest = await startDestinationServer({
   plc: { url: env('PLC_URL') },
@@ -27,11 +30,19 @@ const dest = await startDestinationServer({
 })
 const recovered = await dest.engine.recover()
 
-type Message = { id: number; start?: string; wait?: string; rss?: boolean }
+type Message = {
+  id: number
+  start?: string
+  wait?: string
+  complete?: string
+  plcToken?: string
+  rss?: boolean
+}
 process.on('message', (msg: Message) => {
   const run = async () => {
     if (msg.start) return dest.engine.start({ did: msg.start, client: client() })
     if (msg.wait) return dest.engine.wait(msg.wait)
+    if (msg.complete) return dest.engine.complete(msg.complete, { plcToken: msg.plcToken ?? '' })
     if (msg.rss) return { maxRssMiB: peakRssMiB() }
     throw new Error(`unknown message ${JSON.stringify(msg)}`)
   }

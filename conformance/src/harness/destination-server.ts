@@ -2,7 +2,7 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { type AddressInfo, createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { Secp256k1Keypair } from '@atproto/crypto'
+import type { Secp256k1Keypair } from '@atproto/crypto'
 import * as plc from '@did-plc/lib'
 import type { TransferAlgorithm } from '@pds-transfer/core'
 import {
@@ -21,6 +21,7 @@ import {
 import Fastify, { type FastifyInstance } from 'fastify'
 import { SqliteAccountSink } from '../store/sqlite-account-sink.ts'
 import { SqliteAccountStore } from '../store/sqlite-account-store.ts'
+import { keypairFile } from './key-file.ts'
 import type { PlcDirectory } from './plc-directory.ts'
 import { registerStartHook } from './start-hook.ts'
 
@@ -64,7 +65,7 @@ export async function startDestinationServer(options: {
   const transfers = new SqliteInboundTransferStore(join(dir, 'transfers.sqlite'))
   const keyStore = new SqliteKeyStore(join(dir, 'keys.sqlite'))
   const keys = new KeyRing(keyStore, options.algorithms ?? ['HPKE-3', 'HPKE-4'])
-  const rotationKey = await Secp256k1Keypair.create({ exportable: true })
+  const rotationKey = await keypairFile(join(dir, 'rotation.key'))
   // The engine needs its public URL before the server listens.
   const port = options.port ?? (await freePort())
   const url = `http://127.0.0.1:${port}`

@@ -2,15 +2,17 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { Secp256k1Keypair } from '@atproto/crypto'
+import type { Secp256k1Keypair } from '@atproto/crypto'
 import {
   type AccountSource,
   type SourcePluginOptions,
+  type SourceTransferStore,
   SqliteTransferStore,
   sourcePlugin,
 } from '@pds-transfer/source'
 import Fastify, { type FastifyInstance } from 'fastify'
 import { SqliteAccountStore } from '../store/sqlite-account-store.ts'
+import { keypairFile } from './key-file.ts'
 import type { PlcDirectory } from './plc-directory.ts'
 import { TestTokenAuth } from './test-auth.ts'
 
@@ -36,6 +38,10 @@ export type SourceServerOptions = Partial<Omit<SourcePluginOptions, 'source' | '
   dir?: string
   /** Fixed port (default: any free one). */
   port?: number
+  /** Token verifier (default: a fresh one); a restarted source passes one with the same secret. */
+  auth?: TestTokenAuth
+  /** Wraps the transfer records the plugin sees (a crash drill holds a write). */
+  wrapTransfers?: (store: SqliteTransferStore) => SourceTransferStore
 }
 
 export async function startSourceServer(options: SourceServerOptions = {}): Promise<SourceServer> {
@@ -45,17 +51,25 @@ export async function startSourceServer(options: SourceServerOptions = {}): Prom
   const plc = options.plc ?? (await (await import('./plc-directory.ts')).startPlcDirectory())
   const store = await SqliteAccountStore.open(dir)
   const transfers = new SqliteTransferStore(join(dir, 'transfers.sqlite'))
-  const auth = new TestTokenAuth()
-  const rotationKey = await Secp256k1Keypair.create({ exportable: true })
+  const auth = options.auth ?? new TestTokenAuth()
+  const rotationKey = await keypairFile(join(dir, 'rotation.key'))
   // Tests close servers while peers in the same process still hold keep-alive sockets.
   const app = Fastify({ logger: false, forceCloseConnections: true })
   const serviceDid = 'did:web:source.test'
-  const { wrapSource, plc: _plc, dir: _dir, port: _port, ...pluginOptions } = options
+  const {
+    wrapSource,
+    wrapTransfers,
+    plc: _plc,
+    dir: _dir,
+    port: _port,
+    auth: _auth,
+    ...pluginOptions
+  } = options
   await app.register(sourcePlugin, {
     serviceDid,
     ...pluginOptions,
     source: wrapSource ? wrapSource(store) : store,
-    store: transfers,
+    store: wrapTransfers ? wrapTransfers(transfers) : transfers,
     auth,
     plc: { directoryUrl: plc.url, rotationKey },
   })

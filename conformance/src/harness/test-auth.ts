@@ -1,21 +1,25 @@
-import { randomBytes } from 'node:crypto'
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto'
 import { TransferError } from '@pds-transfer/core'
 import { type TransferAuthVerifier, type TransferCaller, UnauthenticatedError } from '@pds-transfer/source'
 import type { FastifyRequest } from 'fastify'
 
+type Grant = TransferCaller & { nsids: string[] }
+
 /**
  * A stand-in authorization server for tests of the transfer endpoints that are
- * not about OAuth: opaque bearer tokens naming an account, a client and the
- * NSIDs allowed. The real verifier (DPoP tokens from @atproto/oauth-provider)
- * is tested on its own and in the reference-PDS suite.
+ * not about OAuth: bearer tokens naming an account, a client and the NSIDs allowed,
+ * MACed with `secret`. Stateless, so a source process killed and started again with
+ * the same secret still accepts the tokens it issued (as a real PDS's sessions survive
+ * a restart). The real verifier (DPoP tokens from @atproto/oauth-provider) is tested
+ * on its own and in the reference-PDS suite.
  */
 export class TestTokenAuth implements TransferAuthVerifier {
-  private readonly tokens = new Map<string, TransferCaller & { nsids: string[] }>()
+  constructor(private readonly secret: Buffer = randomBytes(32)) {}
 
   issue(caller: TransferCaller, nsids: string[]): string {
-    const token = randomBytes(16).toString('base64url')
-    this.tokens.set(token, { ...caller, nsids })
-    return token
+    const grant: Grant = { did: caller.did, clientId: caller.clientId, nsids }
+    const payload = Buffer.from(JSON.stringify(grant)).toString('base64url')
+    return `${payload}.${this.mac(payload).toString('base64url')}`
   }
 
   async verify(request: FastifyRequest, nsid: string): Promise<TransferCaller> {
@@ -23,11 +27,24 @@ export class TestTokenAuth implements TransferAuthVerifier {
     if (!header?.startsWith('Bearer ')) {
       throw new UnauthenticatedError('an access token is required', 'Bearer realm="transfer"')
     }
-    const grant = this.tokens.get(header.slice(7))
+    const grant = this.read(header.slice(7))
     if (!grant) throw new UnauthenticatedError('unknown token', 'Bearer error="invalid_token"')
     if (!grant.nsids.includes(nsid)) {
       throw new TransferError('TransferNotAuthorized', `token lacks the rpc:${nsid} scope`)
     }
     return { did: grant.did, clientId: grant.clientId }
+  }
+
+  private read(token: string): Grant | undefined {
+    const [payload, tag, ...rest] = token.split('.')
+    if (!payload || !tag || rest.length > 0) return undefined
+    const expected = this.mac(payload)
+    const given = Buffer.from(tag, 'base64url')
+    if (given.length !== expected.length || !timingSafeEqual(given, expected)) return undefined
+    return JSON.parse(Buffer.from(payload, 'base64url').toString('utf8')) as Grant
+  }
+
+  private mac(payload: string): Buffer {
+    return createHmac('sha256', this.secret).update(payload).digest()
   }
 }
