@@ -69,8 +69,20 @@ describe('/migrate in Chromium', () => {
     // Back at B, on our public origin, following the transfer until it needs the PLC code.
     await page.waitForURL((url) => url.origin === pair.b.url && url.pathname.startsWith('/migrate/transfer/'))
     await shot('progress')
+    const transferPage = page.url()
     await page.waitForSelector('input[name="token"]', { timeout: 60_000 })
     await shot('plc-code-form')
+    // A mistyped code first: refused, and still explained to a user who comes back later.
+    await page.fill('input[name="token"]', 'AAAAA-BBBBB')
+    await page.click('form[action$="/complete"] button[type=submit]')
+    await page.waitForSelector('[role=alert]')
+    await expect(page.textContent('[role=alert]')).resolves.toContain('was not accepted')
+    await shot('wrong-code')
+    await page.goto(transferPage)
+    await expect(page.textContent('[role=alert]')).resolves.toContain(
+      'Your last attempt to finish the move did not complete (SourceRefused): your current server did not accept the code (wrong or expired).',
+    )
+    await shot('came-back-after-wrong-code')
     const token = pair.plcTokens.get(erin.did)?.at(-1) as string
     await page.fill('input[name="token"]', token)
     await page.click('form[action$="/complete"] button[type=submit]')
@@ -78,7 +90,7 @@ describe('/migrate in Chromium', () => {
     await shot('moved')
     await expect(page.textContent('ol')).resolves.toContain('✓ Done')
 
-    const transferId = new URL(page.url()).pathname.split('/').at(-1) as string
+    const transferId = new URL(transferPage).pathname.split('/').at(-1) as string
     expect((await pair.b.engine.get(transferId))?.status).toBe('completed')
     const onA = await fetch(`${pair.a.url}/xrpc/com.atproto.sync.getRepo?did=${erin.did}`)
     expect(onA.status).toBe(400)

@@ -4,6 +4,7 @@ import { NSID } from '@pds-transfer/core'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { buildAccount, type FixtureAccount } from '../src/fixtures/build-account.ts'
 import { type DestinationServer, startDestinationServer } from '../src/harness/destination-server.ts'
+import { overrideSource } from '../src/harness/override-source.ts'
 import { type PlcDirectory, startPlcDirectory } from '../src/harness/plc-directory.ts'
 import { type SourceServer, startSourceServer } from '../src/harness/source-server.ts'
 import { TestSourceAuthorizer } from '../src/harness/test-authorizer.ts'
@@ -17,10 +18,21 @@ describe('/migrate web UI', () => {
   let source: SourceServer
   let dest: DestinationServer
   let account: FixtureAccount
+  let brokenDeactivation = false
 
   beforeAll(async () => {
     plcDir = await startPlcDirectory()
-    source = await startSourceServer({ plc: plcDir })
+    source = await startSourceServer({
+      plc: plcDir,
+      // While set, the source fails inside completeTransfer (as a source mid-deploy would).
+      wrapSource: (store) =>
+        overrideSource(store, {
+          async deactivate(did, options) {
+            if (brokenDeactivation) throw new Error('database unavailable')
+            return store.deactivate(did, options)
+          },
+        }),
+    })
     dest = await startDestinationServer({
       plc: plcDir,
       authorizer: ({ url, clientId }) =>
@@ -118,6 +130,38 @@ describe('/migrate web UI', () => {
     expect(doc.rotationKeys).toEqual([userKey, account.recoveryKey.did(), dest.rotationKey.did()])
     const status = await (await get(`/xrpc/${NSID.getTransferStatus}?transferId=${transferId}`)).json()
     expect(status).toMatchObject({ status: 'completed' })
+  })
+
+  it('shows why the last attempt to finish came back to the code step, and the same code then works', async () => {
+    const other = await buildAccount(source.store, {
+      plcUrl: plcDir.url,
+      pdsUrl: source.url,
+      pdsRotationKey: source.rotationKey,
+      shape: { posts: 3, blobSizes: [1000] },
+    })
+    const authorize = await post('/migrate/authorize', { did: other.did })
+    const callback = new URL(authorize.headers.get('location') as string)
+    const started = await get(`${callback.pathname}${callback.search}`)
+    const transferPath = new URL(started.headers.get('location') as string).pathname
+    const transferId = transferPath.split('/').at(-1) as string
+    await dest.engine.wait(transferId)
+    const token = source.store.outbox.filter((m) => m.did === other.did).at(-1)?.token as string
+
+    brokenDeactivation = true
+    const failed = await post(`${transferPath}/complete`, { token })
+    brokenDeactivation = false
+    expect(failed.status).toBe(400)
+    expect(await failed.text()).toContain('did not answer')
+    // The user comes back later: the page still says what happened and what to do.
+    const later = await (await get(transferPath)).text()
+    expect(later).toContain('Your last attempt to finish the move did not complete (SourceUnreachable)')
+    expect(later).toContain('Enter your code again')
+    expect(later).toContain('name="token"')
+
+    expect((await post(`${transferPath}/complete`, { token })).status).toBe(303)
+    const result = await (await get(transferPath)).text()
+    expect(result).toContain('Your account now lives here')
+    expect(result).not.toContain('did not complete')
   })
 
   it('refuses form posts from another site', async () => {

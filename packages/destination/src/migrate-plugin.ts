@@ -262,7 +262,14 @@ ${t.rollback ? `<p class="error" role="alert">${esc(t.rollback.message)}</p>` : 
 <p>Nothing changed on your current server: your account is still there and active. <a href="/migrate">Try again</a>.</p>`
   } else if (t.stage === 'awaitingPlcToken') {
     const missing = t.missingBlobs.length
-    body = `<p class="ok" role="status">Everything has been copied and verified${
+    // A finishing attempt that came back here (spec/completion.md, C8): say why, and what to do,
+    // also to a user who left the page and came back.
+    const lastAttempt =
+      t.failure && !error
+        ? `<p class="warn" role="alert">Your last attempt to finish the move did not complete (${esc(t.failure.reason)}): ${esc(t.failure.message.replace(/\.$/, ''))}.
+Nothing has moved yet: your identity still points to your current server. Enter your code again, or have a new one emailed.</p>`
+        : ''
+    body = `${lastAttempt}<p class="ok" role="status">Everything has been copied and verified${
       t.endOfStream === 'unverified'
         ? ' (your old server cannot confirm the end of the stream, so every image was checked one by one)'
         : ''

@@ -20,6 +20,14 @@ export const COMPLETION_STAGES: ReadonlySet<TransferStage> = new Set([
   'activating',
 ])
 
+/** Refusals of completeTransfer that the user answers at the code step, as the user is told them. */
+const BACK_TO_CODE: Record<string, string> = {
+  InvalidPlcToken: 'your current server did not accept the code (wrong or expired)',
+  RepoChangedDuringTransfer:
+    'your account kept changing (new posts or other writes from your apps) while the move was finishing; pause them and try again',
+  RateLimitExceeded: 'too many codes were tried; have a new one emailed, then enter it',
+}
+
 /** Catch-up rounds before completion gives up on a repo that keeps moving (the user retries). */
 const MAX_CATCH_UPS = 3
 
@@ -140,8 +148,10 @@ export class TransferCompletion {
         continue
       }
       // A wrong or expired code, a repo that keeps moving, too many attempts: the user acts again.
-      if (['InvalidPlcToken', 'RepoChangedDuringTransfer', 'RateLimitExceeded'].includes(err.error)) {
-        await this.backToCode(t, 'SourceRefused', err.message)
+      const told = BACK_TO_CODE[err.error]
+      if (told) {
+        // The record is what the user is shown (/migrate, getTransferStatus); the caller gets the wire error.
+        await this.backToCode(t, 'SourceRefused', told)
         throw err
       }
       await this.ctx.fail(t.transferId, 'SourceRefused', err.message)
