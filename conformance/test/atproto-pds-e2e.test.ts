@@ -1,3 +1,6 @@
+import { decode as cborDecode } from '@atproto/lex-cbor'
+import { def, readCarWithRoot, verifyCommitSig, verifyRepoCar } from '@atproto/repo'
+import { Subscription } from '@atproto/xrpc-server'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { type SeededAccount, seedReferenceAccount } from '../src/fixtures/seed-reference-account.ts'
 import { headlessAuthorize } from '../src/harness/headless-oauth.ts'
@@ -26,6 +29,9 @@ type Did = `did:${string}:${string}`
 describe('two reference PDSes', () => {
   let pair: ReferencePdsPair
   let alice: SeededAccount
+  /** Each PDS's firehose, read through its public URL from before the move on. */
+  const firehose = { a: [] as FirehoseEvent[], b: [] as FirehoseEvent[] }
+  const unsubscribe = new AbortController()
   const collections = ['app.bsky.feed.post', 'app.bsky.graph.follow']
   const before = new Map<string, unknown[]>()
 
@@ -49,8 +55,12 @@ describe('two reference PDSes', () => {
       follows: 20,
     })
     for (const c of collections) before.set(c, await listRecords(pair.a.url, alice.did, c))
+    for (const side of ['a', 'b'] as const) void follow(pair[side].url, firehose[side], unsubscribe.signal)
   }, 120_000)
-  afterAll(() => pair?.close())
+  afterAll(async () => {
+    unsubscribe.abort()
+    await pair?.close()
+  })
 
   it('moves the account through /migrate, OAuth at the source and the PLC token', async () => {
     const { a, b } = pair
@@ -182,6 +192,37 @@ describe('two reference PDSes', () => {
     expect(posts.length).toBe((before.get('app.bsky.feed.post')?.length ?? 0) + 1)
   })
 
+  it("relays can follow the move: A's and B's public firehoses, signatures checked against PLC", async () => {
+    const did = alice.did
+    const { a, b } = firehose
+    const key = (
+      (await (await fetch(`${pair.plc.url}/${did}/data`)).json()) as {
+        verificationMethods: { atproto: string }
+      }
+    ).verificationMethods.atproto
+    const events = (list: FirehoseEvent[], type: string) =>
+      // #commit names the account `repo`, the other events `did`.
+      list.filter((e) => e.$type === `com.atproto.sync.subscribeRepos#${type}` && (e.did ?? e.repo) === did)
+    await waitFor(() => events(b, 'commit').length > 0)
+
+    expect(events(a, 'account').at(-1)).toMatchObject({ active: false, status: 'deactivated' })
+    expect(events(b, 'identity')).not.toHaveLength(0)
+    expect(events(b, 'account').at(-1)).toMatchObject({ active: true })
+    // The #sync of the activation carries a head signed with the key PLC now names.
+    const sync = events(b, 'sync').at(-1) as FirehoseEvent & { blocks: Uint8Array; rev: string }
+    const { root, blocks } = await readCarWithRoot(sync.blocks)
+    const head = def.commit.schema.parse(cborDecode(blocks.get(root) as Uint8Array))
+    expect(await verifyCommitSig(head, key)).toBe(true)
+    expect(head.rev).toBe(sync.rev)
+    // The post written at B chains onto it.
+    const commit = events(b, 'commit').at(-1) as FirehoseEvent & { since: string; prevData: unknown }
+    expect(commit.since).toBe(sync.rev)
+    expect(String(commit.prevData)).toBe(head.data.toString())
+    // And B's whole repo verifies with the DID's current key.
+    const car = await fetch(`${pair.b.url}/xrpc/com.atproto.sync.getRepo?did=${did}`)
+    await expect(verifyRepoCar(new Uint8Array(await car.arrayBuffer()), did, key)).resolves.toBeDefined()
+  })
+
   /**
    * The conformance suite against the same two adapters (the code `pds-transfer-conformance`
    * runs against any PDS): A as a source, reached with a real OAuth session (PAR, DPoP) that B
@@ -257,3 +298,31 @@ describe('two reference PDSes', () => {
     }, 60_000)
   })
 })
+
+type FirehoseEvent = { $type: string; did?: string; repo?: string; [field: string]: unknown }
+
+/**
+ * Reads `subscribeRepos` at `pdsUrl` (a ws:// URL from its public http:// one) into `into`,
+ * from the PDS's first event on (cursor 0), as a relay catching up would.
+ */
+async function follow(pdsUrl: string, into: FirehoseEvent[], signal: AbortSignal): Promise<void> {
+  const sub = new Subscription<FirehoseEvent>({
+    service: pdsUrl.replace(/^http/, 'ws'),
+    method: 'com.atproto.sync.subscribeRepos',
+    getParams: () => ({ cursor: 0 }),
+    signal,
+    validate: (value) => value as FirehoseEvent,
+  })
+  try {
+    for await (const event of sub) into.push(event)
+  } catch (err) {
+    if (!signal.aborted) throw err
+  }
+}
+
+async function waitFor(done: () => boolean, ms = 10_000): Promise<void> {
+  for (const end = Date.now() + ms; !done(); ) {
+    if (Date.now() > end) throw new Error('timed out waiting for firehose events')
+    await new Promise((r) => setTimeout(r, 50))
+  }
+}

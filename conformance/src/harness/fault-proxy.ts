@@ -1,14 +1,17 @@
 import { type AddressInfo, connect, createServer, type Server, type Socket } from 'node:net'
 
-/** What the proxy does to the bytes the server sends on one connection. */
+/** Which bytes of a connection a fault hits: the client's (request) or the server's (response). */
+export type Direction = 'request' | 'response'
+
+/** What the proxy does to the bytes flowing one way on one connection. */
 export type Fault =
   | { kind: 'none' }
-  /** Both sockets are destroyed once `at` response bytes have passed (a reset connection). */
-  | { kind: 'cut'; at: number }
-  /** The byte at offset `at` of the response has its bits `mask` flipped. */
-  | { kind: 'corrupt'; at: number; mask: number }
+  /** Both sockets are destroyed once `at` bytes have passed (a reset connection). */
+  | { kind: 'cut'; on: Direction; at: number }
+  /** The byte at offset `at` has its bits `mask` flipped. */
+  | { kind: 'corrupt'; on: Direction; at: number; mask: number }
   /** Forwarding stops for `ms` once `at` bytes have passed, then goes on. */
-  | { kind: 'stall'; at: number; ms: number }
+  | { kind: 'stall'; on: Direction; at: number; ms: number }
 
 export interface FaultProxy {
   url: string
@@ -18,9 +21,10 @@ export interface FaultProxy {
 }
 
 /**
- * A TCP proxy between two PDSes that injects one fault per connection into the server's
- * response bytes (offsets count from the start of the connection's response stream, HTTP
- * headers included). Each new connection takes the next fault from `plan`.
+ * A TCP proxy that injects one fault per connection into the bytes flowing one way (offsets
+ * count from the start of that direction's stream on the connection, HTTP headers included;
+ * a kept-alive connection carries several requests). Each new connection takes the next fault
+ * from `plan`.
  */
 export async function startFaultProxy(target: string, plan: () => Fault): Promise<FaultProxy> {
   const { hostname, port } = new URL(target)
@@ -30,49 +34,18 @@ export async function startFaultProxy(target: string, plan: () => Fault): Promis
     const fault = plan()
     applied.push(fault)
     const upstream = connect({ host: hostname, port: Number(port) })
+    const reset = () => {
+      client.destroy()
+      upstream.destroy()
+    }
     for (const s of [client, upstream]) {
       sockets.add(s)
       s.on('close', () => sockets.delete(s))
-      s.on('error', () => {
-        client.destroy()
-        upstream.destroy()
-      })
+      s.on('error', reset)
     }
-    client.pipe(upstream)
-    // After a cut the sockets are gone while chunks may still be queued.
-    const send = (bytes: Buffer, done?: () => void) => {
-      if (client.writable) client.write(bytes, done)
-    }
-    let passed = 0
-    let fired = false
-    upstream.on('data', (chunk: Buffer) => {
-      const start = passed
-      passed += chunk.length
-      if (fault.kind === 'none' || fired || fault.at >= passed) {
-        send(chunk)
-        return
-      }
-      fired = true
-      const offset = Math.max(0, fault.at - start)
-      if (fault.kind === 'cut') {
-        send(chunk.subarray(0, offset), () => {
-          client.destroy()
-          upstream.destroy()
-        })
-      } else if (fault.kind === 'corrupt') {
-        const copy = Buffer.from(chunk)
-        copy[offset] = (copy[offset] as number) ^ fault.mask
-        send(copy)
-      } else {
-        send(chunk.subarray(0, offset))
-        upstream.pause()
-        setTimeout(() => {
-          send(chunk.subarray(offset))
-          upstream.resume()
-        }, fault.ms).unref()
-      }
-    })
-    upstream.on('end', () => client.end())
+    const hit = (on: Direction) => (fault.kind !== 'none' && fault.on === on ? fault : undefined)
+    relay(client, upstream, hit('request'), reset)
+    relay(upstream, client, hit('response'), reset)
   })
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
   return {
@@ -84,4 +57,45 @@ export async function startFaultProxy(target: string, plan: () => Fault): Promis
         server.close(() => resolve())
       }),
   }
+}
+
+/** Forwards `from`'s bytes to `to`, applying `fault` (if any) once its offset is reached. */
+function relay(
+  from: Socket,
+  to: Socket,
+  fault: Exclude<Fault, { kind: 'none' }> | undefined,
+  reset: () => void,
+) {
+  // After a cut the sockets are gone while chunks may still be queued.
+  const send = (bytes: Buffer, done?: () => void) => {
+    if (to.writable) to.write(bytes, done)
+    else done?.()
+  }
+  let passed = 0
+  let fired = false
+  from.on('data', (chunk: Buffer) => {
+    const start = passed
+    passed += chunk.length
+    if (!fault || fired || fault.at >= passed) {
+      send(chunk)
+      return
+    }
+    fired = true
+    const offset = Math.max(0, fault.at - start)
+    if (fault.kind === 'cut') {
+      send(chunk.subarray(0, offset), reset)
+    } else if (fault.kind === 'corrupt') {
+      const copy = Buffer.from(chunk)
+      copy[offset] = (copy[offset] as number) ^ fault.mask
+      send(copy)
+    } else {
+      send(chunk.subarray(0, offset))
+      from.pause()
+      setTimeout(() => {
+        send(chunk.subarray(offset))
+        from.resume()
+      }, fault.ms).unref()
+    }
+  })
+  from.on('end', () => to.end())
 }

@@ -16,6 +16,9 @@ import type { SqliteAccountStore } from './sqlite-account-store.ts'
  * place on commit, so a failed unit leaves nothing behind.
  */
 export class SqliteAccountSink implements AccountSink {
+  /** Stages whose discard failed (e.g. SQLITE_FULL: even a DELETE needs room in the WAL). */
+  private readonly leftover = new Set<string>()
+
   constructor(private readonly store: SqliteAccountStore) {}
 
   /** Statements run once per blob, prepared once (preparing each time showed in blob profiles). */
@@ -70,6 +73,12 @@ export class SqliteAccountSink implements AccountSink {
   async stageRepo(_did: string): Promise<RepoStaging> {
     const stage = randomUUID()
     const db = this.db
+    const leftover = this.leftover
+    // A failed import's blocks are removed once there is room again, before new ones are staged.
+    for (const old of leftover) {
+      db.prepare('DELETE FROM staged_block WHERE stage = ?').run(old)
+      leftover.delete(old)
+    }
     const insert = db.prepare('INSERT OR IGNORE INTO staged_block (stage, cid, bytes) VALUES (?, ?, ?)')
     // The repo walk looks up every block once, in random key order: one B-tree (WITHOUT ROWID)
     // and the bare value (pluck) keep that to a single index descent and no row object.
@@ -86,7 +95,12 @@ export class SqliteAccountSink implements AccountSink {
           return bytes && new Uint8Array(bytes)
         },
         async discard() {
-          db.prepare('DELETE FROM staged_block WHERE stage = ?').run(stage)
+          try {
+            db.prepare('DELETE FROM staged_block WHERE stage = ?').run(stage)
+          } catch (err) {
+            leftover.add(stage)
+            throw err
+          }
         },
       },
       { stage },
@@ -168,6 +182,9 @@ export class SqliteAccountSink implements AccountSink {
       },
       abort: async () => {
         out.destroy()
+        // A stream destroyed before its file finished opening still creates it: wait, then remove.
+        // (Not events.once: it rejects on the 'error' a destroyed pending write emits first.)
+        if (!out.closed) await new Promise((resolve) => out.once('close', resolve))
         await rm(temp, { force: true })
       },
     }

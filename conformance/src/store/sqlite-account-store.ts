@@ -1,6 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto'
-import { createReadStream } from 'node:fs'
-import { mkdir, writeFile } from 'node:fs/promises'
+import { mkdir, open, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Keypair } from '@atproto/crypto'
 import { decodeCid, enumBlobRefs, getBlobCid, type LexMap } from '@atproto/lex-data'
@@ -239,7 +238,13 @@ export class SqliteAccountStore implements AccountSource {
 
   async openBlob(did: string, cid: string): Promise<AsyncIterable<Uint8Array> | undefined> {
     const row = this.db.prepare('SELECT 1 FROM blob WHERE did = ? AND cid = ?').get(did, cid)
-    return row ? createReadStream(this.blobPath(cid), { highWaterMark: 1 << 20 }) : undefined
+    if (!row) return undefined
+    // A row whose file is gone (a disk that lost it) is a blob this PDS does not have.
+    const file = await open(this.blobPath(cid)).catch((err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT') return undefined
+      throw err
+    })
+    return file?.createReadStream({ highWaterMark: 1 << 20 })
   }
 
   async getPreferences(did: string): Promise<unknown[]> {

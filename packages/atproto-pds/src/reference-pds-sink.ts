@@ -4,6 +4,7 @@ import { join } from 'node:path'
 import { Secp256k1Keypair } from '@atproto/crypto'
 import { decodeCid, enumBlobRefs, parseCid } from '@atproto/lex-data'
 import { type AppContext, DiskBlobStore } from '@atproto/pds'
+import { def, verifyCommitSig } from '@atproto/repo'
 import { AtUri } from '@atproto/syntax'
 import type { AccountState } from '@pds-transfer/core'
 import { type AccountSink, type BlobUpload, type RepoStaging, stagedRecords } from '@pds-transfer/destination'
@@ -192,8 +193,30 @@ export class ReferencePdsSink implements AccountSink {
   async activate(did: string): Promise<void> {
     // The PLC directory now names us: drop any DID document the PDS cached while it did not.
     await this.ctx.didCache.clearEntry(did)
+    await this.resignHead(did)
+    // Sequences #identity, #account (active) and #sync with the head written above.
     await this.ctx.accountManager.activateAccount(did as Did)
     this.closeBlobIndex(did)
+  }
+
+  /**
+   * Writes a commit of the same data signed with this PDS's key for the account, unless the
+   * head already is one. The imported head was signed by the old PDS's key, and "the most
+   * recent commit should always be verifiable using the current DID document" (repository
+   * spec): without this, B's getRepo and the #sync event of the activation fail verification
+   * against PLC, and relays drop the account (decision 10).
+   */
+  private async resignHead(did: string): Promise<void> {
+    const key = await this.ctx.actorStore.keypair(did)
+    const commit = await this.ctx.actorStore.transact(did as Did, async (store) => {
+      const root = await store.repo.storage.getRoot()
+      if (root) {
+        const head = await store.repo.storage.readObj(root, def.commit)
+        if (await verifyCommitSig(head, key.did())) return undefined
+      }
+      return store.repo.processWrites([])
+    })
+    if (commit) await this.ctx.accountManager.updateRepoRoot(did as Did, commit.cid, commit.rev)
   }
 
   /** The account's blob index, opened on first use and closed once blobs stop arriving. */

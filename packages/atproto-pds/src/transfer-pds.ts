@@ -20,6 +20,7 @@ import {
 import { DestinationKeys, OAuthTransferAuth, SqliteTransferStore, sourcePlugin } from '@pds-transfer/source'
 import Fastify, { type FastifyInstance } from 'fastify'
 import { loadOrCreateSecrets } from './pds-secrets.ts'
+import { forwardPdsUpgrades } from './pds-upgrades.ts'
 import { ReferencePdsSink } from './reference-pds-sink.ts'
 import { ReferencePdsSource } from './reference-pds-source.ts'
 
@@ -178,6 +179,7 @@ export async function startTransferPds(options: TransferPdsOptions): Promise<Tra
   await ctx.sequencer.start()
   const server = createServer(route)
   server.keepAliveTimeout = 90_000
+  await forwardPdsUpgrades(pds, server)
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject)
     server.listen(port, '127.0.0.1', () => resolve())

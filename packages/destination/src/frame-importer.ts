@@ -164,7 +164,8 @@ export class FrameImporter {
         repo,
       })
     } catch (err) {
-      await staging.discard()
+      // The import's own error is what the user must see; a failing cleanup (a full disk) is the sink's to retry.
+      await staging.discard().catch(() => {})
       if (err instanceof InvalidRepoError) throw new ImportFailure('RepoInvalid', err.message, { cause: err })
       throw err
     }
