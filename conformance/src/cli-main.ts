@@ -233,7 +233,7 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
       const hook = url('start-hook')
       const plcDir = values.plc
         ? { url: url('plc'), close: async () => {} }
-        : await startPlcDirectoryOn(Number(values['plc-port'] ?? 2582))
+        : await lib.startPlcDirectory(Number(values['plc-port'] ?? 2582))
       const listen = listenAddress()
       const hostile = await lib.startHostileSource({
         plcUrl: plcDir.url,
@@ -316,7 +316,7 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
       case 'serve-source': {
         // Our own source as a black-box target, to try --source and capture against.
         const plcDir = values['plc-port']
-          ? await startPlcDirectoryOn(Number(values['plc-port']))
+          ? await lib.startPlcDirectory(Number(values['plc-port']))
           : await lib.startPlcDirectory()
         const self = await lib.startSelfSource({ plc: plcDir })
         const out = need('out')
@@ -329,7 +329,7 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
       }
       case 'serve-destination': {
         // Our own destination with the test hook, to try --destination against.
-        const plcDir = await startPlcDirectoryOn(Number(values['plc-port'] ?? 2582))
+        const plcDir = await lib.startPlcDirectory(Number(values['plc-port'] ?? 2582))
         const dest = await lib.startDestinationServer({
           plc: plcDir,
           startHook: true,
@@ -369,13 +369,6 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
       await src.close()
       await plcDir.close()
     }
-  }
-
-  async function startPlcDirectoryOn(port: number) {
-    const { Database, PlcServer } = await import('@did-plc/server')
-    const server = PlcServer.create({ db: Database.mock(), port })
-    await server.start()
-    return { url: `http://127.0.0.1:${port}`, close: () => server.destroy() }
   }
 
   try {

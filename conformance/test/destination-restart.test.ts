@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { buildAccount, type FixtureAccount } from '../src/fixtures/build-account.ts'
 import { ChildPeer } from '../src/harness/child-peer.ts'
 import { freePort } from '../src/harness/destination-server.ts'
-import { overrideSource } from '../src/harness/override-source.ts'
+import { onFirstRead, overrideSource } from '../src/harness/override-source.ts'
 import { type PlcDirectory, startPlcDirectory } from '../src/harness/plc-directory.ts'
 import { type SourceServer, startSourceServer } from '../src/harness/source-server.ts'
 import { SqliteAccountStore } from '../src/store/sqlite-account-store.ts'
@@ -40,9 +40,13 @@ describe('destination killed and restarted mid-transfer', () => {
       wrapSource: (store) =>
         overrideSource(store, {
           async openBlob(did, cid) {
-            blobOpens.push(cid)
-            await new Promise((r) => setTimeout(r, 150))
-            return store.openBlob(did, cid)
+            const stream = await store.openBlob(did, cid)
+            if (!stream) return stream
+            // Counted when read: the source also opens each blob once unread, to see it is there.
+            return onFirstRead(stream, async () => {
+              blobOpens.push(cid)
+              await new Promise((r) => setTimeout(r, 150))
+            })
           },
           async snapshotRepo(did) {
             const snapshot = await store.snapshotRepo(did)

@@ -1,4 +1,3 @@
-import { rm } from 'node:fs/promises'
 import { generateTransferKey, NSID, publicJwk, type TransferPrivateJwk } from '@pds-transfer/core'
 import { createTransferId } from '@pds-transfer/destination'
 import { request } from 'undici'
@@ -6,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { buildAccount, type FixtureAccount } from '../src/fixtures/build-account.ts'
 import { exportAndDecode, postExport } from '../src/harness/export-client.ts'
 import { type KeyHost, startKeyHost } from '../src/harness/key-host.ts'
-import { overrideSource } from '../src/harness/override-source.ts'
+import { onFirstRead, overrideSource } from '../src/harness/override-source.ts'
 import { type PlcDirectory, startPlcDirectory } from '../src/harness/plc-directory.ts'
 import { type SourceServer, startSourceServer } from '../src/harness/source-server.ts'
 
@@ -169,6 +168,42 @@ describe('source error rows', () => {
     expect(await malformed.body.json()).toMatchObject({ error: 'InvalidRequest' })
   })
 
+  it('getTransferStatus answers only the client that started the transfer, for its account', async () => {
+    // A client of its own: the others have spent their hourly exports on the rows above and below.
+    const keyC = generateTransferKey({ alg: 'HPKE-3', exp: hourFromNow() })
+    const hostC = await startKeyHost([publicJwk(keyC)])
+    try {
+      const owner = await buildAccount(source.store, {
+        plcUrl: plcDir.url,
+        pdsUrl: source.url,
+        pdsRotationKey: source.rotationKey,
+        shape: { posts: 3 },
+      })
+      const transferId = createTransferId()
+      await exportAndDecode(source.url, token(owner.did, hostC), owner.did, transferId, keyC)
+      const status = (auth: string) =>
+        request(`${source.url}/xrpc/${NSID.getTransferStatus}?transferId=${transferId}`, {
+          headers: { authorization: `Bearer ${auth}` },
+        })
+      const mine = await status(token(owner.did, hostC))
+      expect(mine.statusCode).toBe(200)
+      expect(await mine.body.json()).toMatchObject({ transferId, did: owner.did, status: expect.any(String) })
+      for (const [who, auth] of [
+        ['another client, same account', token(owner.did, hostA)],
+        ['same client, another account', token(accounts[1]!.did, hostC)],
+      ] as const) {
+        const res = await status(auth)
+        expect(res.statusCode, who).toBe(404)
+        const body = (await res.body.json()) as Record<string, unknown>
+        expect(body, who).toMatchObject({ error: 'TransferNotFound' })
+        expect(body, who).not.toHaveProperty('status')
+        expect(body, who).not.toHaveProperty('progress')
+      }
+    } finally {
+      await hostC.close()
+    }
+  })
+
   it('RateLimitExceeded (429) past the per-destination hourly limit', async () => {
     // An account no other client is transferring: each new export by the same client
     // supersedes its previous one, so only the rate limit can stop the fifth.
@@ -192,6 +227,7 @@ describe('source failures', () => {
   it('ExportFailed (500) before the stream starts, without internals; a reset after it started', async () => {
     const plcDir = await startPlcDirectory()
     let failSnapshot = true
+    let vanishing: string | undefined
     const source = await startSourceServer({
       plc: plcDir,
       wrapSource: (store) =>
@@ -199,6 +235,14 @@ describe('source failures', () => {
           async snapshotRepo(did) {
             if (failSnapshot) throw new Error('disk on fire at /secret/path')
             return store.snapshotRepo(did)
+          },
+          async openBlob(did, cid) {
+            const stream = await store.openBlob(did, cid)
+            if (!stream || cid !== vanishing) return stream
+            // Found when the pack was planned, gone when it is read (a disk failing under the export).
+            return onFirstRead(stream, () => {
+              throw new Error('EIO: i/o error, read')
+            })
           },
         }),
     })
@@ -226,8 +270,7 @@ describe('source failures', () => {
 
       // A blob vanishing mid-stream: the connection must break, never end cleanly.
       failSnapshot = false
-      const [cid] = [...account.blobs.keys()].sort()
-      await rm(source.store.blobPath(cid!))
+      vanishing = [...account.blobs.keys()].sort()[0]
       const broken = await postExport(source.url, auth, { ...input, transferId: createTransferId() })
       expect(broken.statusCode).toBe(200)
       await expect(broken.body.arrayBuffer()).rejects.toThrow()

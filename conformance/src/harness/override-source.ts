@@ -15,3 +15,38 @@ export function overrideSource(store: SqliteAccountStore, replaced: Partial<Acco
     },
   }) as AccountSource
 }
+
+/**
+ * `stream` with `beforeRead` run before its first chunk is read (a slow disk, a read error, a
+ * count of real reads). Closing it unread (`return()`, as the source's existence probe does)
+ * closes `stream` too, so an override leaks no open file.
+ */
+export function onFirstRead(
+  stream: AsyncIterable<Uint8Array>,
+  beforeRead: () => void | Promise<void>,
+): AsyncIterable<Uint8Array> {
+  return {
+    [Symbol.asyncIterator]() {
+      const inner = stream[Symbol.asyncIterator]()
+      let started = false
+      return {
+        async next() {
+          if (!started) {
+            started = true
+            try {
+              await beforeRead()
+            } catch (err) {
+              await inner.return?.()
+              throw err
+            }
+          }
+          return inner.next()
+        },
+        async return() {
+          await inner.return?.()
+          return { done: true, value: undefined }
+        },
+      }
+    },
+  }
+}

@@ -38,7 +38,7 @@ export async function startReferencePdsPair(
       ...(handleResolverUrl && { handleResolverUrl }),
       dataDir: join(dir, name),
       port: port ?? (await freePort()),
-      plcUrl: plc.url,
+      plcUrl: plc.namedUrl,
       onPlcToken,
       // Preferences are app.bsky routes, served only with an AppView configured; none runs here.
       env: { bskyAppViewUrl: 'http://127.0.0.1:9', bskyAppViewDid: 'did:web:appview.invalid' },

@@ -184,7 +184,7 @@ export class SqliteAccountSink implements AccountSink {
         out.destroy()
         // A stream destroyed before its file finished opening still creates it: wait, then remove.
         // (Not events.once: it rejects on the 'error' a destroyed pending write emits first.)
-        if (!out.closed) await new Promise((resolve) => out.once('close', resolve))
+        if (!out.closed) await new Promise<void>((resolve) => out.once('close', () => resolve()))
         await rm(temp, { force: true })
       },
     }

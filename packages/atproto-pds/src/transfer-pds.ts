@@ -1,5 +1,6 @@
 import { mkdir } from 'node:fs/promises'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import { isIP } from 'node:net'
 import { join } from 'node:path'
 import { envToCfg, envToSecrets, PDS, type ServerEnvironment } from '@atproto/pds'
 import * as plc from '@did-plc/lib'
@@ -73,6 +74,7 @@ const STATUS_ROUTE = `/xrpc/${NSID.getTransferStatus}`
  */
 export async function startTransferPds(options: TransferPdsOptions): Promise<TransferPds> {
   const { dataDir, port } = options
+  assertPlcUrlUsable(options.plcUrl)
   await mkdir(dataDir, { recursive: true })
   const secrets = await loadOrCreateSecrets(dataDir)
   const env: ServerEnvironment = {
@@ -207,6 +209,21 @@ export async function startTransferPds(options: TransferPdsOptions): Promise<Tra
       oauthStore.close()
       await pds.destroy()
     },
+  }
+}
+
+/**
+ * The reference PDS resolves DIDs with a fetch that refuses IP-literal hosts, even in dev
+ * mode: with `http://127.0.0.1:…` as its PLC directory it cannot resolve its own accounts
+ * (describeRepo answers 400 "Invalid hostname", DID-based createAccount 500). Said at start-up
+ * instead of as those errors later.
+ */
+function assertPlcUrlUsable(plcUrl: string): void {
+  const host = new URL(plcUrl).hostname.replace(/^\[|\]$/g, '')
+  if (isIP(host) !== 0) {
+    throw new Error(
+      `PLC directory ${plcUrl}: the reference PDS refuses IP-literal hosts; use a host name (e.g. http://localhost:${new URL(plcUrl).port || 80})`,
+    )
   }
 }
 

@@ -42,6 +42,12 @@ export type FailureReason =
   /** This server's own storage failed (a full disk, a read-only file system): not retried until fixed. */
   | 'LocalStorage'
 
+/**
+ * What the destination holds of the stream, each blob counted once however many export
+ * sessions (retries, resumes, restarts) brought it. Frames and bytes likewise, except the small
+ * documents (preferences, private state) a resumed session sends again after a cut that came
+ * after them.
+ */
 export interface TransferProgress {
   framesReceived: number
   bytesReceived: number
@@ -114,11 +120,56 @@ export interface InboundTransfer {
   updatedAt: number
 }
 
+/**
+ * Stages in which the engine works on a transfer: pulling it from its source or completing the
+ * move. Not in flight: waiting for the user's code (`awaitingPlcToken`, possibly for days),
+ * `activating` (PLC already names us) and the ends. A DID has at most one transfer in flight,
+ * and a source at most `maxPerSource` (`InboundTransferStore.create`).
+ */
+export const IN_FLIGHT_STAGES: ReadonlySet<TransferStage> = new Set([
+  'created',
+  'streaming',
+  'retrying',
+  'reconciling',
+  'catchingUp',
+  'signing',
+  'submittingPlc',
+])
+
+/** What `InboundTransferStore.create` holds a new transfer against, atomically with the insert. */
+export interface AdmissionLimits {
+  /** The transfer's source as compared with other transfers' sources (a normalized URL). */
+  source: string
+  /** Transfers in flight from one source at most. */
+  maxPerSource: number
+}
+
+/** Why `InboundTransferStore.create` refused a transfer; nothing was recorded. */
+export type AdmissionRefusal =
+  /** The DID already has a transfer in flight. */
+  | { refused: 'DidInFlight' }
+  /** The source already has `inFlight` (at least `maxPerSource`) transfers in flight. */
+  | { refused: 'SourceLimit'; inFlight: number }
+
 /** Durable transfer records; a restarted process knows every transfer. Default backend: SQLite. */
 export interface InboundTransferStore {
-  create(transfer: InboundTransfer): Promise<void>
+  /**
+   * Records a new transfer unless it is refused, checking and inserting as one atomic step:
+   * of concurrent calls (requests of one process, or workers sharing the database) no two may
+   * pass on the same state. Refused when `transfer.did` already has a transfer in
+   * `IN_FLIGHT_STAGES`, or `limits.source` has `limits.maxPerSource` of them. A SQL backend
+   * checks and inserts in one transaction that serializes with other creates (SQLite: `BEGIN
+   * IMMEDIATE`; Postgres: `SERIALIZABLE`, or a lock on the source's row), and backs the DID
+   * rule with a partial unique index on the DID of in-flight rows. Returns the refusal, or
+   * `undefined` once the transfer is recorded.
+   */
+  create(transfer: InboundTransfer, limits: AdmissionLimits): Promise<AdmissionRefusal | undefined>
   get(transferId: string): Promise<InboundTransfer | undefined>
-  /** Applies `changes` and bumps `updatedAt`; returns the updated record. */
+  /**
+   * Applies `changes` and bumps `updatedAt`; returns the updated record. Throws
+   * `EngineError('InvalidState')`, changing nothing, when the change would put a second
+   * transfer of the DID in flight (the DID rule of `create`).
+   */
   update(
     transferId: string,
     changes: Partial<Omit<InboundTransfer, 'transferId' | 'did' | 'createdAt'>>,

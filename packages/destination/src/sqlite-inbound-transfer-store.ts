@@ -1,5 +1,15 @@
 import Database from 'better-sqlite3'
-import type { InboundTransfer, InboundTransferStore } from './inbound-transfer.ts'
+import { EngineError } from './engine-error.ts'
+import {
+  type AdmissionLimits,
+  type AdmissionRefusal,
+  IN_FLIGHT_STAGES,
+  type InboundTransfer,
+  type InboundTransferStore,
+} from './inbound-transfer.ts'
+
+/** SQL condition: the row's transfer is in flight. */
+const IN_FLIGHT = `stage IN (${[...IN_FLIGHT_STAGES].map((s) => `'${s}'`).join(', ')})`
 
 /**
  * SQLite `InboundTransferStore`: one row per transfer, the record as JSON beside the columns
@@ -23,24 +33,58 @@ export class SqliteInboundTransferStore implements InboundTransferStore {
       cid TEXT NOT NULL,
       PRIMARY KEY (transfer_id, cid)
     ) WITHOUT ROWID`)
+    // Columns of the admission rules, added after the first release: a store from then gains
+    // them in place, filled from its records (the source normalized as the engine does).
+    const columns = new Set(
+      (this.db.prepare('PRAGMA table_info(inbound_transfer)').all() as { name: string }[]).map((c) => c.name),
+    )
+    if (!columns.has('stage')) {
+      this.db.exec(`ALTER TABLE inbound_transfer ADD COLUMN stage TEXT NOT NULL DEFAULT '';
+        ALTER TABLE inbound_transfer ADD COLUMN source TEXT NOT NULL DEFAULT '';
+        UPDATE inbound_transfer SET stage = json_extract(record, '$.stage'),
+          source = lower(rtrim(json_extract(record, '$.sourceUrl'), '/'))`)
+    }
+    // The DID rule as a constraint too: no code path can put a second transfer of a DID in flight.
+    this.db.exec(`CREATE UNIQUE INDEX IF NOT EXISTS inbound_transfer_in_flight_did
+      ON inbound_transfer (did) WHERE ${IN_FLIGHT};
+    CREATE INDEX IF NOT EXISTS inbound_transfer_in_flight_source
+      ON inbound_transfer (source) WHERE ${IN_FLIGHT}`)
   }
 
   close(): void {
     this.db.close()
   }
 
-  async create(transfer: InboundTransfer): Promise<void> {
-    this.db
-      .prepare(
-        'INSERT INTO inbound_transfer (transfer_id, did, status, watch_until, record) VALUES (?, ?, ?, ?, ?)',
-      )
-      .run(
-        transfer.transferId,
-        transfer.did,
-        transfer.status,
-        transfer.watchUntil ?? null,
-        JSON.stringify(transfer),
-      )
+  async create(transfer: InboundTransfer, limits: AdmissionLimits): Promise<AdmissionRefusal | undefined> {
+    // IMMEDIATE takes the write lock before the checks: another connection cannot insert between.
+    return this.db
+      .transaction((): AdmissionRefusal | undefined => {
+        if (
+          this.db.prepare(`SELECT 1 FROM inbound_transfer WHERE did = ? AND ${IN_FLIGHT}`).get(transfer.did)
+        ) {
+          return { refused: 'DidInFlight' }
+        }
+        const { inFlight } = this.db
+          .prepare(`SELECT count(*) AS inFlight FROM inbound_transfer WHERE source = ? AND ${IN_FLIGHT}`)
+          .get(limits.source) as { inFlight: number }
+        if (inFlight >= limits.maxPerSource) return { refused: 'SourceLimit', inFlight }
+        this.db
+          .prepare(
+            `INSERT INTO inbound_transfer (transfer_id, did, source, status, stage, watch_until, record)
+             VALUES (?, ?, ?, ?, ?, ?, ?)`,
+          )
+          .run(
+            transfer.transferId,
+            transfer.did,
+            limits.source,
+            transfer.status,
+            transfer.stage,
+            transfer.watchUntil ?? null,
+            JSON.stringify(transfer),
+          )
+        return undefined
+      })
+      .immediate()
   }
 
   async get(transferId: string): Promise<InboundTransfer | undefined> {
@@ -64,9 +108,18 @@ export class SqliteInboundTransferStore implements InboundTransferStore {
         ...changes,
         updatedAt: Date.now(),
       }
-      this.db
-        .prepare('UPDATE inbound_transfer SET status = ?, watch_until = ?, record = ? WHERE transfer_id = ?')
-        .run(next.status, next.watchUntil ?? null, JSON.stringify(next), transferId)
+      try {
+        this.db
+          .prepare(
+            'UPDATE inbound_transfer SET status = ?, stage = ?, watch_until = ?, record = ? WHERE transfer_id = ?',
+          )
+          .run(next.status, next.stage, next.watchUntil ?? null, JSON.stringify(next), transferId)
+      } catch (err) {
+        if ((err as { code?: unknown }).code === 'SQLITE_CONSTRAINT_UNIQUE') {
+          throw new EngineError('InvalidState', `${next.did} has another transfer in flight`)
+        }
+        throw err
+      }
       return next
     })()
   }

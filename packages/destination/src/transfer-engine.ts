@@ -97,10 +97,14 @@ export class TransferEngine {
 
   /**
    * Checks limits and the account, records a new transfer and starts pulling it in the
-   * background. Returns the record as created; follow it with `get` or `wait`.
+   * background. Returns the record as created; follow it with `get` or `wait`. The per-source
+   * and one-per-DID limits are checked by the store in the same atomic step that records the
+   * transfer, so concurrent starts (or workers sharing the store) cannot both pass them.
    */
   async start(params: { did: string; client: SourceClient }): Promise<InboundTransfer> {
     const { did, client } = params
+    // A failure shown but not yet stored (the disk was full) still holds the DID in the store.
+    await this.recordUnrecorded()
     const identity = await this.options.resolver.resolve(did)
     if (normalizeUrl(identity.pds) !== normalizeUrl(client.url)) {
       throw new EngineError('SourceMismatch', `${did} is hosted at ${identity.pds}, not ${client.url}`)
@@ -110,18 +114,6 @@ export class TransferEngine {
     }
     if (await this.options.sink.isActive(did))
       throw new EngineError('AccountAlreadyActive', `${did} is active here`)
-    const active = [...this.running.keys()]
-    if (active.length >= this.limits.maxConcurrent) {
-      throw new EngineError('LimitExceeded', `${active.length} transfers are running; try again later`)
-    }
-    const fromSource = (await this.options.store.listActive()).filter(
-      (t) => this.running.has(t.transferId) && normalizeUrl(t.sourceUrl) === normalizeUrl(client.url),
-    )
-    if (fromSource.length >= this.limits.maxPerSource) {
-      throw new EngineError('LimitExceeded', `${fromSource.length} transfers from ${client.url} are running`)
-    }
-    if (fromSource.some((t) => t.did === did))
-      throw new EngineError('InvalidState', `${did} is already being imported`)
 
     const now = Date.now()
     const transfer: InboundTransfer = {
@@ -135,7 +127,24 @@ export class TransferEngine {
       createdAt: now,
       updatedAt: now,
     }
-    await this.options.store.create(transfer)
+    // The worker limit is this process's own: checked and the slot taken with no await between.
+    if (this.running.size >= this.limits.maxConcurrent) {
+      throw new EngineError('LimitExceeded', `${this.running.size} transfers are running; try again later`)
+    }
+    this.running.set(transfer.transferId, { bytes: 0, done: Promise.resolve() })
+    const release = () => this.running.delete(transfer.transferId)
+    const refusal = await this.options.store
+      .create(transfer, { source: normalizeUrl(client.url), maxPerSource: this.limits.maxPerSource })
+      .catch((err: unknown) => {
+        release()
+        throw err
+      })
+    if (refusal) {
+      release()
+      throw refusal.refused === 'DidInFlight'
+        ? new EngineError('InvalidState', `${did} is already being imported`)
+        : new EngineError('LimitExceeded', `${refusal.inFlight} transfers from ${client.url} are running`)
+    }
     this.launch(transfer, client, identity.signingKey, identity.handle, false)
     return transfer
   }
@@ -178,32 +187,37 @@ export class TransferEngine {
    * transfers waiting for the PLC token get their client back. Returns the transfers it looked at.
    */
   async recover(): Promise<InboundTransfer[]> {
+    await this.recordUnrecorded()
     const seen: InboundTransfer[] = []
     for (const t of await this.options.store.listActive()) {
-      if (this.running.has(t.transferId)) continue
-      const client = await this.options.restoreClient?.(t).catch(() => undefined)
-      if (client) this.sessions.set(t.transferId, client)
-      if (t.stage === 'awaitingPlcToken') {
-        seen.push(t)
-        continue
+      if (this.running.has(t.transferId) || this.unrecorded.has(t.transferId)) continue
+      try {
+        seen.push(await this.recoverOne(t))
+      } catch (err) {
+        // One record that cannot be written (a full disk) must not keep the others from resuming.
+        seen.push(await this.fail(t.transferId, toFailure(err).reason, toFailure(err).message))
       }
-      if (COMPLETION_STAGES.has(t.stage)) {
-        // Errors land on the record (back to the code step, or failed); the next `complete` retries.
-        this.completion.run(t.transferId).catch(() => {})
-        seen.push(t)
-        continue
-      }
-      if (!client) {
-        seen.push(
-          await this.fail(t.transferId, 'Interrupted', 'the destination restarted during the transfer'),
-        )
-        continue
-      }
-      const identity = await this.options.resolver.resolve(t.did)
-      this.launch(t, client, identity.signingKey, identity.handle, true)
-      seen.push(await this.options.store.update(t.transferId, { stage: 'retrying' }))
     }
     return seen
+  }
+
+  /** What `recover` does with one active transfer; returns it as it now stands. */
+  private async recoverOne(t: InboundTransfer): Promise<InboundTransfer> {
+    const client = await this.options.restoreClient?.(t).catch(() => undefined)
+    if (client) this.sessions.set(t.transferId, client)
+    if (t.stage === 'awaitingPlcToken') return t
+    if (COMPLETION_STAGES.has(t.stage)) {
+      // Errors land on the record (back to the code step, or failed); the next `complete` retries.
+      this.completion.run(t.transferId).catch(() => {})
+      return t
+    }
+    if (!client)
+      return this.fail(t.transferId, 'Interrupted', 'the destination restarted during the transfer')
+    // Recorded before the pull is launched: a store that cannot write leaves nothing running.
+    const retrying = await this.options.store.update(t.transferId, { stage: 'retrying' })
+    const identity = await this.options.resolver.resolve(t.did)
+    this.launch(retrying, client, identity.signingKey, identity.handle, true)
+    return retrying
   }
 
   /**
@@ -447,6 +461,22 @@ export class TransferEngine {
     return checkRollbacks(this.options, now)
   }
 
+  /** Stores the failures `fail` could only show (best-effort: what still cannot be written stays shown). */
+  private async recordUnrecorded(): Promise<void> {
+    for (const [transferId, shown] of this.unrecorded) {
+      try {
+        await this.options.store.update(transferId, {
+          status: shown.status,
+          stage: shown.stage,
+          ...(shown.failure && { failure: shown.failure }),
+        })
+        this.unrecorded.delete(transferId)
+      } catch {
+        // Still no room; tried again at the next start or recover.
+      }
+    }
+  }
+
   /** Drops what this process held for a transfer that has ended. */
   private forget(transferId: string): void {
     this.pulls.delete(transferId)
@@ -471,8 +501,9 @@ export class TransferEngine {
       const shown: InboundTransfer = {
         ...(t as InboundTransfer),
         ...failure,
+        // The store's own failure is the one the user can act on (free space); said once.
         failure:
-          local.reason === 'LocalStorage'
+          local.reason === 'LocalStorage' && reason !== 'LocalStorage'
             ? { reason: 'LocalStorage', message: `${message}; and ${local.message}` }
             : { reason, message },
         updatedAt: Date.now(),

@@ -29,9 +29,11 @@ export function toFailure(err: unknown): { reason: FailureReason; message: strin
   }
   const message = err instanceof Error ? err.message : String(err)
   if (isLocalStorageError(err)) {
+    // Shown to the user as is (the migrate page, getTransferStatus): say what it means for them,
+    // that nothing moved and who must act, not only the errno.
     return {
       reason: 'LocalStorage',
-      message: `this server's storage failed (${message}); free space and retry`,
+      message: `this server could not store your data: its disk is full or failing (${message}). Your account has not moved; try again once the server's operator has freed space`,
     }
   }
   return { reason: 'SourceUnreachable', message }

@@ -24,7 +24,7 @@ import type { InboundTransferStore, TransferProgress } from './inbound-transfer.
 import type { KeyRing } from './key-ring.ts'
 import type { VerifiedRepo } from './repo-verifier.ts'
 import { type SourceClient, SourceError } from './source-client.ts'
-import { RETRYABLE, toFailure } from './transfer-failure.ts'
+import { isLocalStorageError, RETRYABLE, toFailure } from './transfer-failure.ts'
 
 /** What one pull knows across its export sessions. */
 export interface PullState {
@@ -156,17 +156,22 @@ export class TransferPuller {
         transferId,
       })
       const { progress } = state
+      // Counts are of what is held here, each unit once however many sessions brought it. A
+      // resumed session sends only what is not yet held, so its counts add to what was; any
+      // other starts over, resending what is held, so its counts take over once they pass it.
+      const held = {
+        frames: progress.framesReceived,
+        bytes: progress.bytesReceived,
+        blobs: progress.blobsReceived,
+      }
+      const base = resume ? held : { frames: 0, bytes: 0, blobs: 0 }
+      const sent = { frames: 0, bytes: 0, blobs: 0 }
       const hint = applied.includes(EXTENSION.sizeHint)
         ? parseSizeHint(res.headers.get(SIZE_HINT_HEADER))
         : undefined
       await store.update(transferId, {
         status: 'importing',
-        ...(hint && {
-          expected: {
-            bytes: progress.bytesReceived + hint.bytes,
-            blobs: progress.blobsReceived + hint.blobs,
-          },
-        }),
+        ...(hint && { expected: { bytes: base.bytes + hint.bytes, blobs: base.blobs + hint.blobs } }),
       })
 
       const importer = new FrameImporter({
@@ -177,9 +182,12 @@ export class TransferPuller {
         expectManifest,
         ...(resume && state.repo && { previousRepo: state.repo }),
         onProgress: async (delta) => {
-          progress.framesReceived += delta.frames ?? 0
-          progress.bytesReceived += delta.bytes ?? 0
-          progress.blobsReceived += delta.blobs ?? 0
+          sent.frames += delta.frames ?? 0
+          sent.bytes += delta.bytes ?? 0
+          sent.blobs += delta.blobs ?? 0
+          progress.framesReceived = Math.max(held.frames, base.frames + sent.frames)
+          progress.bytesReceived = Math.max(held.bytes, base.bytes + sent.bytes)
+          progress.blobsReceived = Math.max(held.blobs, base.blobs + sent.blobs)
           if (delta.records !== undefined) progress.records = delta.records
           if (delta.repo) {
             state.repo = delta.repo
@@ -279,8 +287,10 @@ export class TransferPuller {
       if (!hash.digest().equals(parsed.multihash.digest)) throw new Error('bytes do not match the CID')
       await upload.commit()
       return true
-    } catch {
-      await upload.abort()
+    } catch (err) {
+      await upload.abort().catch(() => {})
+      // Our disk failing is not the source lacking the blob: the transfer fails LocalStorage.
+      if (isLocalStorageError(err)) throw err
       return false
     }
   }

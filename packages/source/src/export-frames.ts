@@ -78,9 +78,23 @@ export async function* exportFrames(options: ExportFramesOptions): AsyncGenerato
     yield* frame(CONTENT_TYPE.repoCar, snapshot.open(), snapshot.carLength)
   }
 
-  let pack: BlobpackSourceEntry[] = []
+  let pack: SourceBlobRef[] = []
   let packLength = BLOBPACK_HEADER_LENGTH
-  const flush = () => frame(CONTENT_TYPE.blobpack, encodeBlobpack(pack), packLength, pack.length)
+  // A pack's length is on the wire before its blobs are read, so a blob this PDS has lost (a
+  // file gone from its disk) is found out first and left to getBlob, where the destination
+  // reports it missing, instead of failing every export of the account.
+  async function* flush() {
+    const present: BlobpackSourceEntry[] = []
+    let length = BLOBPACK_HEADER_LENGTH
+    for (const ref of pack) {
+      if (await blobReadable(source, did, ref.cid)) {
+        present.push(blobEntry(source, did, ref))
+        length += blobEntryLength(ref)
+      } else deferred.push(ref.cid)
+    }
+    if (present.length > 0)
+      yield* frame(CONTENT_TYPE.blobpack, encodeBlobpack(present), length, present.length)
+  }
   let cursor = options.blobCursor
   do {
     const page = await source.listBlobs(did, { limit: BLOB_PAGE, ...(cursor !== undefined && { cursor }) })
@@ -90,14 +104,13 @@ export async function* exportFrames(options: ExportFramesOptions): AsyncGenerato
         deferred.push(ref.cid)
         continue
       }
-      const entry = blobEntry(source, did, ref)
       const entryLength = blobEntryLength(ref)
       if (pack.length > 0 && packLength + entryLength > target) {
         yield* flush()
         pack = []
         packLength = BLOBPACK_HEADER_LENGTH
       }
-      pack.push(entry)
+      pack.push(ref)
       packLength += entryLength
     }
     cursor = page.cursor
@@ -136,6 +149,14 @@ function validated(encode: () => Uint8Array): Uint8Array {
     if (err instanceof WireError) throw new TransferError('ExportFailed', err.message, { cause: err })
     throw err
   }
+}
+
+/** Whether the blob can be opened now; the probe's stream is closed unread. */
+async function blobReadable(source: AccountSource, did: string, cid: string): Promise<boolean> {
+  const stream = await source.openBlob(did, cid)
+  if (!stream) return false
+  await stream[Symbol.asyncIterator]().return?.()
+  return true
 }
 
 function blobEntry(source: AccountSource, did: string, ref: SourceBlobRef): BlobpackSourceEntry {
