@@ -12,7 +12,8 @@ const SCOPES = [NSID.exportAccount, NSID.completeTransfer, NSID.getTransferStatu
 
 /**
  * Erratum E4 and decision 6: a post (with an image) written on the source after the export and
- * before completion reaches the destination; completion is never allowed to drop it.
+ * before completion reaches the destination; completion is never allowed to drop it, and a
+ * write either lands before the final head or is refused (spec/completion.md, C9).
  */
 describe('erratum E4: writes between the export and completeTransfer', () => {
   let plcDir: PlcDirectory
@@ -105,27 +106,52 @@ describe('erratum E4: writes between the export and completeTransfer', () => {
     expect(latestToken(account.did)).toBe(token)
   })
 
-  it('a write racing the deactivation: the source undoes it, the destination catches up, nothing is lost', async () => {
+  it('a write racing the deactivation: it lands before the final head, the destination catches up, the same code finishes', async () => {
     const { account, transferId } = await importAccount()
-    const first = latestToken(account.did)
+    const code = latestToken(account.did)
     beforeDeactivate = async () => {
       await writePost(account, '3racepost0001', 8)
     }
-    // The token is spent on the attempt the race spoiled; the source sends a fresh one.
-    await expect(dest.engine.complete(transferId, { plcToken: first })).rejects.toMatchObject({
-      error: 'InvalidPlcToken',
-    })
-    expect((await source.store.getAccount(account.did))?.status).toBe('active')
-    const waiting = await dest.engine.get(transferId)
-    expect(waiting).toMatchObject({ status: 'importing', stage: 'awaitingPlcToken', catchUps: 1 })
-    await expectIdentical(account)
-
-    const fresh = latestToken(account.did)
-    expect(fresh).not.toBe(first)
-    const done = await dest.engine.complete(transferId, { plcToken: fresh })
+    const done = await dest.engine.complete(transferId, { plcToken: code })
     expect(done.failure).toBeUndefined()
-    expect(done.status).toBe('completed')
+    expect(done).toMatchObject({ status: 'completed', stage: 'activated', catchUps: 1 })
     expect((await source.store.getAccount(account.did))?.status).toBe('deactivated')
+    await expectIdentical(account)
+    // Paused, not reopened: no second code was needed or sent.
+    expect(latestToken(account.did)).toBe(code)
+  })
+
+  it('a write that began before the deactivation and commits after it is refused, not lost', async () => {
+    const { account, transferId } = await importAccount()
+    // The write passes the "is it active" check, then waits (a slow signature) while the
+    // account is deactivated for the move; its commit must not land after the final head.
+    let release = () => {}
+    const held = new Promise<void>((r) => (release = r))
+    let signing = () => {}
+    const started = new Promise<void>((r) => (signing = r))
+    const slowKey = Object.assign(Object.create(account.signingKey), {
+      async sign(msg: Uint8Array) {
+        signing()
+        await held
+        return account.signingKey.sign(msg)
+      },
+    }) as typeof account.signingKey
+    const write = source.store.writeRecords(account.did, slowKey, [
+      {
+        collection: 'app.bsky.feed.post',
+        rkey: '3slowpost0001',
+        record: { $type: 'app.bsky.feed.post', text: 'slow', createdAt: new Date().toISOString() },
+      },
+    ])
+    const outcome = write.then(
+      () => 'acknowledged',
+      (err: Error) => err.message,
+    )
+    await started
+    const done = await dest.engine.complete(transferId, { plcToken: latestToken(account.did) })
+    release()
+    expect(await outcome).toMatch(/RepoDeactivated/)
+    expect(done).toMatchObject({ status: 'completed', stage: 'activated' })
     await expectIdentical(account)
   })
 

@@ -116,10 +116,17 @@ export class SqliteAccountStore implements AccountSource {
 
   /** Applies record writes in one signed commit; returns the new rev. */
   async writeRecords(did: string, signingKey: Keypair, writes: RecordWrite[]): Promise<string> {
-    // As on a real PDS, a deactivated account takes no writes (what completeTransfer relies on).
-    const status = (await this.getAccount(did))?.status
-    if (status !== undefined && status !== 'active') throw new Error(`RepoDeactivated: ${did} is ${status}`)
-    const storage = new SqliteRepoStorage(this.db, did)
+    // A deactivated account takes no writes (what completeTransfer relies on): checked again
+    // inside the commit's transaction, so a write that began before a deactivation cannot
+    // commit after it (AccountSource.deactivate's contract).
+    const assertWritable = () => {
+      const row = this.db.prepare('SELECT status FROM account WHERE did = ?').get(did) as
+        | { status: string }
+        | undefined
+      if (row && row.status !== 'active') throw new Error(`RepoDeactivated: ${did} is ${row.status}`)
+    }
+    assertWritable()
+    const storage = new SqliteRepoStorage(this.db, did, assertWritable)
     const repo = await Repo.load(storage)
     const ops = writes.map((w): RecordWriteOp => {
       const { collection, rkey, record } = w

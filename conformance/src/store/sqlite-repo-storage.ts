@@ -11,6 +11,8 @@ export class SqliteRepoStorage extends ReadableBlockstore implements RepoStorage
   constructor(
     private readonly db: Database.Database,
     private readonly did: string,
+    /** Runs inside each commit's transaction; throws to refuse it (an account deactivated meanwhile). */
+    private readonly assertWritable: () => void = () => {},
   ) {
     super()
   }
@@ -73,6 +75,7 @@ export class SqliteRepoStorage extends ReadableBlockstore implements RepoStorage
     )
     const remove = this.db.prepare('DELETE FROM repo_block WHERE did = ? AND cid = ?')
     this.db.transaction(() => {
+      this.assertWritable()
       for (const [cid, bytes] of commit.newBlocks) insert.run(this.did, cid.bytes, bytes, commit.rev)
       for (const cid of commit.removedCids) remove.run(this.did, cid.bytes)
       this.db

@@ -14,6 +14,7 @@ import { BlobStoreUpload } from './blob-store-upload.ts'
 import { DiskBlobUpload } from './disk-blob-upload.ts'
 import { type Backlink, getBacklinks } from './pds-backlinks.ts'
 import { RepoStagingFile } from './repo-staging-file.ts'
+import { WriteFreeze } from './write-freeze.ts'
 
 type Did = `did:${string}:${string}`
 
@@ -41,6 +42,8 @@ export class ReferencePdsSink implements AccountSink {
   ) {}
 
   async createDeactivatedAccount(did: string, options: { handle?: string }): Promise<{ signingKey: string }> {
+    // An account that once left this PDS and now comes back is written to here again.
+    WriteFreeze.of(this.ctx.actorStore).thaw(did)
     if (await this.ctx.actorStore.exists(did)) {
       return { signingKey: (await this.ctx.actorStore.keypair(did)).did() }
     }

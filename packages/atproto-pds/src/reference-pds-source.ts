@@ -12,6 +12,7 @@ import type {
 import { exportAccountState } from './account-state.ts'
 import { readActorDb } from './actor-db.ts'
 import { openRepoSnapshot } from './repo-snapshot.ts'
+import { WriteFreeze } from './write-freeze.ts'
 
 export interface ReferencePdsSourceOptions {
   /**
@@ -27,10 +28,14 @@ export interface ReferencePdsSourceOptions {
  * through its account manager (which also emits the `#account` event on the firehose).
  */
 export class ReferencePdsSource implements AccountSource {
+  private readonly writes: WriteFreeze
+
   constructor(
     private readonly ctx: AppContext,
     private readonly options: ReferencePdsSourceOptions = {},
-  ) {}
+  ) {
+    this.writes = WriteFreeze.of(ctx.actorStore)
+  }
 
   async getAccount(did: string): Promise<SourceAccount | undefined> {
     const account = await this.ctx.accountManager.getAccount(did as `did:${string}:${string}`, {
@@ -124,12 +129,20 @@ export class ReferencePdsSource implements AccountSource {
   }
 
   async deactivate(did: string, options: { retainUntil: Date }): Promise<void> {
-    await this.ctx.accountManager.deactivateAccount(did as `did:${string}:${string}`, {
-      deleteAfter: options.retainUntil.toISOString(),
-    })
+    // Writes in flight finish (and are in the head read next) or are refused; none lands later.
+    await this.writes.freeze(did)
+    try {
+      await this.ctx.accountManager.deactivateAccount(did as `did:${string}:${string}`, {
+        deleteAfter: options.retainUntil.toISOString(),
+      })
+    } catch (err) {
+      this.writes.thaw(did)
+      throw err
+    }
   }
 
   async reactivate(did: string): Promise<void> {
     await this.ctx.accountManager.activateAccount(did as `did:${string}:${string}`)
+    this.writes.thaw(did)
   }
 }

@@ -40,8 +40,8 @@ ${body}
 const STEPS: Array<[InboundTransfer['stage'][], string]> = [
   [['created', 'streaming', 'retrying'], 'Copying your repository, images and settings'],
   [['reconciling'], 'Checking every image is here'],
-  [['awaitingPlcToken', 'catchingUp'], 'Waiting for the confirmation code from your email'],
-  [['signing', 'submittingPlc', 'activating'], 'Moving your identity'],
+  [['awaitingPlcToken'], 'Waiting for the confirmation code from your email'],
+  [['signing', 'catchingUp', 'submittingPlc', 'activating'], 'Moving your identity'],
   [['activated'], 'Done'],
 ]
 

@@ -303,6 +303,7 @@ ${missing > 0 ? '<label><input type="checkbox" name="acceptMissingBlobs" value="
     body = `${progressBar(t)}
 <div aria-live="polite" id="live">${counters(t)}</div>
 ${t.retry && t.stage === 'retrying' ? `<p class="warn" role="status">The connection broke (${esc(t.retry.lastFailure.reason)}); continuing where it stopped (attempt ${t.retry.attempt + 1} of ${t.retry.of}).</p>` : ''}
+${t.stage === 'catchingUp' ? '<p class="ok" role="status">Your account was still changing (new posts or other activity from your apps). Your current server has paused it; the last changes are being brought over, then the move finishes. Nothing to do.</p>' : ''}
 <script>
 (() => {
   const poll = async () => {

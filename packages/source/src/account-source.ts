@@ -67,11 +67,17 @@ export interface AccountSource {
   requestPlcToken(did: string): Promise<void>
   /** Checks and consumes a PLC token; false if wrong or expired. */
   consumePlcToken(did: string, token: string): Promise<boolean>
-  /** Deactivates the account after a completed transfer, keeping its data until `retainUntil`. */
+  /**
+   * Deactivates the account for its move, keeping its data until `retainUntil`. When it
+   * resolves, no write can commit any more: writes already past the PDS's own "is it active"
+   * check have finished, and later ones are refused (completeTransfer reads the final head
+   * right after; a write committing later would be acknowledged at this PDS and missing at the
+   * next one; spec/completion.md, C9).
+   */
   deactivate(did: string, options: { retainUntil: Date }): Promise<void>
   /**
-   * Undoes `deactivate` when completion is refused after it: a write that landed between the
-   * rev check and the deactivation must make the destination catch up, not be lost.
+   * Undoes `deactivate` for a move that did not happen (signing failed, or the move never
+   * reached PLC and the account is taken back).
    */
   reactivate(did: string): Promise<void>
 }

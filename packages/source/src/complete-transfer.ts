@@ -27,8 +27,9 @@ export interface SourceCompletionOptions {
 
 /**
  * completeTransfer on the source, as a recorded state machine (spec/completion.md):
- * `importing` → code accepted (its hash stored) → `completing` (deactivated) → operation
- * signed and stored → `completed`. Invariant: each step is recorded before the next is taken,
+ * `importing` → code accepted (its hash stored) → `completing` (deactivated: writes stop) →
+ * head read, now final (moved since the export: 409, the account stays paused until the
+ * destination has exported the rest and asks again) → operation signed and stored → `completed`. Invariant: each step is recorded before the next is taken,
  * so that a repeated call from the same client for the same transfer continues where the
  * last one stopped, and once signed always answers the same operation; and an account is
  * never left deactivated without its move reaching PLC: `reclaim` takes it back.
@@ -79,9 +80,10 @@ export class SourceCompletionFlow {
     }
     const account = await source.getAccount(input.did)
     if (!account) throw new TransferError('AccountNotFound', `${input.did} is not hosted here`)
-    // An interrupted completion left the account deactivated for this very transfer: go on.
-    const resuming = transfer.status === 'completing' && account.status === 'deactivated'
-    if (transfer.status === 'completed' || (account.status !== 'active' && !resuming)) {
+    // Deactivated by this very transfer (an interrupted completion, or a catch-up after the
+    // freeze): go on.
+    const frozenHere = transfer.completion?.deactivatedAt !== undefined && account.status === 'deactivated'
+    if (transfer.status === 'completed' || (account.status !== 'active' && !frozenHere)) {
       throw new TransferError('AccountDeactivated', `${input.did} is already ${account.status}`)
     }
     if (transfer.status !== 'importing' && transfer.status !== 'completing') {
@@ -96,8 +98,6 @@ export class SourceCompletionFlow {
         `${MAX_TOKEN_ATTEMPTS} wrong codes: have a new code sent, then try it`,
       )
     }
-    // Checked before the code so that a moved repo does not cost the user their code.
-    await this.assertHeadUnmoved(transfer)
     const tokenHash = sha256(input.plcSignatureToken)
     if (transfer.completion?.tokenHash !== tokenHash) {
       if (!(await source.consumePlcToken(input.did, input.plcSignatureToken))) {
@@ -115,19 +115,15 @@ export class SourceCompletionFlow {
       tokenFailures: 0,
       updatedAt: now(),
     })
-    // Deactivating stops writes; checking again after it closes the window in which a write
-    // could land between the first check and the deactivation and be lost (decision 6).
+    // Writes stop first (spec/completion.md, C9): once `deactivate` resolves no write can
+    // commit any more, so the head read after it is final. A head that moved since the export
+    // is answered 409 with the account kept paused: the destination fetches the last changes
+    // through this transfer and completes again with the same code. One round always suffices,
+    // however busy the account (before, each attempt reopened it and a busy one never finished).
     if (account.status === 'active') {
       await source.deactivate(input.did, { retainUntil: new Date(now() + this.opts.retentionMs) })
     }
-    try {
-      await this.assertHeadUnmoved(transfer)
-    } catch (err) {
-      // The code is spent: send a fresh one for the retry after the catch-up.
-      await source.requestPlcToken(input.did).catch(() => {})
-      await this.giveBack(transfer, undefined)
-      throw err
-    }
+    await this.assertHeadUnmoved(transfer)
     let op: SignedPlcOperation
     try {
       op = await signTransferOperation(this.opts.plc, input.did, this.opts.rotationKey, change)
@@ -195,7 +191,7 @@ export class SourceCompletionFlow {
     if (head !== transfer.exportedRev) {
       throw new TransferError(
         'RepoChangedDuringTransfer',
-        `the repo moved from rev ${transfer.exportedRev} to ${head} after the export; export again (resume) before completing`,
+        `the repo moved from rev ${transfer.exportedRev} to ${head} after the export; writes are paused now: export again (resume, same transferId), then complete again with the same code`,
       )
     }
   }

@@ -190,12 +190,16 @@ export const sourcePlugin = fp(
       }
       const account = await opts.source.getAccount(input.did)
       if (!account) throw new TransferError('AccountNotFound', `${input.did} is not hosted here`)
-      if (account.status !== 'active') {
-        throw new TransferError('AccountDeactivated', `${input.did} is ${account.status}`)
-      }
       const previous = await opts.store.get(input.transferId)
       if (previous && (previous.did !== input.did || previous.clientId !== caller.clientId)) {
         throw new TransferError('InvalidRequest', 'transferId is already used by another transfer')
+      }
+      // Paused by completeTransfer for this very transfer: its destination fetches the changes
+      // written before the pause (spec/completion.md, C9). Nobody else reads a paused account.
+      const pausedForThis =
+        account.status === 'deactivated' && previous?.completion?.deactivatedAt !== undefined
+      if (account.status !== 'active' && !pausedForThis) {
+        throw new TransferError('AccountDeactivated', `${input.did} is ${account.status}`)
       }
       const applied = commonExtensions(extensions, input.extensions)
       // A resumed or catch-up export of a transfer whose data already left once: the user has

@@ -129,8 +129,10 @@ export class SqliteTransferStore implements SourceTransferStore {
   async listUnsettled(before: number): Promise<SourceTransfer[]> {
     const rows = this.db
       .prepare(
-        `SELECT * FROM source_transfer WHERE status IN ('completing', 'completed')
-         AND json_extract(completion, '$.deactivatedAt') < ? AND json_extract(completion, '$.settledAt') IS NULL`,
+        // Any status: a move paused for a catch-up export is `exporting`, `importing` or (its
+        // destination gone mid-export) `failed`, and must be taken back as well.
+        `SELECT * FROM source_transfer
+         WHERE json_extract(completion, '$.deactivatedAt') < ? AND json_extract(completion, '$.settledAt') IS NULL`,
       )
       .all(before) as Row[]
     return rows.map(fromRow)
