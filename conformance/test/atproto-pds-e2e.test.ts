@@ -55,6 +55,13 @@ describe('two reference PDSes', () => {
       follows: 20,
     })
     for (const c of collections) before.set(c, await listRecords(pair.a.url, alice.did, c))
+    // An app password at A: a credential, which must not move (D24).
+    const made = await fetch(`${pair.a.url}/xrpc/com.atproto.server.createAppPassword`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${alice.accessJwt}` },
+      body: JSON.stringify({ name: 'phone' }),
+    })
+    expect(made.status).toBe(200)
     for (const side of ['a', 'b'] as const) void follow(pair[side].url, firehose[side], unsubscribe.signal)
   }, 120_000)
   afterAll(async () => {
@@ -146,6 +153,15 @@ describe('two reference PDSes', () => {
     const res = await fetch(`${pair.a.url}/xrpc/com.atproto.sync.getRepo?did=${alice.did}`)
     expect(res.status).toBe(400)
     expect(((await res.json()) as { error: string }).error).toBe('RepoDeactivated')
+    // Credentials stayed behind (D24): the app password made at A is not at B.
+    const appPasswords = (side: 'a' | 'b') =>
+      pair[side].pds.ctx.accountManager.db.db
+        .selectFrom('app_password')
+        .select('name')
+        .where('did', '=', alice.did)
+        .execute()
+    expect(await appPasswords('a')).toEqual([{ name: 'phone' }])
+    expect(await appPasswords('b')).toEqual([])
   })
 
   it('erratum E6: the password does not move; the user resets it by the imported email, signs in and writes', async () => {

@@ -35,6 +35,17 @@ const FIELDS: Record<keyof AccountState, { type: string; check: FieldCheck }> = 
   pinnedFeeds: { type: 'an array of text strings', check: isStringArray },
 }
 
+/**
+ * The state without credentials (app password hashes): what may cross between PDSes. The
+ * current draft says credentials MUST NOT be transferred; a hash in one PDS's format is a
+ * sign-in secret at another (spec/decisions.md, D24). Applied by the source before sending and
+ * by the destination before storing, whatever the peer does.
+ */
+export function withoutCredentials(state: AccountState): AccountState {
+  const { appPasswords: _credentials, ...rest } = state
+  return rest
+}
+
 /** Deterministic CBOR of the state (cborg sorts map keys); `{}` encodes to the single byte 0xa0. */
 export function encodeAccountState(state: AccountState): Uint8Array {
   const out: Record<string, unknown> = {}

@@ -1,6 +1,6 @@
 import { encode } from 'cborg'
 import { describe, expect, it } from 'vitest'
-import { decodeAccountState, encodeAccountState } from '../src/account-state.ts'
+import { decodeAccountState, encodeAccountState, withoutCredentials } from '../src/account-state.ts'
 import { WireError } from '../src/errors.ts'
 
 function reasonOf(fn: () => unknown): string {
@@ -14,6 +14,22 @@ function reasonOf(fn: () => unknown): string {
 }
 
 describe('private account state (section 2.8)', () => {
+  it('leaves credentials out of what may move (D24), and nothing else', () => {
+    const state = {
+      email: 'alice@example.com',
+      emailConfirmed: true,
+      inviteCodes: ['a-b-c'],
+      appPasswords: [{ name: 'phone', passwordScrypt: 'salt:hash' }],
+      mutedWords: ['x'],
+    }
+    expect(withoutCredentials(state)).toEqual({
+      email: 'alice@example.com',
+      emailConfirmed: true,
+      inviteCodes: ['a-b-c'],
+      mutedWords: ['x'],
+    })
+  })
+
   it('round-trips common and optional fields deterministically', () => {
     const state = {
       inviteCodes: ['a-b-c'],

@@ -9,6 +9,7 @@ import {
   readBlobpack,
   stageFrame,
   WireError,
+  withoutCredentials,
 } from '@pds-transfer/core'
 import type { AccountSink, BlobUpload, RepoStaging } from './account-sink.ts'
 import { InvalidRepoError, verifiedCarBatches } from './car-blocks.ts'
@@ -91,7 +92,8 @@ export class FrameImporter {
         break
       case CONTENT_TYPE.accountState:
         await this.importDocument(frame, 'AccountStateInvalid', async (bytes) => {
-          await this.options.sink.putAccountState(this.options.did, decodeAccountState(bytes).state)
+          const { state } = decodeAccountState(bytes)
+          await this.options.sink.putAccountState(this.options.did, withoutCredentials(state))
         })
         break
       case CONTENT_TYPE.endManifest:

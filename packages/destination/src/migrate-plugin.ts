@@ -102,8 +102,9 @@ a rotation key of your own at the last step of this move, before your identity c
 repository (CAR file)</a>.</li>`,
         `<li>Destination: <strong>${esc(new URL(origin).host)}</strong> (<code>${esc(opts.serviceDid)}</code>), encryption
 ${algorithm ? `<strong>${esc(algorithm)}</strong>, supported by both servers` : '<strong>not compatible</strong> with your current server'}.</li>`,
-        `<li>Private data (email, app passwords, settings) is copied as your current server keeps it; app passwords
-may not work here if their format differs: you can create new ones.</li>`,
+        `<li>Your email address, its confirmation and your settings are copied. Passwords are not: you choose the
+password for this server during the move (or later, by email). App passwords and apps you signed in to must
+be set up again here.</li>`,
         `<li>Your followers, likes and replies from others live in their own repositories: they keep pointing at your
 identity, which moves, so they follow you here.</li>`,
         `<li>For 72 hours after the move, this server watches your identity log and warns you if anything tries to

@@ -10,6 +10,7 @@ import {
   MAX_FRAME_PLAINTEXT,
   TransferError,
   WireError,
+  withoutCredentials,
 } from '@pds-transfer/core'
 import { CID } from 'multiformats/cid'
 import type { AccountSource, RepoSnapshot, SourceBlobRef } from './account-source.ts'
@@ -124,7 +125,7 @@ export async function* exportFrames(options: ExportFramesOptions): AsyncGenerato
     yield* frame(CONTENT_TYPE.preferences, json, json.length)
   }
 
-  const state = await source.getAccountState(did)
+  const state = withoutCredentials(await source.getAccountState(did))
   const stateBytes = validated(() => encodeAccountState(state))
   if (stateBytes.length > 1) yield* frame(CONTENT_TYPE.accountState, stateBytes, stateBytes.length)
 
