@@ -4,9 +4,16 @@ import { TransferError } from '@pds-transfer/core'
 import { CID } from 'multiformats/cid'
 import type { VerifiedBlock } from './account-sink.ts'
 
-/** The only CID a repo block may have: version 1, dag-cbor (0x71), sha2-256 (0x12), 32-byte digest. */
-const REPO_CID_PREFIX = [0x01, 0x71, 0x12, 0x20] as const
-const REPO_CID_LENGTH = 36
+/**
+ * CIDs a CAR may carry (DASL CAR: "a CAR stream must only feature DASL CIDs"): version 1,
+ * dag-cbor (0x71) or raw (0x55), sha2-256 (0x12), 32-byte digest; always 36 bytes.
+ */
+const DASL_CID_PREFIXES = [
+  [0x01, 0x71, 0x12, 0x20],
+  [0x01, 0x55, 0x12, 0x20],
+] as const
+const CID_PREFIX_LENGTH = 4
+const CID_LENGTH = 36
 /** @ipld/car reads a section's length varint from at most 8 bytes; so do we. */
 const MAX_VARINT_BYTES = 8
 
@@ -16,11 +23,14 @@ export class InvalidRepoError extends Error {
 }
 
 /**
- * Streams a CAR's blocks, each checked against its CID (CIDv1, dag-cbor, sha2-256, as repo
- * blocks must be), in batches sized for the sink.
+ * Streams a CAR's blocks, each checked against its CID, in batches sized for the sink.
  *
- * The header is read by `@ipld/car`'s own decoder (CAR v1, or the v1 payload of a v2). The
- * block sections are split here, synchronously over whatever bytes have arrived, instead of by
+ * The header is read by `@ipld/car`'s own decoder, CAR v1 only (the repository spec's export
+ * format). The first root is the commit; further roots have no defined meaning and are
+ * ignored ("additional CIDs may also be present"). Blocks of either DASL codec are passed on:
+ * what the repo does not reach is for the verifier to ignore, not to refuse.
+ *
+ * The block sections are split here, synchronously over whatever bytes have arrived, instead of by
  * `CarBlockIterator`: its reader awaits several promises and builds a `CID` object per block,
  * which at 200k records was a third of the import's CPU and most of its garbage. A block's
  * `cid` and `bytes` are views into the received chunk; batches are kept small so those chunks
@@ -32,40 +42,34 @@ export async function* verifiedCarBatches(
 ): AsyncGenerator<VerifiedBlock[]> {
   const reader = new ChunkedReader(bytes)
   let roots: CID[]
-  /** Bytes of block sections the header allows (a v2 CAR's data size); unbounded for v1. */
-  let sectionBytes = Number.POSITIVE_INFINITY
   try {
-    const header = await readHeader(reader)
-    roots = header.roots
-    if (header.version === 2) sectionBytes = header.dataSize - (reader.pos - header.dataOffset)
+    roots = (await readHeader(reader, 1)).roots
   } catch (err) {
     if (err instanceof TransferError) throw err
     throw new InvalidRepoError(`repo CAR header: ${(err as Error).message}`, { cause: err })
   }
   const root = roots[0]
-  if (roots.length !== 1 || !root)
-    throw new InvalidRepoError(`repo CAR must have exactly one root, has ${roots.length}`)
+  if (!root) throw new InvalidRepoError('repo CAR header has no root (the first root must be the commit)')
   options.onRoot(root)
 
   const limit = options.batchBytes ?? 64 * 1024
   let batch: VerifiedBlock[] = []
   let size = 0
-  const end = reader.pos + sectionBytes
-  while (reader.pos < end && (await reader.available(1))) {
+  while (await reader.available(1)) {
     // Like @ipld/car: the length varint is read from the next (at most) 8 bytes.
     await reader.available(MAX_VARINT_BYTES)
-    const { value: length, bytes: varintBytes } = reader.varint(Math.min(MAX_VARINT_BYTES, end - reader.pos))
+    const { value: length, bytes: varintBytes } = reader.varint(MAX_VARINT_BYTES)
     if (length === 0) throw new InvalidRepoError('repo CAR: Invalid CAR section (zero length)')
-    if (reader.pos + length > end || !(await reader.available(length))) {
-      throw new InvalidRepoError('repo CAR: Unexpected end of data')
-    }
+    if (!(await reader.available(length))) throw new InvalidRepoError('repo CAR: Unexpected end of data')
     const section = reader.take(length)
-    const cid = section.subarray(0, REPO_CID_LENGTH)
-    if (section.length < REPO_CID_LENGTH || REPO_CID_PREFIX.some((b, i) => cid[i] !== b)) {
-      throw new InvalidRepoError(`block ${describeCid(section)} is not CIDv1 dag-cbor sha2-256`)
+    const cid = section.subarray(0, CID_LENGTH)
+    if (section.length < CID_LENGTH || !DASL_CID_PREFIXES.some((p) => p.every((b, i) => cid[i] === b))) {
+      throw new InvalidRepoError(
+        `block ${describeCid(section)} is not a DASL CID (CIDv1, dag-cbor or raw, sha2-256)`,
+      )
     }
-    const data = section.subarray(REPO_CID_LENGTH)
-    if (!hash('sha256', data, 'buffer').equals(cid.subarray(REPO_CID_PREFIX.length))) {
+    const data = section.subarray(CID_LENGTH)
+    if (!hash('sha256', data, 'buffer').equals(cid.subarray(CID_PREFIX_LENGTH))) {
       throw new InvalidRepoError(`block ${CID.decode(cid)} does not match its bytes`)
     }
     batch.push({ cid, bytes: data })
@@ -118,24 +122,12 @@ class ChunkedReader implements BytesReader {
         this.done = true
         break
       }
-      let chunk = next.value
-      if (have < 0) {
-        // A seek (a v2 header's jump to its payload) past what had arrived: skip into this chunk.
-        const skip = Math.min(-have, chunk.length)
-        have += skip
-        chunk = chunk.subarray(skip)
-      }
-      if (chunk.length === 0) continue
-      parts.push(chunk)
-      have += chunk.length
+      if (next.value.length === 0) continue
+      parts.push(next.value)
+      have += next.value.length
     }
-    if (have >= 0) {
-      this.buffer = parts.length === 1 ? (parts[0] as Uint8Array) : Buffer.concat(parts)
-      this.offset = 0
-    } else {
-      this.buffer = new Uint8Array(0)
-      this.offset = -have
-    }
+    this.buffer = parts.length === 1 ? (parts[0] as Uint8Array) : Buffer.concat(parts)
+    this.offset = 0
     return have >= n
   }
 

@@ -4,7 +4,7 @@ import { CarBlockIterator } from '@ipld/car/iterator'
 import fc from 'fast-check'
 import { CID } from 'multiformats/cid'
 import * as raw from 'multiformats/codecs/raw'
-import { sha256 } from 'multiformats/hashes/sha2'
+import { sha256, sha512 } from 'multiformats/hashes/sha2'
 import { describe, expect, it } from 'vitest'
 import type { VerifiedBlock } from '../src/account-sink.ts'
 import { InvalidRepoError, verifiedCarBatches } from '../src/car-blocks.ts'
@@ -101,20 +101,31 @@ describe('verifiedCarBatches', () => {
     await expectInvalid(chunked(car.subarray(0, car.length - 5), [50]), /Unexpected end of data/)
   })
 
-  it('rejects a block that is not CIDv1 dag-cbor sha2-256', async () => {
+  it('passes a raw-codec block on and rejects a CID that is not DASL (sha2-512)', async () => {
     const bytes = new TextEncoder().encode('not a repo block')
-    const cid = CID.createV1(raw.code, await sha256.digest(bytes))
+    const rawCid = CID.createV1(raw.code, await sha256.digest(bytes))
     const blocks = new BlockMap()
-    blocks.set(cid as never, bytes)
-    const car = await blocksToCarFile(cid as never, blocks)
-    await expectInvalid(chunked(car, []), /is not CIDv1 dag-cbor sha2-256/)
+    blocks.set(rawCid as never, bytes)
+    const { blocks: passed } = await read(chunked(await blocksToCarFile(rawCid as never, blocks), []))
+    expect(passed).toEqual([plain({ cid: rawCid.bytes, bytes })])
+    const other = new BlockMap()
+    other.set(CID.createV1(raw.code, await sha512.digest(bytes)) as never, bytes)
+    await expectInvalid(chunked(await blocksToCarFile(rawCid as never, other), []), /is not a DASL CID/)
   })
 
-  it('rejects a bad header and a CAR without exactly one root', async () => {
+  it('rejects a bad header, a CAR v2 and a CAR without a root; takes the first of several roots', async () => {
     await expectInvalid(chunked(Uint8Array.of(0), []), /repo CAR header/)
     await expectInvalid(chunked(Uint8Array.of(0x05, 1, 2, 3, 4, 5), []), /repo CAR header/)
     const blocks = new BlockMap()
-    await expectInvalid(chunked(await blocksToCarFile(null, blocks), []), /exactly one root/)
+    await expectInvalid(chunked(await blocksToCarFile(null, blocks), []), /has no root/)
+    // A CAR v2 pragma (version 2, no roots): the repository spec's export format is CAR v1.
+    const pragma = Uint8Array.of(0x0a, 0xa1, 0x67, ...new TextEncoder().encode('version'), 0x02)
+    await expectInvalid(chunked(pragma, []), /CAR version: 2/)
+    const { car, root } = await sampleCar(2)
+    const header = encode({ version: 1, roots: [CID.parse(root), CID.parse(root)] as never })
+    const rest = car.subarray(1 + (car[0] as number))
+    const twoRoots = Buffer.concat([Uint8Array.of(header.length), header, rest])
+    expect((await read(chunked(twoRoots, []))).root).toBe(root)
   })
 
   it('rejects a zero-length section', async () => {
