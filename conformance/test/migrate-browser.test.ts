@@ -85,6 +85,10 @@ describe('/migrate in Chromium', () => {
     await shot('came-back-after-wrong-code')
     const token = pair.plcTokens.get(erin.did)?.at(-1) as string
     await page.fill('input[name="token"]', token)
+    // Passwords do not move (D24): she chooses the one she will sign in with here.
+    await page.fill('#password', 'erin-new-password')
+    await page.fill('#password2', 'erin-new-password')
+    await shot('code-and-password')
     await page.click('form[action$="/complete"] button[type=submit]')
     await page.waitForSelector('h1:has-text("Moved")', { timeout: 60_000 })
     await shot('moved')
@@ -94,5 +98,14 @@ describe('/migrate in Chromium', () => {
     expect((await pair.b.engine.get(transferId))?.status).toBe('completed')
     const onA = await fetch(`${pair.a.url}/xrpc/com.atproto.sync.getRepo?did=${erin.did}`)
     expect(onA.status).toBe(400)
+    // And she signs in at B with it, as her apps will.
+    await expect(page.textContent('main')).resolves.toContain('the password you chose')
+    const session = await fetch(`${pair.b.url}/xrpc/com.atproto.server.createSession`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ identifier: erin.handle, password: 'erin-new-password' }),
+    })
+    expect(session.status).toBe(200)
+    expect(((await session.json()) as { active?: boolean }).active).toBe(true)
   }, 120_000)
 })

@@ -118,12 +118,32 @@ describe('/migrate web UI', () => {
     expect(await badKey.text()).toContain('is not the did:key of a secp256k1 or P-256 public key')
     expect((await dest.engine.get(transferId))?.stage).toBe('awaitingPlcToken')
 
+    // Passwords do not move (D24): the user chooses one here, typed twice; a mismatch is refused first.
+    expect(pageText).toContain('name="password2"')
+    const mismatch = await post(`${transferPath}/complete`, {
+      token,
+      password: 'a-new-pass-1',
+      password2: 'other-pass-2',
+    })
+    expect(mismatch.status).toBe(400)
+    expect(await mismatch.text()).toContain('not the same')
+    expect((await dest.engine.get(transferId))?.stage).toBe('awaitingPlcToken')
+
     // The user adds a rotation key of their own: it comes first, the rest keep their order.
     const userKey = (await Secp256k1Keypair.create()).did()
-    const done = await post(`${transferPath}/complete`, { token, rotationKey: userKey })
+    const done = await post(`${transferPath}/complete`, {
+      token,
+      rotationKey: userKey,
+      password: 'a-new-pass-1',
+      password2: 'a-new-pass-1',
+    })
     expect(done.status).toBe(303)
     const result = await (await get(transferPath)).text()
     expect(result).toContain('Your account now lives here')
+    expect(result).toContain('the password you chose')
+    expect(result).toContain('App passwords and apps you had signed in to do not move')
+    expect(dest.store.verifyPassword(account.did, 'a-new-pass-1')).toBe(true)
+    expect(dest.store.verifyPassword(account.did, 'other-pass-2')).toBe(false)
     expect((await dest.engine.get(transferId))?.status).toBe('completed')
     const doc = await new plc.Client(plcDir.url).getDocumentData(account.did)
     expect(doc.services.atproto_pds?.endpoint).toBe(dest.url)
@@ -162,6 +182,10 @@ describe('/migrate web UI', () => {
     const result = await (await get(transferPath)).text()
     expect(result).toContain('Your account now lives here')
     expect(result).not.toContain('did not complete')
+    // No password chosen: the result page offers the way to set one by email.
+    expect(result).toContain('You did not choose a password for this server yet')
+    expect(result).toContain('Email me a code to set my password')
+    expect(dest.store.verifyPassword(other.did, '')).toBe(false)
   })
 
   it('refuses form posts from another site', async () => {

@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto'
+import { randomBytes, randomUUID, scryptSync } from 'node:crypto'
 import { createWriteStream, type WriteStream } from 'node:fs'
 import { rename, rm } from 'node:fs/promises'
 import { join } from 'node:path'
@@ -200,6 +200,13 @@ export class SqliteAccountSink implements AccountSink {
 
   async putAccountState(did: string, state: AccountState): Promise<void> {
     this.db.prepare('UPDATE account SET state = ? WHERE did = ?').run(JSON.stringify(state), did)
+  }
+
+  async setPassword(did: string, password: string): Promise<void> {
+    const salt = randomBytes(16)
+    this.db
+      .prepare('INSERT OR REPLACE INTO account_password (did, salt, hash) VALUES (?, ?, ?)')
+      .run(did, salt, scryptSync(password, salt, 64))
   }
 
   async activate(did: string): Promise<void> {

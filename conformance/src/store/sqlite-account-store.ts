@@ -1,4 +1,4 @@
-import { createHash, randomBytes } from 'node:crypto'
+import { createHash, randomBytes, scryptSync, timingSafeEqual } from 'node:crypto'
 import { mkdir, open, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Keypair } from '@atproto/crypto'
@@ -34,6 +34,7 @@ CREATE TABLE IF NOT EXISTS repo_block (
 CREATE TABLE IF NOT EXISTS blob (did TEXT NOT NULL, cid TEXT NOT NULL, size INTEGER NOT NULL, PRIMARY KEY (did, cid));
 CREATE TABLE IF NOT EXISTS record_blob (did TEXT NOT NULL, record TEXT NOT NULL, cid TEXT NOT NULL, PRIMARY KEY (did, record, cid));
 CREATE TABLE IF NOT EXISTS plc_token (did TEXT PRIMARY KEY, token TEXT NOT NULL, expires_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS account_password (did TEXT PRIMARY KEY, salt BLOB NOT NULL, hash BLOB NOT NULL);
 `
 
 /** Size of the chunks a repo snapshot streams its CAR in. */
@@ -147,6 +148,14 @@ export class SqliteAccountStore implements AccountSource {
       }
     })()
     return updated.commit.rev
+  }
+
+  /** Whether `password` is the one set for signing in to `did` here (scrypt, as PDSes keep them). */
+  verifyPassword(did: string, password: string): boolean {
+    const row = this.db.prepare('SELECT salt, hash FROM account_password WHERE did = ?').get(did) as
+      | { salt: Buffer; hash: Buffer }
+      | undefined
+    return row !== undefined && timingSafeEqual(scryptSync(password, row.salt, 64), row.hash)
   }
 
   /** Preferences and private state as a PDS would keep them. */

@@ -7,7 +7,13 @@ import { type AppContext, DiskBlobStore } from '@atproto/pds'
 import { def, verifyCommitSig } from '@atproto/repo'
 import { AtUri } from '@atproto/syntax'
 import type { AccountState } from '@pds-transfer/core'
-import { type AccountSink, type BlobUpload, type RepoStaging, stagedRecords } from '@pds-transfer/destination'
+import {
+  type AccountSink,
+  type BlobUpload,
+  ImportFailure,
+  type RepoStaging,
+  stagedRecords,
+} from '@pds-transfer/destination'
 import { importAccountState } from './account-state.ts'
 import { ActorBlobIndex, UNKNOWN_MIME } from './actor-blob-index.ts'
 import { BlobStoreUpload } from './blob-store-upload.ts'
@@ -42,6 +48,11 @@ export class ReferencePdsSink implements AccountSink {
   ) {}
 
   async createDeactivatedAccount(did: string, options: { handle?: string }): Promise<{ signingKey: string }> {
+    // A live account is never an import's target, whatever the engine checked before (a race,
+    // a bug): its actor store would be reused and its repo replaced.
+    if (await this.isActive(did)) {
+      throw new ImportFailure('AccountAlreadyActive', `${did} is an active account on this PDS`)
+    }
     // An account that once left this PDS and now comes back is written to here again.
     WriteFreeze.of(this.ctx.actorStore).thaw(did)
     if (await this.ctx.actorStore.exists(did)) {
@@ -220,6 +231,14 @@ export class ReferencePdsSink implements AccountSink {
       return store.repo.processWrites([])
     })
     if (commit) await this.ctx.accountManager.updateRepoRoot(did as Did, commit.cid, commit.rev)
+  }
+
+  async setPassword(did: string, password: string): Promise<void> {
+    await this.ctx.accountManager.updateAccountPassword({ did: did as Did, password })
+    // An account imported without an email has no row to hold a password: say so, not "done".
+    if (!(await this.ctx.accountManager.verifyAccountPassword(did as Did, password))) {
+      throw new Error(`${did} has no sign-in record here (no email was moved)`)
+    }
   }
 
   /** The account's blob index, opened on first use and closed once blobs stop arriving. */

@@ -47,4 +47,10 @@ export interface AccountSink {
   putAccountState(did: string, state: AccountState): Promise<void>
   /** Activates the account once the PLC operation is accepted. */
   activate(did: string): Promise<void>
+  /**
+   * Sets the password the user chose for signing in here (credentials never move: D24). Called
+   * after activation, only with a password the user typed together with their PLC code.
+   * Optional: a PDS without it has its users set one through its own reset-password email.
+   */
+  setPassword?(did: string, password: string): Promise<void>
 }

@@ -10,6 +10,8 @@ export class EngineError extends Error {
       | 'SourceMismatch'
       | 'ActivationFailed'
       | 'InvalidRotationKey'
+      /** The password the user chose cannot be used here (length, or no password support). */
+      | 'InvalidPassword'
       /** The source did not answer during completion; the transfer waits for a retry. */
       | 'SourceUnreachable'
       /** The PLC directory did not answer; the checked operation is kept and submitted on retry. */

@@ -79,6 +79,8 @@ export interface InboundTransfer {
   missingBlobs: string[]
   /** Catch-up exports run because the source's repo moved before completion (decision 6). */
   catchUps?: number
+  /** Whether the password the user chose in /migrate was set at activation (D24). */
+  passwordChosen?: boolean
   /** Last blob committed, in the source's listing order: where a resumed export continues. */
   blobCursor?: string
   /** The last retry of a broken export session: which attempt, when the next starts, and why. */

@@ -5,6 +5,7 @@ import type { DidResolver } from './did-resolver.ts'
 import type { InboundTransfer } from './inbound-transfer.ts'
 import type { KeyRing } from './key-ring.ts'
 import { counters, esc, page, progressBar, steps } from './migrate-html.ts'
+import { passwordFields, readPassword, signInSection } from './migrate-password.ts'
 import type { SourceAuthorizer } from './source-authorizer.ts'
 import { SourceError } from './source-client.ts'
 import { EngineError, type TransferEngine } from './transfer-engine.ts'
@@ -43,6 +44,9 @@ export const migratePlugin = fp(
       )
     // Form posts must come from our own pages (browsers send Origin on POST).
     const sameOrigin = (request: FastifyRequest) => request.headers.origin === origin
+    const view = { host: new URL(opts.publicUrl).host, canSetPassword: opts.engine.canSetPassword }
+    const render = (t: InboundTransfer, error?: string, notice?: string, resetSent?: boolean) =>
+      transferPage(t, view, error, notice, resetSent)
 
     app.get('/migrate', async (_request, reply) =>
       html(
@@ -168,7 +172,7 @@ ${
     app.get('/migrate/transfer/:id', async (request, reply) => {
       const t = await opts.engine.get((request.params as { id: string }).id)
       if (!t) return problem(reply, 'No such transfer.', 404)
-      return html(reply, transferPage(t), 200)
+      return html(reply, render(t), 200)
     })
 
     app.post('/migrate/transfer/:id/complete', async (request, reply) => {
@@ -178,14 +182,23 @@ ${
         token?: unknown
         acceptMissingBlobs?: unknown
         rotationKey?: unknown
+        password?: unknown
+        password2?: unknown
       }
       const token = String(form.token ?? '').trim()
       const rotationKey = String(form.rotationKey ?? '').trim()
+      const password = readPassword(form as { password?: unknown; password2?: unknown })
+      if (typeof password === 'object') {
+        const t = await opts.engine.get(id)
+        if (!t) return problem(reply, 'No such transfer.', 404)
+        return html(reply, render(t, password.error), 400)
+      }
       try {
         await opts.engine.complete(id, {
           plcToken: token,
           acceptMissingBlobs: form.acceptMissingBlobs === 'yes',
           ...(rotationKey && { userRotationKey: rotationKey }),
+          ...(password && { password }),
         })
         return reply.redirect(`/migrate/transfer/${id}`, 303)
       } catch (err) {
@@ -197,7 +210,7 @@ ${
             : err instanceof SourceError || err instanceof EngineError
               ? err.message
               : 'The move could not be completed.'
-        return html(reply, transferPage(t, message), 400)
+        return html(reply, render(t, message), 400)
       }
     })
 
@@ -219,7 +232,61 @@ ${
       }
       const t = await opts.engine.get(id)
       if (!t) return problem(reply, 'No such transfer.', 404)
-      return html(reply, transferPage(t, error, notice), error ? 400 : 200)
+      return html(reply, render(t, error, notice), error ? 400 : 200)
+    })
+
+    // Setting a password after the move, through this PDS's own reset-password flow (the code
+    // is emailed to the address that moved; migrate-password.ts).
+    const resetCall = (nsid: string, body: Record<string, string>) =>
+      fetch(`${opts.publicUrl}/xrpc/${nsid}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+      })
+    const completedTransfer = async (request: FastifyRequest, reply: FastifyReply) => {
+      if (!sameOrigin(request)) {
+        await problem(reply, 'This form must be sent from this site.', 403)
+        return undefined
+      }
+      const t = await opts.engine.get((request.params as { id: string }).id)
+      if (t?.status !== 'completed') {
+        await problem(reply, 'No moved account here.', 404)
+        return undefined
+      }
+      return t
+    }
+    app.post('/migrate/transfer/:id/password-reset', async (request, reply) => {
+      const t = await completedTransfer(request, reply)
+      if (!t) return reply
+      const email = String((request.body as { email?: unknown })?.email ?? '').trim()
+      const res = await resetCall('com.atproto.server.requestPasswordReset', { email })
+      // The PDS answers the same for any address (it does not tell whether one is known).
+      if (!res.ok)
+        return html(reply, render(t, 'This server could not send the email; try again later.'), 502)
+      return html(reply, render(t, undefined, undefined, true))
+    })
+    app.post('/migrate/transfer/:id/password', async (request, reply) => {
+      const t = await completedTransfer(request, reply)
+      if (!t) return reply
+      const body = (request.body ?? {}) as { token?: unknown; password?: unknown }
+      const res = await resetCall('com.atproto.server.resetPassword', {
+        token: String(body.token ?? '').trim(),
+        password: String(body.password ?? ''),
+      })
+      if (!res.ok) {
+        return html(
+          reply,
+          render(
+            t,
+            'That code was not accepted (wrong or expired), or the password is too short. Ask for a new code.',
+            undefined,
+            true,
+          ),
+          400,
+        )
+      }
+      const updated = await opts.engine.notePasswordChosen(t.transferId)
+      return html(reply, render(updated, undefined, 'Your password is set. You can sign in here now.'))
     })
 
     // Form bodies of the pages above.
@@ -246,7 +313,14 @@ ${
 )
 
 /** The live page of one transfer: progress while it runs, the token form, or the result. */
-function transferPage(t: InboundTransfer, error?: string, notice?: string): string {
+function transferPage(
+  t: InboundTransfer,
+  view: { host: string; canSetPassword: boolean },
+  error?: string,
+  notice?: string,
+  resetSent?: boolean,
+): string {
+  const { host, canSetPassword } = view
   const running = t.status !== 'failed' && t.status !== 'completed' && t.stage !== 'awaitingPlcToken'
   const alert = error
     ? `<p class="error" role="alert">${esc(error)}</p>`
@@ -256,6 +330,7 @@ function transferPage(t: InboundTransfer, error?: string, notice?: string): stri
   let body: string
   if (t.status === 'completed') {
     body = `<p class="ok" role="status">Your account now lives here. Your old server keeps a deactivated copy for 30 days.</p>
+${signInSection(t, host, resetSent)}
 <p>For the next 72 hours this server watches your identity log and will warn you if anything moves it away.</p>
 ${t.rollback ? `<p class="error" role="alert">${esc(t.rollback.message)}</p>` : ''}`
   } else if (t.status === 'failed') {
@@ -294,6 +369,7 @@ for example one made with <code>goat key generate</code>. It is placed first; yo
 <input type="text" id="rotationKey" name="rotationKey" autocomplete="off" spellcheck="false" pattern="did:key:z[1-9A-HJ-NP-Za-km-z]+" placeholder="did:key:zQ3sh…">
 </details>
 ${missing > 0 ? '<label><input type="checkbox" name="acceptMissingBlobs" value="yes"> Move anyway, without the missing files</label>' : ''}
+${canSetPassword ? passwordFields(host) : ''}
 <button type="submit">Move my account</button>
 </form>
 <form method="post" action="/migrate/transfer/${esc(t.transferId)}/resend-token">

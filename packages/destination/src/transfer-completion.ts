@@ -48,6 +48,8 @@ export interface CompletionContext {
   catchUp(transfer: InboundTransfer, client: SourceClient, round: number): Promise<void>
   fail(transferId: string, reason: FailureReason, message: string): Promise<InboundTransfer>
   forget(transferId: string): void
+  /** The password the user chose with their code, if this process still holds it (once). */
+  takePassword(transferId: string): string | undefined
 }
 
 /**
@@ -234,10 +236,20 @@ export class TransferCompletion {
         `the PLC directory now names this PDS, but activation failed: ${message}`,
       )
     }
+    const password = this.ctx.takePassword(t.transferId)
+    let passwordChosen: boolean | undefined
+    if (password && sink.setPassword) {
+      // The move is done either way; a password that could not be set is said on the result page.
+      passwordChosen = await sink.setPassword(t.did, password).then(
+        () => true,
+        () => false,
+      )
+    }
     this.ctx.forget(t.transferId)
     return store.update(t.transferId, {
       failure: undefined,
       completion: undefined,
+      ...(passwordChosen !== undefined && { passwordChosen }),
       status: 'completed',
       stage: 'activated',
       watchUntil: Date.now() + (this.ctx.options.watchHours ?? 72) * 3600_000,

@@ -54,6 +54,10 @@ export interface TransferEngineOptions {
  * we check and submit it, activate, and watch for rollback). Every step is recorded in the
  * `InboundTransferStore` before it is taken, so `recover` continues any of them after a crash.
  */
+/** The reference PDS's bounds for a new password (its NEW_PASSWORD_MAX_LENGTH is 256). */
+const MIN_PASSWORD = 8
+const MAX_PASSWORD = 256
+
 export class TransferEngine {
   readonly limits: EngineLimits
   /** Wire extensions this destination asks for; its well-known document advertises them. */
@@ -67,6 +71,8 @@ export class TransferEngine {
   private readonly aborts = new Set<AbortController>()
   /** Failures this process could not write to the store (a full disk): shown until it can. */
   private readonly unrecorded = new Map<string, InboundTransfer>()
+  /** Passwords the user chose, until activation (memory only: a restart drops them). */
+  private readonly passwords = new Map<string, string>()
   private closing = false
   private readonly puller: TransferPuller
   private readonly completion: TransferCompletion
@@ -92,6 +98,11 @@ export class TransferEngine {
       catchUp: (t, client, round) => this.catchUp(t, client, round),
       fail: (id, reason, message) => this.fail(id, reason, message),
       forget: (id) => this.forget(id),
+      takePassword: (id) => {
+        const password = this.passwords.get(id)
+        this.passwords.delete(id)
+        return password
+      },
     })
   }
 
@@ -308,9 +319,12 @@ export class TransferEngine {
       client?: SourceClient
       acceptMissingBlobs?: boolean
       userRotationKey?: string
+      /** The password the user chose for this server, set at activation (kept in memory only). */
+      password?: string
     },
   ): Promise<InboundTransfer> {
     const { store } = this.options
+    if (params.password !== undefined) this.checkPassword(params.password)
     await this.completion.settled(transferId)
     const t = await store.get(transferId)
     if (!t) throw new EngineError('TransferNotFound', `no transfer ${transferId}`)
@@ -343,6 +357,10 @@ export class TransferEngine {
       if (err instanceof RotationKeyError) throw new EngineError('InvalidRotationKey', err.message)
       throw err
     }
+    // Never stored: a password travels from the user's form to the sink, after the source
+    // accepted the code that came with it (whoever holds only the page's URL cannot set it).
+    if (params.password) this.passwords.set(transferId, params.password)
+    else this.passwords.delete(transferId)
     await store.update(transferId, {
       status: 'completing',
       stage: 'signing',
@@ -474,6 +492,28 @@ export class TransferEngine {
       } catch {
         // Still no room; tried again at the next start or recover.
       }
+    }
+  }
+
+  /** Whether this destination's sink can set a password the user chooses in /migrate. */
+  get canSetPassword(): boolean {
+    return this.options.sink.setPassword !== undefined
+  }
+
+  /** Records that the user set their password after the move (through the PDS's reset flow). */
+  async notePasswordChosen(transferId: string): Promise<InboundTransfer> {
+    return this.options.store.update(transferId, { passwordChosen: true })
+  }
+
+  private checkPassword(password: string): void {
+    if (!this.options.sink.setPassword) {
+      throw new EngineError('InvalidPassword', 'this server sets passwords by email only')
+    }
+    if (password.length < MIN_PASSWORD || password.length > MAX_PASSWORD) {
+      throw new EngineError(
+        'InvalidPassword',
+        `a password must have ${MIN_PASSWORD} to ${MAX_PASSWORD} characters`,
+      )
     }
   }
 
