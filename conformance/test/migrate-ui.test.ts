@@ -95,6 +95,14 @@ describe('/migrate web UI', () => {
     }
     expect(pageText).toContain('copied and verified')
 
+    // The tab was closed; the user signs in again: back to the same move, not a second one.
+    const again2 = await post('/migrate/authorize', { did: account.did })
+    const callback2 = new URL(again2.headers.get('location') as string)
+    const back = await get(`${callback2.pathname}${callback2.search}`)
+    expect(back.status).toBe(303)
+    expect(new URL(back.headers.get('location') as string).pathname).toBe(transferPath)
+    expect((await dest.transfers.listActive()).filter((t) => t.did === account.did)).toHaveLength(1)
+
     // The user lost the email: a new code, then a second click within the minute is refused.
     const sentBefore = source.store.outbox.filter((m) => m.did === account.did).length
     const resend = await post(`${transferPath}/resend-token`, {})

@@ -128,7 +128,8 @@ ${
   algorithm
     ? `<form method="post" action="/migrate/authorize">
 <input type="hidden" name="did" value="${esc(did)}">
-<p>Next, your current server asks you to sign in and allow this server to copy your account.</p>
+<p>Next, your current server asks you to sign in and allow this server to copy your account.
+If you already started a move here, signing in again takes you back to it.</p>
 <button type="submit">Sign in at ${esc(new URL(source).host)}</button>
 </form>`
     : ''
@@ -161,7 +162,10 @@ ${
       }
       try {
         const { did, client } = await opts.authorizer.callback(query)
-        const transfer = await opts.engine.start({ did, client })
+        // One move per account: signing in again leads back to the move under way.
+        const existing = await opts.engine.unfinished(did)
+        if (existing) opts.engine.attach(existing.transferId, client)
+        const transfer = existing ?? (await opts.engine.start({ did, client }))
         // Absolute: a loopback client's callback arrives on 127.0.0.1, the UI lives on our public origin.
         return reply.redirect(`${origin}/migrate/transfer/${transfer.transferId}`, 303)
       } catch (err) {
@@ -379,6 +383,8 @@ ${canSetPassword ? passwordFields(host) : ''}
   } else {
     body = `${progressBar(t)}
 <div aria-live="polite" id="live">${counters(t)}</div>
+<p>You can close this page: the move goes on without it. To come back, open
+<a href="/migrate">${esc(view.host)}/migrate</a> and sign in with your handle again.</p>
 ${t.retry && t.stage === 'retrying' ? `<p class="warn" role="status">The connection broke (${esc(t.retry.lastFailure.reason)}); continuing where it stopped (attempt ${t.retry.attempt + 1} of ${t.retry.of}).</p>` : ''}
 ${t.stage === 'catchingUp' ? '<p class="ok" role="status">Your account was still changing (new posts or other activity from your apps). Your current server has paused it; the last changes are being brought over, then the move finishes. Nothing to do.</p>' : ''}
 <script>

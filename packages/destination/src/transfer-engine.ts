@@ -495,6 +495,19 @@ export class TransferEngine {
     }
   }
 
+  /**
+   * The move of `did` to this server that has neither finished nor failed, if any: a user who
+   * signs in again (a closed tab, another device) is taken back to it instead of a second one.
+   */
+  async unfinished(did: string): Promise<InboundTransfer | undefined> {
+    return (await this.options.store.listActive()).find((t) => t.did === did)
+  }
+
+  /** Gives an unfinished transfer the source session of a fresh sign-in (the old one may be gone). */
+  attach(transferId: string, client: SourceClient): void {
+    this.sessions.set(transferId, client)
+  }
+
   /** Whether this destination's sink can set a password the user chooses in /migrate. */
   get canSetPassword(): boolean {
     return this.options.sink.setPassword !== undefined
