@@ -114,11 +114,22 @@ describe('/migrate web UI', () => {
     expect(await again.text()).toContain('less than a minute ago')
     expect(source.store.outbox.filter((m) => m.did === account.did)).toHaveLength(sentBefore + 1)
 
-    const wrong = await post(`${transferPath}/complete`, { token: 'WRONG-CODE' })
+    const userKeyTyped = 'did:key:zQ3shokFTS3brHcDQrn82RUDfCZESWL1ZdCEJwekUDPQiYBme'
+    const wrong = await post(`${transferPath}/complete`, { token: 'wrong-code', rotationKey: userKeyTyped })
     expect(wrong.status).toBe(400)
-    expect(await wrong.text()).toContain('was not accepted')
+    const wrongPage = await wrong.text()
+    expect(wrongPage).toContain('was not accepted')
+    // What was typed stays, the error is at its field, marked and focused; the key section stays open.
+    expect(wrongPage).toContain('value="WRONG-CODE"')
+    expect(wrongPage).toMatch(
+      /id="token-error"[\s\S]*aria-invalid="true" aria-describedby="token-error" autofocus/,
+    )
+    expect(wrongPage).toContain(`value="${userKeyTyped}"`)
+    expect(wrongPage).toContain('<details open>')
 
-    const token = source.store.outbox.filter((m) => m.did === account.did).at(-1)?.token as string
+    const issued = source.store.outbox.filter((m) => m.did === account.did).at(-1)?.token as string
+    // Typed as people do: lower case, a space instead of the dash.
+    const token = ` ${issued.toLowerCase().replace('-', ' ')} `
     expect(pageText).toContain('name="rotationKey"')
     // A key that is not usable is refused before anything is sent: the code still works after.
     const badKey = await post(`${transferPath}/complete`, { token, rotationKey: 'did:key:zNotAKey' })
@@ -205,5 +216,11 @@ describe('/migrate web UI', () => {
     const unknown = await get('/migrate/check?identifier=did%3Aplc%3Aaaaaaaaaaaaaaaaaaaaaaaaa')
     expect(unknown.status).toBe(400)
     expect(await unknown.text()).toContain('role="alert"')
+    // A handle nobody has: the start page again, with what was typed and the error at the field.
+    const typo = await get('/migrate/check?identifier=nobody.invalid')
+    expect(typo.status).toBe(400)
+    const again = await typo.text()
+    expect(again).toContain('value="nobody.invalid"')
+    expect(again).toContain('aria-describedby="identifier-error"')
   })
 })

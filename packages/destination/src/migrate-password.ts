@@ -9,29 +9,18 @@ import { esc } from './migrate-html.ts'
  * the address that moved), forwarded by the routes in migrate-plugin.ts.
  */
 
-/** The password fields of the code form (shown when this server can set a password). */
-export function passwordFields(host: string): string {
+/** The password fields of the code form (shown when this server can set a password); `state` marks them invalid. */
+export function passwordFields(host: string, state = ''): string {
   return `<fieldset>
 <legend>Your password at ${esc(host)}</legend>
+${state ? '<p>Passwords are not shown again: type both once more.</p>' : ''}
 <p>Passwords do not move with your account. Choose the one you will sign in with here (at least 8 characters),
 or leave this empty and set one by email afterwards.</p>
 <label for="password">New password</label>
-<input type="password" id="password" name="password" autocomplete="new-password" minlength="8" maxlength="256">
+<input type="password" id="password" name="password" autocomplete="new-password" minlength="8" maxlength="256"${state}>
 <label for="password2">The same password again</label>
 <input type="password" id="password2" name="password2" autocomplete="new-password" minlength="8" maxlength="256">
 </fieldset>`
-}
-
-/** Reads the password fields: the password, nothing (left empty), or why they cannot be used. */
-export function readPassword(form: {
-  password?: unknown
-  password2?: unknown
-}): string | { error: string } | undefined {
-  const password = String(form.password ?? '')
-  const again = String(form.password2 ?? '')
-  if (password === '' && again === '') return undefined
-  if (password !== again) return { error: 'The two passwords are not the same. Type them again.' }
-  return password
 }
 
 /** What the result page says about signing in here, with the reset path when no password was set. */

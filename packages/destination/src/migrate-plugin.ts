@@ -4,8 +4,9 @@ import fp from 'fastify-plugin'
 import type { DidResolver } from './did-resolver.ts'
 import type { InboundTransfer } from './inbound-transfer.ts'
 import type { KeyRing } from './key-ring.ts'
+import { normalizeCode, readPassword } from './migrate-form.ts'
 import { counters, esc, page, progressBar, steps } from './migrate-html.ts'
-import { passwordFields, readPassword, signInSection } from './migrate-password.ts'
+import { passwordFields, signInSection } from './migrate-password.ts'
 import type { SourceAuthorizer } from './source-authorizer.ts'
 import { SourceError } from './source-client.ts'
 import { EngineError, type TransferEngine } from './transfer-engine.ts'
@@ -45,25 +46,22 @@ export const migratePlugin = fp(
     // Form posts must come from our own pages (browsers send Origin on POST).
     const sameOrigin = (request: FastifyRequest) => request.headers.origin === origin
     const view = { host: new URL(opts.publicUrl).host, canSetPassword: opts.engine.canSetPassword }
-    const render = (t: InboundTransfer, error?: string, notice?: string, resetSent?: boolean) =>
-      transferPage(t, view, error, notice, resetSent)
+    const render = (t: InboundTransfer, extra: PageExtra = {}) => transferPage(t, view, extra)
 
-    app.get('/migrate', async (_request, reply) =>
-      html(
-        reply,
-        page(
-          'Move your account here',
-          `<p>This server (<strong>${esc(new URL(origin).host)}</strong>) can copy your whole atproto account from
+    /** The start page; after an error, with what was typed and the error at the field. */
+    const startPage = (typed = '', error?: string) =>
+      page(
+        'Move your account here',
+        `<p>This server (<strong>${esc(new URL(origin).host)}</strong>) can copy your whole atproto account from
 the server it is on now: posts, follows, images, settings and the private data that server keeps, in one
 encrypted transfer. Then your identity is moved, and your handle and followers come with it.</p>
 <form method="get" action="/migrate/check">
 <label for="identifier">Your handle or DID</label>
-<input type="text" id="identifier" name="identifier" required autocomplete="username" placeholder="alice.example.com">
+${error ? `<p class="error" role="alert" id="identifier-error">${esc(error)}</p>` : ''}<input type="text" id="identifier" name="identifier" required autocomplete="username" placeholder="alice.example.com" value="${esc(typed)}"${error ? ' aria-invalid="true" aria-describedby="identifier-error" autofocus' : ''}>
 <button type="submit">Continue</button>
 </form>`,
-        ),
-      ),
-    )
+      )
+    app.get('/migrate', async (_request, reply) => html(reply, startPage()))
 
     app.get('/migrate/check', async (request, reply) => {
       const identifier = String((request.query as { identifier?: unknown }).identifier ?? '').trim()
@@ -73,7 +71,16 @@ encrypted transfer. Then your identity is moved, and your handle and followers c
       } catch {
         did = undefined
       }
-      if (!did) return problem(reply, `Could not find an account for "${identifier}".`)
+      if (!did) {
+        return html(
+          reply,
+          startPage(
+            identifier,
+            `Could not find an account for "${identifier}". Check the spelling, or paste your DID.`,
+          ),
+          400,
+        )
+      }
       let identity: Awaited<ReturnType<DidResolver['resolve']>>
       try {
         identity = await opts.resolver.resolve(did)
@@ -189,13 +196,15 @@ If you already started a move here, signing in again takes you back to it.</p>
         password?: unknown
         password2?: unknown
       }
-      const token = String(form.token ?? '').trim()
+      const token = normalizeCode(String(form.token ?? ''))
       const rotationKey = String(form.rotationKey ?? '').trim()
+      // Kept on every error: a person corrects one field, not the whole form.
+      const typed = { token, rotationKey }
       const password = readPassword(form as { password?: unknown; password2?: unknown })
       if (typeof password === 'object') {
         const t = await opts.engine.get(id)
         if (!t) return problem(reply, 'No such transfer.', 404)
-        return html(reply, render(t, password.error), 400)
+        return html(reply, render(t, { error: password.error, invalid: 'password', typed }), 400)
       }
       try {
         await opts.engine.complete(id, {
@@ -214,7 +223,15 @@ If you already started a move here, signing in again takes you back to it.</p>
             : err instanceof SourceError || err instanceof EngineError
               ? err.message
               : 'The move could not be completed.'
-        return html(reply, render(t, message), 400)
+        const invalid =
+          err instanceof SourceError && err.error === 'InvalidPlcToken'
+            ? 'token'
+            : err instanceof EngineError && err.code === 'InvalidRotationKey'
+              ? 'rotationKey'
+              : err instanceof EngineError && err.code === 'InvalidPassword'
+                ? 'password'
+                : undefined
+        return html(reply, render(t, { error: message, typed, ...(invalid && { invalid }) }), 400)
       }
     })
 
@@ -236,7 +253,7 @@ If you already started a move here, signing in again takes you back to it.</p>
       }
       const t = await opts.engine.get(id)
       if (!t) return problem(reply, 'No such transfer.', 404)
-      return html(reply, render(t, error, notice), error ? 400 : 200)
+      return html(reply, render(t, { ...(error && { error }), ...(notice && { notice }) }), error ? 400 : 200)
     })
 
     // Setting a password after the move, through this PDS's own reset-password flow (the code
@@ -266,8 +283,12 @@ If you already started a move here, signing in again takes you back to it.</p>
       const res = await resetCall('com.atproto.server.requestPasswordReset', { email })
       // The PDS answers the same for any address (it does not tell whether one is known).
       if (!res.ok)
-        return html(reply, render(t, 'This server could not send the email; try again later.'), 502)
-      return html(reply, render(t, undefined, undefined, true))
+        return html(
+          reply,
+          render(t, { error: 'This server could not send the email; try again later.' }),
+          502,
+        )
+      return html(reply, render(t, { resetSent: true }))
     })
     app.post('/migrate/transfer/:id/password', async (request, reply) => {
       const t = await completedTransfer(request, reply)
@@ -280,17 +301,16 @@ If you already started a move here, signing in again takes you back to it.</p>
       if (!res.ok) {
         return html(
           reply,
-          render(
-            t,
-            'That code was not accepted (wrong or expired), or the password is too short. Ask for a new code.',
-            undefined,
-            true,
-          ),
+          render(t, {
+            error:
+              'That code was not accepted (wrong or expired), or the password is too short. Ask for a new code.',
+            resetSent: true,
+          }),
           400,
         )
       }
       const updated = await opts.engine.notePasswordChosen(t.transferId)
-      return html(reply, render(updated, undefined, 'Your password is set. You can sign in here now.'))
+      return html(reply, render(updated, { notice: 'Your password is set. You can sign in here now.' }))
     })
 
     // Form bodies of the pages above.
@@ -317,14 +337,30 @@ If you already started a move here, signing in again takes you back to it.</p>
 )
 
 /** The live page of one transfer: progress while it runs, the token form, or the result. */
+/** What a transfer page shows besides the transfer itself: the outcome of the last form post. */
+interface PageExtra {
+  error?: string
+  notice?: string
+  resetSent?: boolean
+  /** What the user typed, shown again. */
+  typed?: { token: string; rotationKey: string }
+  /** The field the error is about: shown next to it, marked invalid and focused. */
+  invalid?: 'token' | 'rotationKey' | 'password'
+}
+
 function transferPage(
   t: InboundTransfer,
   view: { host: string; canSetPassword: boolean },
-  error?: string,
-  notice?: string,
-  resetSent?: boolean,
+  extra: PageExtra,
 ): string {
   const { host, canSetPassword } = view
+  const { notice, resetSent, typed, invalid } = extra
+  // An error about one field is shown at that field; any other at the top.
+  const error = invalid ? undefined : extra.error
+  const fieldError = (field: NonNullable<PageExtra['invalid']>) =>
+    invalid === field ? `<p class="error" role="alert" id="${field}-error">${esc(extra.error)}</p>` : ''
+  const fieldState = (field: NonNullable<PageExtra['invalid']>) =>
+    invalid === field ? ` aria-invalid="true" aria-describedby="${field}-error" autofocus` : ''
   const running = t.status !== 'failed' && t.status !== 'completed' && t.stage !== 'awaitingPlcToken'
   const alert = error
     ? `<p class="error" role="alert">${esc(error)}</p>`
@@ -345,7 +381,7 @@ ${t.rollback ? `<p class="error" role="alert">${esc(t.rollback.message)}</p>` : 
     // A finishing attempt that came back here (spec/completion.md, C8): say why, and what to do,
     // also to a user who left the page and came back.
     const lastAttempt =
-      t.failure && !error
+      t.failure && !extra.error
         ? `<p class="warn" role="alert">Your last attempt to finish the move did not complete (${esc(t.failure.reason)}): ${esc(t.failure.message.replace(/\.$/, ''))}.
 Nothing has moved yet: your identity still points to your current server. Enter your code again, or have a new one emailed.</p>`
         : ''
@@ -363,17 +399,17 @@ ${
 <form method="post" action="/migrate/transfer/${esc(t.transferId)}/complete">
 <p>Your current server has emailed you a confirmation code. Entering it lets your identity move here.</p>
 <label for="token">Confirmation code</label>
-<input type="text" id="token" name="token" required autocomplete="one-time-code">
-<details>
+${fieldError('token')}<input type="text" id="token" name="token" required autocomplete="one-time-code" value="${esc(typed?.token ?? '')}"${fieldState('token')}>
+<details${typed?.rotationKey || invalid === 'rotationKey' ? ' open' : ''}>
 <summary>Add a rotation key of your own (recommended)</summary>
 <p>A rotation key you hold outranks every server's: with it you can undo any change to your identity for 72 hours,
 even one made by a server. Paste the public key (<code>did:key:z…</code>) of a key pair whose private key you keep safe,
 for example one made with <code>goat key generate</code>. It is placed first; your existing keys keep their order.</p>
 <label for="rotationKey">Your public rotation key</label>
-<input type="text" id="rotationKey" name="rotationKey" autocomplete="off" spellcheck="false" pattern="did:key:z[1-9A-HJ-NP-Za-km-z]+" placeholder="did:key:zQ3sh…">
+${fieldError('rotationKey')}<input type="text" id="rotationKey" name="rotationKey" autocomplete="off" spellcheck="false" pattern="did:key:z[1-9A-HJ-NP-Za-km-z]+" placeholder="did:key:zQ3sh…" value="${esc(typed?.rotationKey ?? '')}"${fieldState('rotationKey')}>
 </details>
 ${missing > 0 ? '<label><input type="checkbox" name="acceptMissingBlobs" value="yes"> Move anyway, without the missing files</label>' : ''}
-${canSetPassword ? passwordFields(host) : ''}
+${canSetPassword ? `${fieldError('password')}${passwordFields(host, fieldState('password'))}` : ''}
 <button type="submit">Move my account</button>
 </form>
 <form method="post" action="/migrate/transfer/${esc(t.transferId)}/resend-token">
