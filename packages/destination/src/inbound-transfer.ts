@@ -178,6 +178,8 @@ export interface InboundTransferStore {
   ): Promise<InboundTransfer>
   /** Transfers whose status is neither completed nor failed. */
   listActive(): Promise<InboundTransfer[]>
+  /** Every transfer of `did`, newest first (a user coming back to a failed move). */
+  listForDid(did: string): Promise<InboundTransfer[]>
   /** Completed transfers still inside their rollback watch at `now`. */
   listWatched(now: number): Promise<InboundTransfer[]>
   /**

@@ -10,6 +10,7 @@ import { passwordFields, signInSection } from './migrate-password.ts'
 import type { SourceAuthorizer } from './source-authorizer.ts'
 import { SourceError } from './source-client.ts'
 import { EngineError, type TransferEngine } from './transfer-engine.ts'
+import { RESUMABLE } from './transfer-failure.ts'
 
 export interface MigratePluginOptions {
   engine: TransferEngine
@@ -169,10 +170,15 @@ If you already started a move here, signing in again takes you back to it.</p>
       }
       try {
         const { did, client } = await opts.authorizer.callback(query)
-        // One move per account: signing in again leads back to the move under way.
+        // One move per account: signing in again leads back to the move under way, or continues
+        // the newest one if it stopped on a connection or disk failure, with what was verified.
         const existing = await opts.engine.unfinished(did)
         if (existing) opts.engine.attach(existing.transferId, client)
-        const transfer = existing ?? (await opts.engine.start({ did, client }))
+        const stopped = existing ? undefined : await opts.engine.resumable(did)
+        const transfer =
+          existing ??
+          (stopped && (await opts.engine.resume(stopped.transferId, client))) ??
+          (await opts.engine.start({ did, client }))
         // Absolute: a loopback client's callback arrives on 127.0.0.1, the UI lives on our public origin.
         return reply.redirect(`${origin}/migrate/transfer/${transfer.transferId}`, 303)
       } catch (err) {
@@ -375,7 +381,14 @@ ${signInSection(t, host, resetSent)}
 ${t.rollback ? `<p class="error" role="alert">${esc(t.rollback.message)}</p>` : ''}`
   } else if (t.status === 'failed') {
     body = `<p class="error" role="alert">The transfer stopped: <strong>${esc(t.failure?.reason)}</strong>. ${esc(t.failure?.message)}</p>
-<p>Nothing changed on your current server: your account is still there and active. <a href="/migrate">Try again</a>.</p>`
+<p>Nothing changed on your current server: your account is still there and active.</p>
+${
+  t.failure && RESUMABLE.has(t.failure.reason)
+    ? `<form method="post" action="/migrate/authorize"><input type="hidden" name="did" value="${esc(t.did)}">
+<p>What was copied and verified is kept: signing in again continues from there.</p>
+<button type="submit">Sign in again and continue</button></form>`
+    : '<p><a href="/migrate">Start again</a>.</p>'
+}`
   } else if (t.stage === 'awaitingPlcToken') {
     const missing = t.missingBlobs.length
     // A finishing attempt that came back here (spec/completion.md, C8): say why, and what to do,

@@ -128,6 +128,13 @@ export class SqliteInboundTransferStore implements InboundTransferStore {
     return this.rows("SELECT record FROM inbound_transfer WHERE status NOT IN ('completed', 'failed')")
   }
 
+  async listForDid(did: string): Promise<InboundTransfer[]> {
+    return this.rows(
+      "SELECT record FROM inbound_transfer WHERE did = ? ORDER BY json_extract(record, '$.createdAt') DESC",
+      did,
+    )
+  }
+
   async listWatched(now: number): Promise<InboundTransfer[]> {
     return this.rows(
       "SELECT record FROM inbound_transfer WHERE status = 'completed' AND watch_until > ?",

@@ -17,7 +17,7 @@ import { checkRollbacks } from './rollback-watch.ts'
 import { moveRotationKeys, RotationKeyError } from './rotation-keys.ts'
 import { type SourceClient, SourceError } from './source-client.ts'
 import { COMPLETION_STAGES, normalizeUrl, TransferCompletion } from './transfer-completion.ts'
-import { toFailure } from './transfer-failure.ts'
+import { RESUMABLE, toFailure } from './transfer-failure.ts'
 import { createTransferId } from './transfer-id.ts'
 import { type PullSession, type PullState, TransferPuller } from './transfer-pull.ts'
 
@@ -501,6 +501,48 @@ export class TransferEngine {
    */
   async unfinished(did: string): Promise<InboundTransfer | undefined> {
     return (await this.options.store.listActive()).find((t) => t.did === did)
+  }
+
+  /**
+   * The newest transfer of `did` that failed in a way the user can resume from (RESUMABLE): a
+   * sign-in after the source came back, or after space was freed, continues it.
+   */
+  async resumable(did: string): Promise<InboundTransfer | undefined> {
+    const [newest] = await this.options.store.listForDid(did)
+    return newest?.status === 'failed' && newest.failure && RESUMABLE.has(newest.failure.reason)
+      ? newest
+      : undefined
+  }
+
+  /**
+   * Resumes a transfer that failed by connection or local storage, under the same transferId,
+   * from what this destination had verified and committed (decision 7). The store's one-per-DID
+   * rule still holds: refused while another transfer of the DID is in flight.
+   */
+  async resume(transferId: string, client: SourceClient): Promise<InboundTransfer> {
+    await this.recordUnrecorded()
+    const t = await this.options.store.get(transferId)
+    if (!t) throw new EngineError('TransferNotFound', `no transfer ${transferId}`)
+    if (t.status !== 'failed' || !t.failure || !RESUMABLE.has(t.failure.reason)) {
+      throw new EngineError(
+        'InvalidState',
+        `transfer ${transferId} is ${t.status}/${t.stage}: nothing to resume`,
+      )
+    }
+    if (this.running.size >= this.limits.maxConcurrent) {
+      throw new EngineError('LimitExceeded', `${this.running.size} transfers are running; try again later`)
+    }
+    const identity = await this.options.resolver.resolve(t.did)
+    if (normalizeUrl(identity.pds) !== normalizeUrl(client.url)) {
+      throw new EngineError('SourceMismatch', `${t.did} is hosted at ${identity.pds}, not ${client.url}`)
+    }
+    const retrying = await this.options.store.update(transferId, {
+      status: 'importing',
+      stage: 'retrying',
+      failure: undefined,
+    })
+    this.launch(retrying, client, identity.signingKey, identity.handle, true)
+    return retrying
   }
 
   /** Gives an unfinished transfer the source session of a fresh sign-in (the old one may be gone). */

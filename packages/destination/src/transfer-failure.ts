@@ -6,6 +6,13 @@ import { SourceError } from './source-client.ts'
 /** Failures of the connection rather than of the data: worth another attempt. */
 export const RETRYABLE: ReadonlySet<FailureReason> = new Set(['StreamCut', 'SourceUnreachable', 'NoProgress'])
 
+/**
+ * Failures after which the user may resume the same transfer, keeping what was verified: the
+ * connection or this server's disk gave out (a source's deploy, a full disk since freed, a
+ * destination restarted without a session), not the data.
+ */
+export const RESUMABLE: ReadonlySet<FailureReason> = new Set([...RETRYABLE, 'Interrupted', 'LocalStorage'])
+
 /** Error codes of this machine's storage (node:fs and SQLite): a full or broken disk here, not the source. */
 const LOCAL_STORAGE_CODES =
   /^(ENOSPC|EDQUOT|EROFS|EIO|SQLITE_FULL|SQLITE_IOERR|SQLITE_READONLY|SQLITE_CANTOPEN)/
