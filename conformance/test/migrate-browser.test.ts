@@ -1,5 +1,6 @@
-import { mkdir } from 'node:fs/promises'
+import { mkdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
+import { P256Keypair } from '@atproto/crypto'
 import type { Browser, Page } from 'playwright-core'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { type SeededAccount, seedReferenceAccount } from '../src/fixtures/seed-reference-account.ts'
@@ -85,6 +86,23 @@ describe('/migrate in Chromium', () => {
     await shot('came-back-after-wrong-code')
     const token = pair.plcTokens.get(erin.did)?.at(-1) as string
     await page.fill('input[name="token"]', token)
+    // She holds no rotation key yet (the section opens itself): she makes one here and saves it.
+    await expect(page.getAttribute('details', 'open')).resolves.not.toBeNull()
+    await page.click('#keygen-make')
+    await page.waitForSelector('#keygen-file[href^="blob:"]')
+    const [download] = await Promise.all([page.waitForEvent('download'), page.click('#keygen-file')])
+    const keyFile = JSON.parse(await readFile((await download.path()) as string, 'utf8')) as {
+      account: string
+      publicKey: string
+      privateKeyHex: string
+    }
+    expect(keyFile.account).toBe(erin.did)
+    // The private key in the file is the public key's: @atproto/crypto reads it back to the same did:key.
+    expect((await P256Keypair.import(keyFile.privateKeyHex)).did()).toBe(keyFile.publicKey)
+    expect(await page.inputValue('#rotationKey')).toBe('')
+    await page.check('#keygen-confirm')
+    expect(await page.inputValue('#rotationKey')).toBe(keyFile.publicKey)
+    await shot('rotation-key-made')
     // Passwords do not move (D24): she chooses the one she will sign in with here.
     await page.fill('#password', 'erin-new-password')
     await page.fill('#password2', 'erin-new-password')
@@ -98,6 +116,12 @@ describe('/migrate in Chromium', () => {
     expect((await pair.b.engine.get(transferId))?.status).toBe('completed')
     const onA = await fetch(`${pair.a.url}/xrpc/com.atproto.sync.getRepo?did=${erin.did}`)
     expect(onA.status).toBe(400)
+    // Her key comes first in the identity, and the result page lists it.
+    const plcData = (await (await fetch(`${pair.plc.url}/${erin.did}/data`)).json()) as {
+      rotationKeys: string[]
+    }
+    expect(plcData.rotationKeys[0]).toBe(keyFile.publicKey)
+    await expect(page.textContent('main')).resolves.toContain(keyFile.publicKey)
     // And she signs in at B with it, as her apps will.
     await expect(page.textContent('main')).resolves.toContain('the password you chose')
     const session = await fetch(`${pair.b.url}/xrpc/com.atproto.server.createSession`, {

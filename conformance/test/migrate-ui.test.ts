@@ -132,6 +132,15 @@ describe('/migrate web UI', () => {
     const token = ` ${issued.toLowerCase().replace('-', ' ')} `
     expect(pageText).toContain('name="rotationKey"')
     // A key that is not usable is refused before anything is sent: the code still works after.
+    // A private key pasted by mistake is named as such, and not shown back.
+    const secret = Buffer.from(await (await Secp256k1Keypair.create({ exportable: true })).export()).toString(
+      'hex',
+    )
+    const pasted = await post(`${transferPath}/complete`, { token, rotationKey: secret })
+    expect(pasted.status).toBe(400)
+    const pastedPage = await pasted.text()
+    expect(pastedPage).toContain('This looks like a private key')
+    expect(pastedPage).not.toContain(secret)
     const badKey = await post(`${transferPath}/complete`, { token, rotationKey: 'did:key:zNotAKey' })
     expect(badKey.status).toBe(400)
     expect(await badKey.text()).toContain('is not the did:key of a secp256k1 or P-256 public key')

@@ -1,3 +1,5 @@
+import { base58btc } from 'multiformats/bases/base58'
+
 /** Reading what a person typed into the /migrate forms, forgivingly where it is safe. */
 
 /**
@@ -19,4 +21,27 @@ export function readPassword(form: {
   if (password === '' && again === '') return undefined
   if (password !== again) return { error: 'The two passwords are not the same. Type them again.' }
   return password
+}
+
+/** Multicodec varint prefixes of private keys: secp256k1-priv (0x1301), p256-priv (0x1306). */
+const PRIVATE_MULTICODECS = [
+  [0x81, 0x26],
+  [0x86, 0x26],
+]
+
+/**
+ * Whether a "public key" the user pasted is a private key (hex of 32 bytes, a multibase
+ * private key, a JWK or PEM with a private part): the page says so plainly instead of
+ * sending a secret anywhere.
+ */
+export function looksPrivate(typed: string): boolean {
+  const t = typed.trim()
+  if (/^(0x)?[0-9a-fA-F]{64}$/.test(t) || /PRIVATE KEY/.test(t) || /"d"\s*:/.test(t)) return true
+  if (!/^z[1-9A-HJ-NP-Za-km-z]+$/.test(t)) return false
+  try {
+    const bytes = base58btc.decode(t)
+    return PRIVATE_MULTICODECS.some(([a, b]) => bytes[0] === a && bytes[1] === b)
+  } catch {
+    return false
+  }
 }

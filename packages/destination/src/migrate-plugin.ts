@@ -4,8 +4,9 @@ import fp from 'fastify-plugin'
 import type { DidResolver } from './did-resolver.ts'
 import type { InboundTransfer } from './inbound-transfer.ts'
 import type { KeyRing } from './key-ring.ts'
-import { normalizeCode, readPassword } from './migrate-form.ts'
+import { looksPrivate, normalizeCode, readPassword } from './migrate-form.ts'
 import { counters, esc, page, progressBar, steps } from './migrate-html.ts'
+import { keygenSection } from './migrate-keygen.ts'
 import { passwordFields, signInSection } from './migrate-password.ts'
 import type { SourceAuthorizer } from './source-authorizer.ts'
 import { SourceError } from './source-client.ts'
@@ -47,7 +48,17 @@ export const migratePlugin = fp(
     // Form posts must come from our own pages (browsers send Origin on POST).
     const sameOrigin = (request: FastifyRequest) => request.headers.origin === origin
     const view = { host: new URL(opts.publicUrl).host, canSetPassword: opts.engine.canSetPassword }
-    const render = (t: InboundTransfer, extra: PageExtra = {}) => transferPage(t, view, extra)
+    const render = async (t: InboundTransfer, extra: PageExtra = {}) => {
+      // At the code step: whether the account already holds a rotation key of its own.
+      const holdsOwnKey =
+        t.stage === 'awaitingPlcToken'
+          ? await opts.resolver.resolve(t.did).then(
+              (identity) => identity.rotationKeys.length > 1,
+              () => true,
+            )
+          : true
+      return transferPage(t, view, { holdsOwnKey, ...extra })
+    }
 
     /** The start page; after an error, with what was typed and the error at the field. */
     const startPage = (typed = '', error?: string) =>
@@ -189,7 +200,7 @@ If you already started a move here, signing in again takes you back to it.</p>
     app.get('/migrate/transfer/:id', async (request, reply) => {
       const t = await opts.engine.get((request.params as { id: string }).id)
       if (!t) return problem(reply, 'No such transfer.', 404)
-      return html(reply, render(t), 200)
+      return html(reply, await render(t), 200)
     })
 
     app.post('/migrate/transfer/:id/complete', async (request, reply) => {
@@ -206,11 +217,22 @@ If you already started a move here, signing in again takes you back to it.</p>
       const rotationKey = String(form.rotationKey ?? '').trim()
       // Kept on every error: a person corrects one field, not the whole form.
       const typed = { token, rotationKey }
+      if (rotationKey && looksPrivate(rotationKey)) {
+        const t = await opts.engine.get(id)
+        if (!t) return problem(reply, 'No such transfer.', 404)
+        const error =
+          'This looks like a private key. Never paste a private key into a web page: paste the public key, which starts with did:key:z. If this private key was ever shared, make a new key pair.'
+        return html(
+          reply,
+          await render(t, { error, invalid: 'rotationKey', typed: { token, rotationKey: '' } }),
+          400,
+        )
+      }
       const password = readPassword(form as { password?: unknown; password2?: unknown })
       if (typeof password === 'object') {
         const t = await opts.engine.get(id)
         if (!t) return problem(reply, 'No such transfer.', 404)
-        return html(reply, render(t, { error: password.error, invalid: 'password', typed }), 400)
+        return html(reply, await render(t, { error: password.error, invalid: 'password', typed }), 400)
       }
       try {
         await opts.engine.complete(id, {
@@ -237,7 +259,7 @@ If you already started a move here, signing in again takes you back to it.</p>
               : err instanceof EngineError && err.code === 'InvalidPassword'
                 ? 'password'
                 : undefined
-        return html(reply, render(t, { error: message, typed, ...(invalid && { invalid }) }), 400)
+        return html(reply, await render(t, { error: message, typed, ...(invalid && { invalid }) }), 400)
       }
     })
 
@@ -259,7 +281,11 @@ If you already started a move here, signing in again takes you back to it.</p>
       }
       const t = await opts.engine.get(id)
       if (!t) return problem(reply, 'No such transfer.', 404)
-      return html(reply, render(t, { ...(error && { error }), ...(notice && { notice }) }), error ? 400 : 200)
+      return html(
+        reply,
+        await render(t, { ...(error && { error }), ...(notice && { notice }) }),
+        error ? 400 : 200,
+      )
     })
 
     // Setting a password after the move, through this PDS's own reset-password flow (the code
@@ -291,10 +317,10 @@ If you already started a move here, signing in again takes you back to it.</p>
       if (!res.ok)
         return html(
           reply,
-          render(t, { error: 'This server could not send the email; try again later.' }),
+          await render(t, { error: 'This server could not send the email; try again later.' }),
           502,
         )
-      return html(reply, render(t, { resetSent: true }))
+      return html(reply, await render(t, { resetSent: true }))
     })
     app.post('/migrate/transfer/:id/password', async (request, reply) => {
       const t = await completedTransfer(request, reply)
@@ -307,7 +333,7 @@ If you already started a move here, signing in again takes you back to it.</p>
       if (!res.ok) {
         return html(
           reply,
-          render(t, {
+          await render(t, {
             error:
               'That code was not accepted (wrong or expired), or the password is too short. Ask for a new code.',
             resetSent: true,
@@ -316,7 +342,7 @@ If you already started a move here, signing in again takes you back to it.</p>
         )
       }
       const updated = await opts.engine.notePasswordChosen(t.transferId)
-      return html(reply, render(updated, { notice: 'Your password is set. You can sign in here now.' }))
+      return html(reply, await render(updated, { notice: 'Your password is set. You can sign in here now.' }))
     })
 
     // Form bodies of the pages above.
@@ -352,6 +378,8 @@ interface PageExtra {
   typed?: { token: string; rotationKey: string }
   /** The field the error is about: shown next to it, marked invalid and focused. */
   invalid?: 'token' | 'rotationKey' | 'password'
+  /** The account lists a rotation key besides its server's (else the key section opens itself). */
+  holdsOwnKey?: boolean
 }
 
 function transferPage(
@@ -377,6 +405,7 @@ function transferPage(
   if (t.status === 'completed') {
     body = `<p class="ok" role="status">Your account now lives here. Your old server keeps a deactivated copy for 30 days.</p>
 ${signInSection(t, host, resetSent)}
+${rotationKeysSection(t)}
 <p>For the next 72 hours this server watches your identity log and will warn you if anything moves it away.</p>
 ${t.rollback ? `<p class="error" role="alert">${esc(t.rollback.message)}</p>` : ''}`
   } else if (t.status === 'failed') {
@@ -413,13 +442,14 @@ ${
 <p>Your current server has emailed you a confirmation code. Entering it lets your identity move here.</p>
 <label for="token">Confirmation code</label>
 ${fieldError('token')}<input type="text" id="token" name="token" required autocomplete="one-time-code" value="${esc(typed?.token ?? '')}"${fieldState('token')}>
-<details${typed?.rotationKey || invalid === 'rotationKey' ? ' open' : ''}>
+<details${typed?.rotationKey || invalid === 'rotationKey' || !extra.holdsOwnKey ? ' open' : ''}>
 <summary>Add a rotation key of your own (recommended)</summary>
 <p>A rotation key you hold outranks every server's: with it you can undo any change to your identity for 72 hours,
 even one made by a server. Paste the public key (<code>did:key:z…</code>) of a key pair whose private key you keep safe,
 for example one made with <code>goat key generate</code>. It is placed first; your existing keys keep their order.</p>
+${keygenSection(t.did)}
 <label for="rotationKey">Your public rotation key</label>
-${fieldError('rotationKey')}<input type="text" id="rotationKey" name="rotationKey" autocomplete="off" spellcheck="false" pattern="did:key:z[1-9A-HJ-NP-Za-km-z]+" placeholder="did:key:zQ3sh…" value="${esc(typed?.rotationKey ?? '')}"${fieldState('rotationKey')}>
+${fieldError('rotationKey')}<input type="text" id="rotationKey" name="rotationKey" autocomplete="off" spellcheck="false" placeholder="did:key:zQ3sh…" value="${esc(typed?.rotationKey ?? '')}"${fieldState('rotationKey')}>
 </details>
 ${missing > 0 ? '<label><input type="checkbox" name="acceptMissingBlobs" value="yes"> Move anyway, without the missing files</label>' : ''}
 ${canSetPassword ? `${fieldError('password')}${passwordFields(host, fieldState('password'))}` : ''}
@@ -464,4 +494,15 @@ ${t.stage === 'catchingUp' ? '<p class="ok" role="status">Your account was still
     `${steps(t.stage)}\n${alert}\n${body}`,
     running ? { refreshSeconds: 2 } : {},
   )
+}
+
+/** The account's rotation keys after the move, in priority order, and what the first one is for. */
+function rotationKeysSection(t: InboundTransfer): string {
+  const keys = (t.plcOperation as { rotationKeys?: unknown } | undefined)?.rotationKeys
+  if (!Array.isArray(keys) || keys.length === 0) return ''
+  return `<h2>Who can change your identity</h2>
+<p>These rotation keys can change your identity, highest priority first. Whoever holds the private key of one of
+them can undo, within 72 hours, a change made with any key below it: keep yours safe, it is how you take your
+account back if a server ever moves it without you.</p>
+<ol>${keys.map((k) => `<li><code>${esc(k)}</code></li>`).join('')}</ol>`
 }
