@@ -42,12 +42,14 @@ source options
   --plc URL               PLC directory (default https://plc.directory)
   --other-token T --other-key FILE   a token of the same account for a second client (another
                           origin publishing FILE), for TransferAlreadyActive
+  --other-did DID         another account the source hosts (the token must not export it)
   --signing-key DID_KEY   the DID's #atproto key (default: resolved from --plc)
   --complete              also run completeTransfer (DEACTIVATES the account at the source) with
   --plc-token T --new-pds URL --new-signing-key DID_KEY --new-rotation-key DID_KEY [--submit-plc]
 
 destination options
   --start-hook URL        POST {did, sourceUrl, accessToken} -> {transferId}
+  --complete-hook URL     POST {transferId, plcToken}: enters the PLC code (completion checks)
   --plc URL               PLC directory the destination resolves DIDs with (writable: the suite
                           registers test DIDs there); default: start one on --plc-port (2582)
   --listen HOST:PORT      where our hostile source listens (default 127.0.0.1:0)
@@ -97,6 +99,8 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
       'start-hook': { type: 'string' },
       'other-token': { type: 'string' },
       'other-key': { type: 'string' },
+      'other-did': { type: 'string' },
+      'complete-hook': { type: 'string' },
       listen: { type: 'string' },
       'public-url': { type: 'string' },
       'client-id': { type: 'string' },
@@ -163,6 +167,7 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
       recipientKey: await loadKey(need('key')),
       ...(values.plc && { plcUrl: url('plc') }),
       ...(values['signing-key'] && { signingKey: values['signing-key'] }),
+      ...(values['other-did'] && { otherDid: values['other-did'] }),
       ...(timeoutMs && { timeoutMs }),
     }
     if (values['other-token']) {
@@ -245,7 +250,11 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
       })
       io.err(`hostile source at ${hostile.url}, test DIDs in PLC ${plcDir.url}\n`)
       try {
-        const driver = lib.httpHookDriver(destinationUrl, hook)
+        const driver = lib.httpHookDriver(
+          destinationUrl,
+          hook,
+          values['complete-hook'] ? url('complete-hook') : undefined,
+        )
         const results = await lib.runChecks(
           lib.destinationChecks,
           { url: destinationUrl, hostile, ...driver, ...(timeoutMs && { verdictTimeoutMs: timeoutMs }) },
@@ -346,22 +355,33 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
     }
   }
 
-  /** Both suites and the vectors against our own implementation, in-process. */
+  /**
+   * Both suites and the vectors against our own implementation, in-process. The source's
+   * completion checks run last, on the throwaway account the others used: completeTransfer
+   * moves it, so every check that needs it active runs before.
+   */
   async function self(started: Date): Promise<void> {
     const plcDir = await lib.startPlcDirectory()
     const src = await lib.startSelfSource({ plc: plcDir })
     const dst = await lib.startSelfDestination({ plc: plcDir })
+    const selected = { ...(only && { only }), onResult: progress }
+    const completing = (c: { id: string }) => lib.COMPLETION_CHECKS.includes(c.id)
     try {
       const results = [
         ...(await lib.runVectorChecks()).filter(
           (r) => !only || only.some((p) => r.id === p || r.id.startsWith(`${p}.`)),
         ),
-        ...(await lib.runChecks(lib.sourceChecks, src.target, { ...(only && { only }), onResult: progress })),
-        ...(await lib.runChecks(lib.destinationChecks, dst.target, {
-          ...(only && { only }),
-          onResult: progress,
-        })),
+        ...(await lib.runChecks(
+          lib.sourceChecks.filter((c) => !completing(c)),
+          src.target,
+          selected,
+        )),
       ]
+      await src.enableCompletion()
+      results.push(
+        ...(await lib.runChecks(lib.sourceChecks.filter(completing), src.target, selected)),
+        ...(await lib.runChecks(lib.destinationChecks, dst.target, selected)),
+      )
       io.err('\n')
       await report('self', `${src.target.url} + ${dst.target.url}`, started, results)
     } finally {

@@ -1,13 +1,22 @@
-import type { BlobpackSummary, ReadBlobpackOptions } from '@pds-transfer/core'
+import type {
+  BlobpackSummary,
+  DecodedFrame,
+  DecodeFramesOptions,
+  ReadBlobpackOptions,
+} from '@pds-transfer/core'
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
 import { type PlcDirectory, startPlcDirectory } from '../src/harness/plc-directory.ts'
 import { destinationChecks, runChecks } from '../src/suite/index.ts'
 import { type SelfDestination, startSelfDestination } from '../src/suite/self-destination.ts'
 
+/** Which deliberately broken build of our destination the core module below gives. */
+const broken = vi.hoisted(() => ({ variant: 'none' as 'none' | 'blob-cid' | 'aead-tag' | 'preferences' }))
+
 /**
- * A deliberately broken build of our destination: its blobpack reader stores whatever bytes an
- * entry carries under the entry's CID, never hashing them (the addendum's "MUST verify each
- * blob's CID"). Only this file's module graph gets the broken reader.
+ * Deliberately broken builds of our destination, one check of the core module turned off at a
+ * time (only this file's module graph gets them): a blobpack reader that stores whatever bytes
+ * an entry carries under its CID (the addendum's "MUST verify each blob's CID"), a frame decoder
+ * that never checks AEAD tags (§2.4), and a preferences parser that only checks for an array.
  */
 vi.mock('@pds-transfer/core', async (importOriginal) => {
   const core = await importOriginal<typeof import('@pds-transfer/core')>()
@@ -35,10 +44,60 @@ vi.mock('@pds-transfer/core', async (importOriginal) => {
     }
     return summary
   }
-  return { ...core, readBlobpack: uncheckedReadBlobpack }
+  /** Frames decrypted with the right key and nonce for their number, their tags never checked. */
+  async function* taglessDecodeFrames(
+    source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
+    { keys }: DecodeFramesOptions,
+  ): AsyncGenerator<DecodedFrame> {
+    const chunks: Uint8Array[] = []
+    for await (const c of source) chunks.push(c)
+    const all = Buffer.concat(chunks)
+    for (let at = 0, expected = 0; at < all.length; expected++) {
+      if (all.length - at < 12) throw new core.WireError('TruncatedHeader', `inside frame ${expected}`)
+      const frameNumber = all.readUInt32BE(at)
+      if (frameNumber !== expected) throw new core.WireError('FrameOutOfOrder', `frame ${frameNumber}`)
+      const typeLength = all.readUInt32BE(at + 4)
+      const contentType = all.subarray(at + 8, at + 8 + typeLength).toString('utf8')
+      const ciphertextLength = all.readUInt32BE(at + 8 + typeLength)
+      const start = at + 12 + typeLength
+      at = start + ciphertextLength
+      if (at > all.length)
+        throw new core.WireError('TruncatedFrame', `stream ends inside frame ${frameNumber}`)
+      const decipher = core.createFrameDecipher(
+        keys.algorithm,
+        keys.key(frameNumber),
+        keys.nonce(frameNumber),
+      )
+      const plaintext = decipher.update(all.subarray(start, at - core.LIMITS.tagLength))
+      yield {
+        frameNumber,
+        contentType,
+        ciphertextLength,
+        plaintextLength: plaintext.length,
+        async *plaintext() {
+          yield plaintext
+        },
+      }
+    }
+  }
+  function arrayOnlyParsePreferences(bytes: Uint8Array): unknown[] {
+    const value: unknown = JSON.parse(Buffer.from(bytes).toString('utf8'))
+    if (!Array.isArray(value))
+      throw new core.WireError('InvalidPreferences', 'preferences must be a JSON array')
+    return value
+  }
+  return {
+    ...core,
+    readBlobpack: (...args: Parameters<typeof core.readBlobpack>) =>
+      (broken.variant === 'blob-cid' ? uncheckedReadBlobpack : core.readBlobpack)(...args),
+    decodeFrames: (...args: Parameters<typeof core.decodeFrames>) =>
+      (broken.variant === 'aead-tag' ? taglessDecodeFrames : core.decodeFrames)(...args),
+    parsePreferences: (bytes: Uint8Array) =>
+      (broken.variant === 'preferences' ? arrayOnlyParsePreferences : core.parsePreferences)(bytes),
+  }
 })
 
-describe('the suite against a destination that does not check blob CIDs', () => {
+describe('the suite against broken builds of our destination', () => {
   let plcDir: PlcDirectory
   let self: SelfDestination
   beforeAll(async () => {
@@ -46,14 +105,51 @@ describe('the suite against a destination that does not check blob CIDs', () => 
     self = await startSelfDestination({ plc: plcDir })
   })
   afterAll(async () => {
+    broken.variant = 'none'
     await self?.close()
     await plcDir?.close()
   })
 
-  it('fails destination.rejects.blob-wrong-cid, and only that', async () => {
-    const results = await runChecks(destinationChecks, self.target)
-    const failed = results.filter((r) => r.status === 'fail')
-    expect(failed.map((r) => [r.id, r.status])).toEqual([['destination.rejects.blob-wrong-cid', 'fail']])
+  async function failures(variant: typeof broken.variant) {
+    broken.variant = variant
+    try {
+      // A fresh target object: the honest control runs again under this build.
+      const results = await runChecks(destinationChecks, { ...self.target })
+      return results.filter((r) => r.status === 'fail')
+    } finally {
+      broken.variant = 'none'
+    }
+  }
+
+  it('not checking blob CIDs: fails destination.rejects.blob-wrong-cid, and only that', async () => {
+    const failed = await failures('blob-cid')
+    expect(failed.map((r) => r.id)).toEqual(['destination.rejects.blob-wrong-cid'])
     expect(failed[0]?.evidence).toMatch(/accepted the stream|refused blobs were stored/)
+  }, 60_000)
+
+  it('not checking AEAD tags: fails every check whose attack only the tag catches', async () => {
+    const failed = await failures('aead-tag')
+    expect(failed.map((r) => r.id)).toEqual([
+      'destination.rejects.tampered-car',
+      'destination.rejects.tampered-blobpack',
+      'destination.rejects.reordered-frames',
+      'destination.rejects.content-type-swap',
+      'destination.rejects.did-swap',
+      'destination.rejects.transfer-id-swap',
+    ])
+    const evidence = Object.fromEntries(failed.map((r) => [r.id, r.evidence]))
+    // Data intact: accepted outright.
+    expect(evidence['destination.rejects.tampered-car']).toMatch(/accepted the stream/)
+    expect(evidence['destination.rejects.tampered-blobpack']).toMatch(/accepted the stream/)
+    // Garbage or the wrong frame kind: refused, but by a later step, for the wrong reason.
+    expect(evidence['destination.rejects.reordered-frames']).toMatch(/wrong reason: .*BlobInvalid/)
+    expect(evidence['destination.rejects.content-type-swap']).toMatch(/wrong reason: .*PreferencesInvalid/)
+    expect(evidence['destination.rejects.did-swap']).toMatch(/wrong reason: .*RepoInvalid/)
+  }, 60_000)
+
+  it('checking only that preferences are an array: fails destination.rejects.preferences-item-invalid only', async () => {
+    const failed = await failures('preferences')
+    expect(failed.map((r) => r.id)).toEqual(['destination.rejects.preferences-item-invalid'])
+    expect(failed[0]?.evidence).toMatch(/accepted the stream/)
   }, 60_000)
 })

@@ -1,9 +1,11 @@
-import type { AccountSource } from '@pds-transfer/source'
+import type { AccountSource, TransferCaller } from '@pds-transfer/source'
+import type { FastifyRequest } from 'fastify'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { fixtureBytes } from '../src/fixtures/build-account.ts'
 import { overrideSource } from '../src/harness/override-source.ts'
 import { type PlcDirectory, startPlcDirectory } from '../src/harness/plc-directory.ts'
 import { renumber, startRewritingProxy } from '../src/harness/rewriting-proxy.ts'
+import { TestTokenAuth } from '../src/harness/test-auth.ts'
 import type { SqliteAccountStore } from '../src/store/sqlite-account-store.ts'
 import { runChecks, sourceChecks } from '../src/suite/index.ts'
 import { type SelfSource, startSelfSource } from '../src/suite/self-source.ts'
@@ -24,9 +26,12 @@ describe('the suite against broken variants of our source', () => {
     await plcDir?.close()
   })
 
-  async function failures(options: Parameters<typeof startSelfSource>[0]) {
+  async function failures(options: Parameters<typeof startSelfSource>[0], bufferingFront = false) {
     const self = await startSelfSource(options)
     started.push(self)
+    // A front that buffers whole answers delivers the token before any data, whatever the source
+    // does: the timing is then not observable, as for a remote source.
+    if (bufferingFront) self.target.plcTokenSent = undefined
     const results = await runChecks(sourceChecks, self.target)
     return results.filter((r) => r.status === 'fail')
   }
@@ -56,12 +61,34 @@ describe('the suite against broken variants of our source', () => {
       },
     })
 
-  it('frame numbers off by one (numbered from 1): fails source.export.frame-numbers only', async () => {
-    const failed = await failures({
-      plc: plcDir,
-      frontUrl: (source) =>
-        startRewritingProxy(source.url, (frames) => frames.map((f) => renumber(f, f.frameNumber + 1))),
+  /** The literal 0014 timing (erratum E8): the PLC token is emailed as the export starts, not once it is written. */
+  const emailsAtStart = (store: SqliteAccountStore): AccountSource =>
+    overrideSource(store, {
+      async snapshotRepo(did) {
+        await store.requestPlcToken(did)
+        return store.snapshotRepo(did)
+      },
+      async requestPlcToken() {},
     })
+
+  /** A verifier that takes the account from the request instead of comparing it with the token's. */
+  class RequestDidAuth extends TestTokenAuth {
+    override async verify(request: FastifyRequest, nsid: string): Promise<TransferCaller> {
+      const caller = await super.verify(request, nsid)
+      const did = (request.body as { did?: unknown } | undefined)?.did
+      return typeof did === 'string' ? { ...caller, did } : caller
+    }
+  }
+
+  it('frame numbers off by one (numbered from 1): fails source.export.frame-numbers only', async () => {
+    const failed = await failures(
+      {
+        plc: plcDir,
+        frontUrl: (source) =>
+          startRewritingProxy(source.url, (frames) => frames.map((f) => renumber(f, f.frameNumber + 1))),
+      },
+      true,
+    )
     expect(failed.map((r) => r.id)).toEqual(['source.export.frame-numbers'])
     expect(failed[0]?.evidence).toMatch(/position 0 is numbered 1/)
   })
@@ -80,5 +107,17 @@ describe('the suite against broken variants of our source', () => {
       'source.export.end-manifest',
     ])
     expect(failed[0]?.evidence).toMatch(/BlobpackCidMismatch/)
+  })
+
+  it('the PLC token emailed when the export starts (E8): fails source.export.plc-token-email only', async () => {
+    const failed = await failures({ plc: plcDir, wrapSource: emailsAtStart })
+    expect(failed.map((r) => r.id)).toEqual(['source.export.plc-token-email'])
+    expect(failed[0]?.evidence).toMatch(/sent before the export answered/)
+  })
+
+  it("the token's account never compared with the requested DID: fails source.auth.other-account only", async () => {
+    const failed = await failures({ plc: plcDir, auth: new RequestDidAuth() })
+    expect(failed.map((r) => r.id)).toEqual(['source.auth.other-account'])
+    expect(failed[0]?.evidence).toMatch(/HTTP 200: the source exported did:plc:\S+ to a token for/)
   })
 })

@@ -78,13 +78,21 @@ describe('pds-transfer-conformance CLI (black-box modes over HTTP)', () => {
   it('--source: exit 0 and a JSON report with every check, against our source', async () => {
     const otherKeyFile = join(dir, 'other.jwk')
     await writeFile(otherKeyFile, JSON.stringify(self.target.otherClient?.recipientKey))
-    const other = ['--other-token', self.otherToken, '--other-key', otherKeyFile]
+    const other = [
+      '--other-token',
+      self.otherToken,
+      '--other-key',
+      otherKeyFile,
+      '--other-did',
+      self.target.otherDid as string,
+    ]
     const run = await cli([...sourceArgs(self.target.url), ...other, '--json', '-'])
     expect(run.code, run.stderr).toBe(0)
     const report = JSON.parse(run.stdout) as ConformanceReport
     expect(report.summary).toMatchObject({ fail: 0, mustFailures: 0 })
     const status = (id: string) => report.results.find((r) => r.id === id)?.status
     expect(status('source.errors.transfer-already-active')).toBe('pass')
+    expect(report.results.find((r) => r.id === 'source.auth.other-account')?.evidence).toMatch(/hosted here/)
     expect(report.results.map((r) => r.id)).toContain('source.export.aead')
     expect(run.stderr).toMatch(/PASS {4}MUST/)
   })
@@ -128,7 +136,30 @@ describe('pds-transfer-conformance CLI (black-box modes over HTTP)', () => {
     ])
     expect(run.code, run.stderr).toBe(0)
     const report = JSON.parse(run.stdout) as ConformanceReport
-    expect(report.summary).toMatchObject({ fail: 0, skip: 1 }) // plain HTTP on loopback
+    // Plain HTTP on loopback, and no --complete-hook to enter a PLC code with.
+    expect(report.results.filter((r) => r.status === 'skip').map((r) => r.id)).toEqual([
+      'destination.transport.https',
+      'destination.complete.hostile-operation',
+    ])
+    expect(report.summary).toMatchObject({ fail: 0 })
+  })
+
+  it('self: the completion checks run, against its own throwaway account', async () => {
+    const run = await cli([
+      'self',
+      '--only',
+      'source.complete,source.errors.account-deactivated,destination.complete',
+      '--json',
+      '-',
+    ])
+    expect(run.code, run.stderr).toBe(0)
+    const report = JSON.parse(run.stdout) as ConformanceReport
+    expect(report.results.map((r) => [r.id, r.status])).toEqual([
+      ['source.complete.plc-operation', 'pass'],
+      ['source.errors.account-deactivated', 'pass'],
+      ['destination.complete.hostile-operation', 'pass'],
+    ])
+    expect(report.results[0]?.evidence).toMatch(/submitted to PLC/)
   })
 
   it('vectors: each vector is a named MUST check', async () => {

@@ -1,4 +1,3 @@
-import { Secp256k1Keypair } from '@atproto/crypto'
 import * as plc from '@did-plc/lib'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { type PlcDirectory, startPlcDirectory } from '../src/harness/plc-directory.ts'
@@ -32,16 +31,7 @@ describe('conformance suite against our own source', () => {
 
   it('with --complete: a valid PLC operation, submitted; then AccountDeactivated', async () => {
     const t = self.target
-    const signing = await Secp256k1Keypair.create()
-    const rotation = await Secp256k1Keypair.create()
-    t.recorded = undefined
-    t.complete = {
-      plcToken: async () => self.source.store.outbox.filter((m) => m.did === t.did).at(-1)?.token ?? '',
-      newPdsEndpoint: 'https://destination.example',
-      newSigningKey: signing.did(),
-      newRotationKey: rotation.did(),
-      submit: true,
-    }
+    await self.enableCompletion()
     const results = await runChecks(sourceChecks, t, {
       only: ['source.complete', 'source.errors.account-deactivated', 'source.errors.transfer-already-active'],
     })
@@ -52,7 +42,7 @@ describe('conformance suite against our own source', () => {
     ])
     const data = await new plc.Client(plcDir.url).getDocumentData(t.did)
     expect(data.services.atproto_pds?.endpoint).toBe('https://destination.example')
-    expect(data.rotationKeys.at(-1)).toBe(rotation.did())
+    expect(data.rotationKeys.at(-1)).toBe(t.complete?.newRotationKey)
   })
 })
 

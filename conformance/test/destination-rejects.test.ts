@@ -1,10 +1,11 @@
-import { BLOBPACK_HEADER_LENGTH, CONTENT_TYPE, NSID } from '@pds-transfer/core'
+import { BLOBPACK_HEADER_LENGTH, blobCid, CONTENT_TYPE, encodeBlobpack, NSID } from '@pds-transfer/core'
 import { bearerSourceClient, type FailureReason, type SourceClient } from '@pds-transfer/destination'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { buildAccount, type FixtureAccount } from '../src/fixtures/build-account.ts'
 import { craftedSourceClient, frameRewritingClient, tamperingClient } from '../src/harness/crafted-source.ts'
 import { type DestinationServer, startDestinationServer } from '../src/harness/destination-server.ts'
 import {
+  collect,
   cutAfter,
   flipBitAt,
   flipTagOf,
@@ -15,6 +16,7 @@ import {
 import { type PlcDirectory, startPlcDirectory } from '../src/harness/plc-directory.ts'
 import { type SourceServer, startSourceServer } from '../src/harness/source-server.ts'
 import { SqliteAccountStore } from '../src/store/sqlite-account-store.ts'
+import { BAD_PREFERENCES } from '../src/suite/hostile-source.ts'
 
 const SCOPES = [NSID.exportAccount, NSID.completeTransfer, NSID.getTransferStatus, 'com.atproto.sync.getBlob']
 
@@ -153,6 +155,49 @@ describe('destination refuses hostile or broken streams', () => {
       { contentType: CONTENT_TYPE.preferences, bytes: new TextEncoder().encode('[]') },
     ])
     await expectFailure(client, 'StreamInvalid', /out of order/)
+  })
+
+  it('a second repo CAR frame (decision D12): StreamInvalid, nothing after it stored', async () => {
+    const car = await source.store.exportCar(alice.did)
+    const [, blob] = [...alice.blobs][0] as [string, Uint8Array]
+    const pack = await collect(
+      encodeBlobpack([
+        {
+          cid: blobCid(blob),
+          size: blob.length,
+          open: async function* () {
+            yield blob
+          },
+        },
+      ]),
+    )
+    const client = craftedSourceClient(honest, () => [
+      { contentType: CONTENT_TYPE.repoCar, bytes: car },
+      { contentType: CONTENT_TYPE.repoCar, bytes: car },
+      { contentType: CONTENT_TYPE.blobpack, bytes: pack },
+    ])
+    const t = await expectFailure(client, 'StreamInvalid', /application\/vnd\.ipld\.car frame out of order/)
+    expect(t.progress.framesReceived).toBe(1)
+    expect(blobCount()).toBe(0)
+  })
+
+  it('a preferences item that fails the app.bsky lexicon: PreferencesInvalid, nothing of it stored', async () => {
+    const car = await source.store.exportCar(alice.did)
+    const preferences = dest.store.db.prepare('SELECT preferences FROM account WHERE did = ?')
+    const before = preferences.get(alice.did)
+    const client = craftedSourceClient(honest, () => [
+      { contentType: CONTENT_TYPE.repoCar, bytes: car },
+      {
+        contentType: CONTENT_TYPE.preferences,
+        bytes: new TextEncoder().encode(JSON.stringify(BAD_PREFERENCES)),
+      },
+    ])
+    await expectFailure(
+      client,
+      'PreferencesInvalid',
+      /item 1 \(app\.bsky\.actor\.defs#adultContentPref\).*enabled must be a boolean/,
+    )
+    expect(preferences.get(alice.did)).toEqual(before)
   })
 
   it('a first frame that is not the repo: StreamInvalid', async () => {

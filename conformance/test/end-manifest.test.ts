@@ -1,4 +1,4 @@
-import { CONTENT_TYPE, EXTENSION, encodeEndManifest, NSID } from '@pds-transfer/core'
+import { CONTENT_TYPE, type EndManifest, EXTENSION, encodeEndManifest, NSID } from '@pds-transfer/core'
 import { bearerSourceClient, type SourceClient } from '@pds-transfer/destination'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { buildAccount, type FixtureAccount } from '../src/fixtures/build-account.ts'
@@ -125,40 +125,64 @@ describe('erratum E1: end of stream', () => {
     }
   })
 
-  it('a manifest that does not match what arrived is StreamInvalid', async () => {
-    const honest = clientFor(source, alice.did, dest)
-    const car = await source.store.exportCar(alice.did)
-    const head = await source.store.snapshotRepo(alice.did)
-    await head.release()
-    const lying = craftedSourceClient(honest, () => [
-      { contentType: CONTENT_TYPE.repoCar, bytes: car },
-      {
-        contentType: CONTENT_TYPE.endManifest,
-        bytes: encodeEndManifest({
-          frames: 1,
-          bytes: car.length,
-          blobs: 4, // none were sent
-          repoRev: head.rev,
-          repoCommit: head.commitCid,
-          deferredBlobs: [],
-        }),
-      },
-    ])
-    const withHeader: SourceClient = {
-      url: lying.url,
-      async fetch(path, init) {
-        const res = await lying.fetch(path, init)
-        if (path !== `/xrpc/${NSID.exportAccount}`) return res
-        const headers = new Headers(res.headers)
-        headers.set('atproto-transfer-extensions', EXTENSION.endManifest)
-        return new Response(res.body, { status: res.status, headers })
-      },
+  describe('a manifest that does not match what arrived, in any one field, is StreamInvalid', () => {
+    /** A stream of the CAR alone and then `manifest`, with the extension confirmed in the header. */
+    async function withManifest(edit: (honest: EndManifest) => EndManifest) {
+      const honest = clientFor(source, alice.did, dest)
+      const car = await source.store.exportCar(alice.did)
+      const head = await source.store.snapshotRepo(alice.did)
+      await head.release()
+      const truth: EndManifest = {
+        frames: 1,
+        bytes: car.length,
+        blobs: 0,
+        repoRev: head.rev,
+        repoCommit: head.commitCid,
+        deferredBlobs: [],
+      }
+      const lying = craftedSourceClient(honest, () => [
+        { contentType: CONTENT_TYPE.repoCar, bytes: car },
+        { contentType: CONTENT_TYPE.endManifest, bytes: encodeEndManifest(edit(truth)) },
+      ])
+      const withHeader: SourceClient = {
+        url: lying.url,
+        async fetch(path, init) {
+          const res = await lying.fetch(path, init)
+          if (path !== `/xrpc/${NSID.exportAccount}`) return res
+          const headers = new Headers(res.headers)
+          headers.set('atproto-transfer-extensions', EXTENSION.endManifest)
+          return new Response(res.body, { status: res.status, headers })
+        },
+      }
+      return run(dest, withHeader, alice.did)
     }
-    const t = await run(dest, withHeader, alice.did)
-    expect(t.failure).toMatchObject({
-      reason: 'StreamInvalid',
-      message: expect.stringMatching(/blobs: sent 4, received 0/),
+
+    it('control: the true manifest is accepted (the blobs then come by reconciliation)', async () => {
+      const t = await withManifest((m) => m)
+      expect(t.failure).toBeUndefined()
+      expect(t).toMatchObject({ stage: 'awaitingPlcToken', endOfStream: 'manifest', missingBlobs: [] })
     })
+
+    const lies: Array<[string, RegExp, (m: EndManifest) => EndManifest]> = [
+      ['frames', /frames: sent 2, received 1/, (m) => ({ ...m, frames: 2 })],
+      ['bytes', /plaintext bytes: sent \d+, received \d+/, (m) => ({ ...m, bytes: m.bytes + 1 })],
+      ['blobs', /blobs: sent 4, received 0/, (m) => ({ ...m, blobs: 4 })],
+      ['repoRev', /repo rev: sent \w+, received \w+/, (m) => ({ ...m, repoRev: otherTid(m.repoRev) })],
+      [
+        'repoCommit',
+        /repo commit: sent bafkrei\w+, received \w+/,
+        (m) => ({ ...m, repoCommit: [...alice.blobs.keys()][0] as string }),
+      ],
+    ]
+    for (const [field, message, lie] of lies) {
+      it(`${field}`, async () => {
+        const t = await withManifest(lie)
+        expect(t.failure).toMatchObject({ reason: 'StreamInvalid', message: expect.stringMatching(message) })
+        // Only the one field is named.
+        expect(t.failure?.message.match(/sent/g)).toHaveLength(1)
+        expect(await dest.sink.isActive(alice.did)).toBe(false)
+      })
+    }
   })
 
   it('a manifest the destination did not ask for is StreamInvalid', async () => {
@@ -183,3 +207,8 @@ describe('erratum E1: end of stream', () => {
     expect(t.expected).toBeUndefined() // no size-hint either: a literal peer gets no extension
   })
 })
+
+/** A rev (TID) other than `rev`, still well formed: its last character changed. */
+function otherTid(rev: string): string {
+  return `${rev.slice(0, -1)}${rev.endsWith('2') ? '3' : '2'}`
+}

@@ -119,6 +119,76 @@ describe('resume after an interrupted export', () => {
     )
   })
 
+  it('a cut inside a blobpack after some of its blobs arrived: they come again in the next session, nothing twice', async () => {
+    // Fourteen 150 kB blobs in 1 MiB packs: six to a pack. The cut is in the middle of the
+    // second, past the first 256 KiB the decoder hands on (so some of its blobs are whole).
+    const packed = await startSourceServer({ plc: plcDir, blobpackTarget: 1 << 20 })
+    const erin = await buildAccount(packed.store, {
+      plcUrl: plcDir.url,
+      pdsUrl: packed.url,
+      pdsRotationKey: packed.rotationKey,
+      shape: { posts: 20, blobSizes: Array.from({ length: 14 }, (_, i) => 150_000 + i * 7) },
+    })
+    const sessions: Session[] = []
+    const flaky = flakyClient(packed, erin.did, [2], sessions)
+    let getBlobCalls = 0
+    const client: SourceClient = {
+      url: flaky.url,
+      fetch(path, init) {
+        if (path.startsWith('/xrpc/com.atproto.sync.getBlob')) getBlobCalls++
+        return flaky.fetch(path, init)
+      },
+    }
+    // Every blob the sink commits (with the session it came in), and those whose bytes had all
+    // arrived when their upload was aborted (the pack's tag never came).
+    const commits: { cid: string; session: number }[] = []
+    const wholeButAborted = new Set<string>()
+    const startBlob = dest.sink.startBlob.bind(dest.sink)
+    dest.sink.startBlob = async (did, cid, size) => {
+      const upload = await startBlob(did, cid, size)
+      let written = 0
+      return {
+        write: (chunk) => {
+          written += chunk.length
+          return upload.write(chunk)
+        },
+        commit: async () => {
+          await upload.commit()
+          commits.push({ cid, session: sessions.length })
+        },
+        abort: () => {
+          if (written === size) wholeButAborted.add(cid)
+          return upload.abort()
+        },
+      }
+    }
+    try {
+      const t = await wait(client, erin.did)
+      expect(t.failure).toBeUndefined()
+      expect(t).toMatchObject({ stage: 'awaitingPlcToken', missingBlobs: [] })
+      expect(t.retry?.lastFailure?.reason).toBe('StreamCut')
+      expect(sessions).toHaveLength(2)
+
+      const first = commits.filter((c) => c.session === 1).map((c) => c.cid)
+      // The first pack (several blobs) committed; some blobs of the cut pack had fully arrived.
+      expect(first.length).toBeGreaterThanOrEqual(2)
+      expect(wholeButAborted.size).toBeGreaterThanOrEqual(1)
+      for (const cid of wholeButAborted) expect(first).not.toContain(cid)
+      // The cursor is a blob of the committed pack (its last), not one of the cut pack's.
+      const cursor = sessions[1]?.request.resume?.blobCursor as string
+      expect(first).toContain(cursor)
+      expect(wholeButAborted.has(cursor)).toBe(false)
+      // Each blob committed exactly once, the cut pack's in the second session; none by getBlob.
+      expect(commits.map((c) => c.cid).sort()).toEqual([...erin.blobs.keys()].sort())
+      for (const cid of wholeButAborted) expect(commits.find((c) => c.cid === cid)?.session).toBe(2)
+      expect(getBlobCalls).toBe(0)
+      expect(t.progress).toMatchObject({ blobsReceived: 14, blobsReconciled: 0, blobsMissing: 0 })
+    } finally {
+      dest.sink.startBlob = startBlob
+      await packed.close()
+    }
+  })
+
   it('a cut in every session fails as StreamCut after the configured attempts', async () => {
     const bob = await account(source)
     const sessions: Session[] = []

@@ -1,5 +1,7 @@
-import { Secp256k1Keypair } from '@atproto/crypto'
+import { type Keypair, Secp256k1Keypair } from '@atproto/crypto'
+import { decode as cborDecode, encode as cborEncode } from '@atproto/lex-cbor'
 import { blobCid, encodeBlobpack } from '@pds-transfer/core'
+import { CID, varint } from 'multiformats'
 import { fixtureBytes } from '../fixtures/build-account.ts'
 import type { SqliteAccountStore } from '../store/sqlite-account-store.ts'
 import { atOffsets, type RawFrame } from './crafted-source.ts'
@@ -56,6 +58,20 @@ export function swapFrames(a: number, b: number) {
   }
 }
 
+/**
+ * A frame rewrite swapping frames `a` and `b` and renumbering their clear headers to their new
+ * places: the numbering looks right, so only the nonce and AAD (sealed for the old place) differ.
+ */
+export function swapAndRenumber(a: number, b: number) {
+  const swap = swapFrames(a, b)
+  return (frames: RawFrame[]) =>
+    swap(frames).map((bytes, i) => {
+      const copy = Buffer.from(bytes)
+      copy.writeUInt32BE(i, 0)
+      return copy
+    })
+}
+
 /** A signed repo for `did` whose commit is signed by a key that is not the DID's. */
 export async function forgedCar(scratch: SqliteAccountStore, did: string): Promise<Uint8Array> {
   const forger = await Secp256k1Keypair.create()
@@ -68,6 +84,61 @@ export async function forgedCar(scratch: SqliteAccountStore, did: string): Promi
     },
   ])
   return scratch.exportCar(did)
+}
+
+/** A repo correctly signed with `signingKey` whose commit names `otherDid` instead of its account. */
+export async function carForOtherDid(
+  scratch: SqliteAccountStore,
+  otherDid: string,
+  signingKey: Keypair,
+): Promise<Uint8Array> {
+  await scratch.createAccount({ did: otherDid, signingKey })
+  await scratch.writeRecords(otherDid, signingKey, [
+    {
+      collection: 'app.bsky.feed.post',
+      rkey: '3kotherdid00a',
+      record: { $type: 'app.bsky.feed.post', text: 'not yours', createdAt: new Date().toISOString() },
+    },
+  ])
+  return scratch.exportCar(otherDid)
+}
+
+/**
+ * The CAR with the first post record's block re-encoded with another text under its old CID: still
+ * a valid record, so only hashing each block against its CID notices.
+ */
+export function carWithMismatchedBlock(car: Uint8Array): Uint8Array {
+  const [headerLength, headerVarint] = varint.decode(car)
+  const out: Uint8Array[] = [car.subarray(0, headerVarint + headerLength)]
+  let altered = false
+  for (let at = headerVarint + headerLength; at < car.length; ) {
+    const [length, lengthVarint] = varint.decode(car, at)
+    const start = at
+    at += lengthVarint + length
+    const [cid, bytes] = CID.decodeFirst(car.subarray(start + lengthVarint, at))
+    const record = altered ? undefined : postRecord(bytes)
+    if (!record) {
+      out.push(car.subarray(start, at))
+      continue
+    }
+    altered = true
+    const body = cborEncode({ ...record, text: `${record.text} (altered)` })
+    const size = cid.bytes.length + body.length
+    out.push(varint.encodeTo(size, new Uint8Array(varint.encodingLength(size))), cid.bytes, body)
+  }
+  if (!altered) throw new Error('the CAR holds no post record to alter')
+  return Buffer.concat(out)
+}
+
+function postRecord(bytes: Uint8Array): { text: string } | undefined {
+  try {
+    const value = cborDecode(bytes) as { $type?: unknown; text?: unknown }
+    return value?.$type === 'app.bsky.feed.post' && typeof value.text === 'string'
+      ? (value as { text: string })
+      : undefined
+  } catch {
+    return undefined
+  }
 }
 
 /** A blobpack with one entry declaring `real`'s CID but carrying other bytes of the same length. */

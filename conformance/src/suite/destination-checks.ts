@@ -1,7 +1,8 @@
+import * as plc from '@did-plc/lib'
 import { parseWellKnown, WELL_KNOWN_PATH } from '@pds-transfer/core'
 import { type Check, CheckFailed, cacheControlEvidence, expectThat, httpsEvidence, skip } from './check.ts'
 import type { DestinationStatus, DestinationTarget } from './destination-target.ts'
-import type { HostileBehaviour } from './hostile-source.ts'
+import type { HostileAccount, HostileBehaviour } from './hostile-source.ts'
 
 const DAY = 86400
 
@@ -66,11 +67,72 @@ async function runTransfer(t: DestinationTarget, behaviour: HostileBehaviour) {
   return { account, transferId, result }
 }
 
-/** A hostile stream: the transfer must fail, and the account must stay inactive with nothing of it stored. */
+/** Our destination's failure names (D14) that the checks expect. */
+type FailureName =
+  | 'StreamInvalid'
+  | 'StreamCut'
+  | 'RepoInvalid'
+  | 'BlobInvalid'
+  | 'PreferencesInvalid'
+  | 'AccountStateInvalid'
+  | 'PlcOperationInvalid'
+
+/**
+ * Whether a refusal names the reason it must have (our D14 `error`); a destination that names
+ * none passes on the refusal alone, said so in the evidence. The attacks keep the data intact
+ * where they can (a flipped tag, a renumbered swap), so a destination that skips a check
+ * accepts them whatever it reports.
+ */
+function reasonEvidence(status: DestinationStatus, reasons: readonly FailureName[]): string {
+  if (status.error === undefined) return `no failure reason reported (expected ${reasons.join(' or ')})`
+  expectThat(
+    (reasons as readonly string[]).includes(status.error),
+    `refused for the wrong reason: ${show(status)}; expected ${reasons.join(' or ')} (it was caught by a later step: the check this case is about did not refuse it)`,
+  )
+  return `reason ${status.error}`
+}
+
+/** Evidence that nothing of what `account` must not leave behind is held (and it is inactive). */
+async function nothingKept(t: DestinationTarget, account: HostileAccount): Promise<string> {
+  const bad = account.mustNotStore
+  const probe = await t.probe(account.did, bad.blobs)
+  expectThat(
+    !probe.active,
+    `the account is active at the destination after a refused transfer (${probe.via})`,
+  )
+  if (bad.repo)
+    expectThat(probe.repo !== true, `the refused repo was committed for ${account.did} (${probe.via})`)
+  expectThat(!probe.blobs, `${probe.blobs} refused blobs were stored (${probe.via})`)
+  const held = [
+    'inactive',
+    !bad.repo ? undefined : probe.repo === undefined ? 'repo not observable' : 'refused repo not committed',
+    bad.blobs.length === 0
+      ? undefined
+      : probe.blobs === undefined
+        ? 'blobs not observable'
+        : `0/${bad.blobs.length} refused blobs stored`,
+  ]
+    .filter(Boolean)
+    .join(', ')
+  return `${held} (${probe.via})`
+}
+
+/** Skips unless the honest control transfer of this target was imported. */
+async function needControl(t: DestinationTarget): Promise<void> {
+  // The control runs first in the list; with `--only` it runs here, once.
+  const honest = await controlTransfer(t).catch(() => undefined)
+  if (!honest?.accepted) skip('the honest control transfer was not imported, so a refusal proves nothing')
+}
+
+/**
+ * A hostile stream: the transfer must fail for one of `reasons` (when the destination names
+ * one), and the account must stay inactive with nothing of the failing unit stored.
+ */
 function rejects(
   behaviour: HostileBehaviour,
   section: string,
   title: string,
+  reasons: readonly FailureName[],
   options: { level?: 'MUST' | 'SHOULD'; needsExtension?: string } = {},
 ): Check<DestinationTarget> {
   return {
@@ -79,9 +141,7 @@ function rejects(
     level: options.level ?? 'MUST',
     title,
     async run(t) {
-      // The control runs first in the list; with `--only` it runs here, once.
-      const honest = await controlTransfer(t).catch(() => undefined)
-      if (!honest?.accepted) skip('the honest control transfer was not imported, so a refusal proves nothing')
+      await needControl(t)
       if (options.needsExtension) {
         const { json } = await document(t)
         const ext = (json as { extensions?: unknown })?.extensions
@@ -90,33 +150,37 @@ function rejects(
       }
       const { account, result } = await runTransfer(t, behaviour)
       expectThat(!result.accepted, `the destination accepted the stream: ${show(result.status)}`)
-      const bad = account.mustNotStore
-      const probe = await t.probe(account.did, bad.blobs)
-      expectThat(
-        !probe.active,
-        `the account is active at the destination after a refused transfer (${probe.via})`,
-      )
-      if (bad.repo)
-        expectThat(probe.repo !== true, `the refused repo was committed for ${account.did} (${probe.via})`)
-      expectThat(!probe.blobs, `${probe.blobs} refused blobs were stored (${probe.via})`)
-      const held = [
-        'inactive',
-        !bad.repo
-          ? undefined
-          : probe.repo === undefined
-            ? 'repo not observable'
-            : 'refused repo not committed',
-        bad.blobs.length === 0
-          ? undefined
-          : probe.blobs === undefined
-            ? 'blobs not observable'
-            : `0/${bad.blobs.length} refused blobs stored`,
-      ]
-        .filter(Boolean)
-        .join(', ')
-      return `${show(result.status)}; ${held} (${probe.via})`
+      const reason = reasonEvidence(result.status, reasons)
+      return `${show(result.status)}; ${reason}; ${await nothingKept(t, account)}`
     },
   }
+}
+
+/** Polls the status after the PLC code was entered until the completion has an outcome. */
+async function completionOutcome(t: DestinationTarget, transferId: string): Promise<DestinationStatus> {
+  const deadline = Date.now() + (t.verdictTimeoutMs ?? 120_000)
+  let last: DestinationStatus | undefined
+  while (Date.now() < deadline) {
+    last = await t.status(transferId)
+    if (last.status === 'failed' || last.status === 'completed') return last
+    // A destination may refuse the operation and wait for another code, saying why; without a
+    // reason it may simply not have started yet.
+    if (last.stage === 'awaitingPlcToken' && last.error) return last
+    await new Promise((r) => setTimeout(r, 100))
+  }
+  throw new CheckFailed(
+    `no outcome of the completion within ${t.verdictTimeoutMs ?? 120_000} ms; last ${JSON.stringify(last)}`,
+  )
+}
+
+/** The PLC code the hostile source "emailed" for an account, once its export has been written. */
+async function plcCode(t: DestinationTarget, did: string): Promise<string> {
+  for (let i = 0; i < 100; i++) {
+    const token = t.hostile.plcToken(did)
+    if (token) return token
+    await new Promise((r) => setTimeout(r, 50))
+  }
+  throw new CheckFailed(`the hostile source sent no PLC code for ${did}`)
 }
 
 /**
@@ -238,55 +302,159 @@ export const destinationChecks: readonly Check<DestinationTarget>[] = [
       return show(result.status)
     },
   },
-  rejects('tampered-car', '§2.4', 'a flipped ciphertext bit in the repo CAR frame is refused (AEAD tag)'),
+  rejects(
+    'tampered-car',
+    '§2.4',
+    "the repo CAR frame's AEAD tag flipped (its ciphertext intact) is refused",
+    ['StreamInvalid'],
+  ),
   rejects(
     'tampered-blobpack',
     '§2.4',
-    'a flipped bit in a blobpack frame is refused and its blobs are not stored',
+    "a blobpack frame's AEAD tag flipped is refused and its blobs are not stored",
+    ['StreamInvalid'],
   ),
   rejects(
     'reordered-frames',
     '§2.4, §2.5',
-    'two frames swapped (numbers and AAD no longer match their place) are refused',
+    'two frames swapped and renumbered (nonce and AAD no longer match their place) are refused',
+    ['StreamInvalid'],
   ),
   rejects(
     'content-type-swap',
     '§2.4',
     'a frame relabelled with another legal content type is refused (the type is in the AAD)',
+    ['StreamInvalid'],
   ),
   rejects(
     'cut-mid-frame',
     '§2.5',
     'a stream that ends inside a frame is a failed transfer, not a shorter account',
+    ['StreamCut'],
   ),
   rejects(
     'blob-wrong-cid',
     'Addendum',
     'a blob whose bytes do not hash to its CID is refused (and not stored)',
+    ['BlobInvalid'],
   ),
-  rejects('car-wrong-key', '§2.5', "a repo whose commit is not signed by the DID's key is refused"),
+  rejects('car-wrong-key', '§2.5', "a repo whose commit is not signed by the DID's key is refused", [
+    'RepoInvalid',
+  ]),
+  rejects(
+    'car-other-did',
+    '§2.5',
+    "a repo signed with the DID's key whose commit names another DID is refused",
+    ['RepoInvalid'],
+  ),
+  rejects(
+    'car-block-mismatch',
+    '§2.5',
+    'a repo CAR block whose bytes do not hash to its CID (still a valid record) is refused',
+    ['RepoInvalid'],
+  ),
+  rejects('repo-car-twice', '§2.1, D12', 'a second repo CAR frame is refused (the repo is one frame)', [
+    'StreamInvalid',
+  ]),
   rejects(
     'did-swap',
     '§2.4',
     "another account's (correctly encrypted) stream is refused (the DID is in the AAD)",
+    ['StreamInvalid'],
   ),
   rejects(
     'transfer-id-swap',
     '§2.4',
     'a stream sealed for another transferId is refused (cross-session replay)',
+    ['StreamInvalid'],
   ),
   rejects(
     'preferences-invalid',
     '§2.5',
     'preferences that are not an array of app.bsky.actor.defs#preferences are refused',
+    ['PreferencesInvalid'],
   ),
-  rejects('account-state-invalid', '§2.5, §2.8', 'private state that is not a CBOR map is refused'),
+  rejects(
+    'preferences-item-invalid',
+    '§2.5',
+    'a preferences item that fails its app.bsky lexicon (adultContentPref enabled: "yes") is refused',
+    ['PreferencesInvalid'],
+  ),
+  rejects('account-state-invalid', '§2.5, §2.8', 'private state that is not a CBOR map is refused', [
+    'AccountStateInvalid',
+  ]),
   rejects(
     'cut-at-boundary',
     'extensions.md, E1',
     'with end-manifest advertised, a stream cut at a frame boundary is refused',
-    {
-      needsExtension: 'end-manifest',
-    },
+    ['StreamCut'],
+    { needsExtension: 'end-manifest' },
   ),
+  {
+    id: 'destination.reconcile.getblob-wrong-bytes',
+    section: '§2.5, Addendum',
+    level: 'MUST',
+    title:
+      'a blob left out of the stream whose getBlob answer does not hash to its CID is not stored under it (missing, or the transfer fails)',
+    async run(t) {
+      await needControl(t)
+      const { account, result } = await runTransfer(t, 'getblob-wrong-bytes')
+      const [cid] = account.mustNotStore.blobs as [string]
+      const stored = await t.probe(account.did, [cid])
+      expectThat(
+        !stored.blobs,
+        `the getBlob answer was stored under ${cid}, which it does not hash to (${stored.via})`,
+      )
+      if (!result.accepted) {
+        const reason = reasonEvidence(result.status, ['BlobInvalid'])
+        return `${show(result.status)}; ${reason}; ${await nothingKept(t, account)}`
+      }
+      expectThat(
+        result.status.missingBlobs?.includes(cid),
+        `imported with ${cid} neither stored nor listed missing: ${JSON.stringify(result.status.missingBlobs ?? [])}`,
+      )
+      const rest = account.blobs.filter((c) => c !== cid)
+      const others = await t.probe(account.did, rest)
+      expectThat(
+        others.blobs === undefined || others.blobs === rest.length,
+        `${rest.length - (others.blobs ?? 0)} of the ${rest.length} streamed blobs were lost (${others.via})`,
+      )
+      return `${show(result.status)}; ${cid} listed missing and not stored; ${
+        others.blobs === undefined
+          ? 'the streamed blobs are not observable'
+          : `${rest.length}/${rest.length} streamed blobs stored`
+      } (${stored.via})`
+    },
+  },
+  {
+    id: 'destination.complete.hostile-operation',
+    section: '§2.2, D8',
+    level: 'MUST',
+    title:
+      "a validly signed PLC operation from completeTransfer that drops the user's recovery key is not submitted, and the account stays inactive",
+    async run(t) {
+      await needControl(t)
+      if (!t.complete)
+        skip('no way to enter the PLC code: give --complete-hook (see README, destination mode)')
+      const { account, transferId, result } = await runTransfer(t, 'complete-drops-recovery-key')
+      expectThat(result.accepted, `the honest stream of this case was refused: ${show(result.status)}`)
+      const directory = new plc.Client(t.hostile.plcUrl)
+      const before = await directory.getAuditableLog(account.did)
+      await t.complete(transferId, await plcCode(t, account.did))
+      const outcome = await completionOutcome(t, transferId)
+      expectThat(
+        outcome.status !== 'completed',
+        `the transfer completed with the operation: ${show(outcome)}`,
+      )
+      const after = await directory.getAuditableLog(account.did)
+      expectThat(
+        after.length === before.length,
+        `the operation was submitted: the PLC log of ${account.did} grew from ${before.length} to ${after.length} entries`,
+      )
+      const reason = reasonEvidence(outcome, ['PlcOperationInvalid'])
+      const probe = await t.probe(account.did, [])
+      expectThat(!probe.active, `the account is active at the destination (${probe.via})`)
+      return `${show(outcome)}; ${reason}; PLC log unchanged (${after.length} entries); inactive (${probe.via})`
+    },
+  },
 ]

@@ -7,7 +7,7 @@ import {
 } from '@pds-transfer/destination'
 import type { AccountProbe, DestinationStatus, DestinationTarget } from './destination-target.ts'
 
-type Driver = Pick<DestinationTarget, 'start' | 'status' | 'probe'>
+type Driver = Pick<DestinationTarget, 'start' | 'status' | 'probe' | 'complete'>
 
 /**
  * In-process: our transfer engine started directly (what /migrate does after the OAuth
@@ -37,6 +37,10 @@ export function engineDriver(
         via: hasRepo ? 'account sink and repo' : 'account sink (isActive, hasBlob)',
       }
     },
+    async complete(transferId, plcToken) {
+      // A refusal is the transfer's (its record says why), read back through `status`.
+      await engine.complete(transferId, { plcToken }).catch(() => {})
+    },
   }
 }
 
@@ -44,11 +48,23 @@ export function engineDriver(
  * Black-box: the destination exposes a test hook that starts a pull (see conformance/README.md):
  * `POST <hook>` with JSON `{ did, sourceUrl, accessToken }` answering `{ transferId }`. Status
  * comes from its getTransferStatus by transferId (D14); the probe asks its public sync API,
- * which must not serve a repo or blob of a refused account.
+ * which must not serve a repo or blob of a refused account. With `completeHookUrl`, `POST
+ * <complete hook>` with `{ transferId, plcToken }` enters the PLC code (any answer; the outcome
+ * is read from getTransferStatus).
  */
-export function httpHookDriver(destinationUrl: string, hookUrl: string): Driver {
+export function httpHookDriver(destinationUrl: string, hookUrl: string, completeHookUrl?: string): Driver {
   const base = destinationUrl.replace(/\/$/, '')
   return {
+    ...(completeHookUrl && {
+      async complete(transferId: string, plcToken: string) {
+        const res = await fetch(completeHookUrl, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ transferId, plcToken }),
+        })
+        await res.body?.cancel()
+      },
+    }),
     async start({ did, sourceUrl, token }) {
       const res = await fetch(hookUrl, {
         method: 'POST',
@@ -83,7 +99,8 @@ export function httpHookDriver(destinationUrl: string, hookUrl: string): Driver 
       return {
         active: head.status === 200,
         repo: head.status === 200,
-        blobs: stored,
+        // A 200 proves a blob is stored; none from an account that is not served proves nothing.
+        blobs: stored > 0 || head.status === 200 ? stored : undefined,
         via: `public sync API: getLatestCommit HTTP ${head.status}, getBlob 200 for ${stored} (a deactivated account may hide what it holds)`,
       }
     },

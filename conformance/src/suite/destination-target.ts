@@ -5,9 +5,11 @@ export interface DestinationStatus {
   status: string
   /** Ours: what the engine waits for (`awaitingPlcToken` once the data is verified). */
   stage?: string
-  /** Ours: the named failure reason. */
+  /** Ours: the named failure reason (D14). */
   error?: string
   reason?: string
+  /** Blobs referenced by the records that reconciliation could not get (D14). */
+  missingBlobs?: string[]
 }
 
 /** What the destination holds of an account after a transfer attempt (the "nothing imported" evidence). */
@@ -32,6 +34,11 @@ export interface DestinationTarget {
   start(params: { did: string; sourceUrl: string; token: string }): Promise<string>
   status(transferId: string): Promise<DestinationStatus>
   probe(did: string, blobs: string[]): Promise<AccountProbe>
+  /**
+   * Enters the user's PLC code for a transfer waiting for it (what the user does at /migrate);
+   * the outcome is read from `status`. Without it the completion checks are skipped.
+   */
+  complete?(transferId: string, plcToken: string): Promise<void>
   /** Our malicious source (started by the suite, reachable by the destination). */
   hostile: HostileSource
   /** Longest wait for a transfer's verdict (default 120 s: a destination may retry a cut stream with backoff). */

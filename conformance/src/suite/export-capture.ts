@@ -47,6 +47,8 @@ export async function recordExport(params: {
   extra?: Record<string, unknown>
   signingKey?: string
   timeoutMs?: number
+  /** Called once the response headers are in, before any of the body is read. */
+  onResponse?: () => Promise<void>
 }): Promise<ExportCapture> {
   const request = {
     did: params.did,
@@ -61,6 +63,7 @@ export async function recordExport(params: {
     body: JSON.stringify(request),
     signal: AbortSignal.timeout(params.timeoutMs ?? 300_000),
   })
+  await params.onResponse?.()
   const headers: Record<string, string> = {}
   res.headers.forEach((value, name) => {
     headers[name.toLowerCase()] = value

@@ -3,19 +3,26 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import * as plc from '@did-plc/lib'
 import { blobCid, CONTENT_TYPE, encodeBlobpack, NSID, WELL_KNOWN_PATH } from '@pds-transfer/core'
-import { bearerSourceClient, type SourceClient } from '@pds-transfer/destination'
+import { bearerSourceClient, createTransferId, type SourceClient } from '@pds-transfer/destination'
 import Fastify from 'fastify'
-import { buildAccount, type FixtureAccount } from '../fixtures/build-account.ts'
-import { craftedSourceClient, frameRewritingClient, tamperingClient } from '../harness/crafted-source.ts'
+import { buildAccount, type FixtureAccount, fixtureBytes } from '../fixtures/build-account.ts'
 import {
+  type CraftedFrame,
+  craftedSourceClient,
+  frameRewritingClient,
+  tamperingClient,
+} from '../harness/crafted-source.ts'
+import {
+  carForOtherDid,
+  carWithMismatchedBlock,
   collect,
   cutAfter,
-  flipBitAt,
   flipTagOf,
   forgedCar,
   relabel,
-  swapFrames,
+  swapAndRenumber,
   wrongBytesBlobpack,
 } from '../harness/hostile-streams.ts'
 import { type SourceServer, startSourceServer } from '../harness/source-server.ts'
@@ -37,6 +44,20 @@ export type HostileBehaviour =
   | 'transfer-id-swap'
   | 'account-state-invalid'
   | 'preferences-invalid'
+  | 'preferences-item-invalid'
+  | 'repo-car-twice'
+  | 'car-block-mismatch'
+  | 'car-other-did'
+  | 'getblob-wrong-bytes'
+  | 'complete-drops-recovery-key'
+
+const BASE32 = 'abcdefghijklmnopqrstuvwxyz234567'
+
+/** A preferences frame whose second item fails `app.bsky.actor.defs#adultContentPref` (a string, not a boolean). */
+export const BAD_PREFERENCES = [
+  { $type: 'app.bsky.actor.defs#contentLabelPref', label: 'graphic-media', visibility: 'warn' },
+  { $type: 'app.bsky.actor.defs#adultContentPref', enabled: 'yes' },
+]
 
 /** One account served by the hostile source, and what its stream will be. */
 export interface HostileAccount {
@@ -54,6 +75,40 @@ export interface HostileAccount {
 }
 
 /**
+ * What the destination must not hold after refusing `behaviour`'s stream (D19): the failing unit
+ * and everything after it; units that verified before it may stay.
+ */
+function mustNotStoreOf(behaviour: HostileBehaviour, blobs: string[]): HostileAccount['mustNotStore'] {
+  switch (behaviour) {
+    case 'tampered-car':
+    case 'cut-mid-frame':
+    case 'car-wrong-key':
+    case 'did-swap':
+    case 'transfer-id-swap':
+    case 'car-block-mismatch':
+    case 'car-other-did':
+      return { repo: true, blobs }
+    case 'tampered-blobpack':
+    case 'reordered-frames':
+    case 'repo-car-twice':
+      return { repo: false, blobs }
+    case 'content-type-swap':
+      // Frame 2, the second blobpack, is the one relabelled.
+      return { repo: false, blobs: blobs.slice(Math.ceil(blobs.length / 2)) }
+    case 'blob-wrong-cid':
+    case 'getblob-wrong-bytes':
+      return { repo: false, blobs: blobs.slice(0, 1) }
+    case 'honest':
+    case 'cut-at-boundary':
+    case 'account-state-invalid':
+    case 'preferences-invalid':
+    case 'preferences-item-invalid':
+    case 'complete-drops-recovery-key':
+      return { repo: false, blobs: [] }
+  }
+}
+
+/**
  * Our malicious source as a real HTTP server, so a remote destination can pull from it: in
  * front of our honest source plugin (SQLite store), it rewrites the exportAccount stream of
  * each account as that account's behaviour says. Every hostile stream is correctly encrypted
@@ -66,6 +121,8 @@ export interface HostileSource {
   plcUrl: string
   /** Creates a fresh account (DID, signed repo, blobs) whose stream will misbehave as asked. */
   createAccount(behaviour: HostileBehaviour): Promise<HostileAccount>
+  /** The PLC code last "emailed" for an account (once its export has been written). */
+  plcToken(did: string): string | undefined
   close(): Promise<void>
 }
 
@@ -86,6 +143,7 @@ export async function startHostileSource(options: {
   })
   const scratchDir = await mkdtemp(join(tmpdir(), 'pds-transfer-hostile-'))
   const scratch = await SqliteAccountStore.open(scratchDir)
+  const plcClient = new plc.Client(options.plcUrl)
   const app = Fastify({ logger: false, forceCloseConnections: true, bodyLimit: 1 << 20 })
   const byToken = new Map<
     string,
@@ -131,6 +189,30 @@ export async function startHostileSource(options: {
     ]
   }
 
+  /**
+   * What a hostile source answers completeTransfer with: a validly signed next operation (the
+   * source holds a rotation key) that moves the account as asked but leaves out the user's own
+   * recovery key, the first of the rotation keys the destination asked for.
+   */
+  async function droppingRecoveryKey(did: string, requestBody: string) {
+    const asked = JSON.parse(requestBody) as {
+      newRotationKeys: string[]
+      newSigningKey: string
+      newPdsEndpoint: string
+    }
+    const last = await plcClient.getLastOp(did)
+    if (last.type === 'plc_tombstone') throw new Error(`${did} is tombstoned`)
+    return plc.createUpdateOp(last, inner.rotationKey, (op) => ({
+      ...op,
+      rotationKeys: asked.newRotationKeys.slice(1),
+      verificationMethods: { ...op.verificationMethods, atproto: asked.newSigningKey },
+      services: {
+        ...op.services,
+        atproto_pds: { type: 'AtprotoPersonalDataServer', endpoint: asked.newPdsEndpoint },
+      },
+    }))
+  }
+
   /** The client whose exportAccount answer the destination gets, for an account and behaviour. */
   async function hostileClient(account: FixtureAccount, behaviour: HostileBehaviour): Promise<SourceClient> {
     const honest = innerClient(account.did)
@@ -139,17 +221,18 @@ export async function startHostileSource(options: {
       case 'honest':
         return honest
       case 'tampered-car':
-        // One ciphertext bit inside the first (CAR) frame.
-        return tamperingClient(honest, flipBitAt(200))
+        // The CAR frame's tag flipped, its ciphertext intact: only the tag check can refuse it.
+        return frameRewritingClient(honest, flipTagOf(0))
       case 'tampered-blobpack':
         return frameRewritingClient(crafted, flipTagOf(1))
       case 'reordered-frames':
-        return frameRewritingClient(crafted, swapFrames(1, 2))
+        // Renumbered so the clear numbering is right: only the nonce and AAD notice.
+        return frameRewritingClient(crafted, swapAndRenumber(1, 2))
       case 'content-type-swap':
-        // Frame 1 (a blobpack) relabelled as preferences: a legal kind at that place, so only
-        // the AAD (which binds the content type) can catch it.
+        // The last blobpack relabelled as preferences: a legal kind at that place, so only the AAD
+        // (which binds the content type) can catch it.
         return frameRewritingClient(crafted, (frames) =>
-          frames.map((f, i) => (i === 1 ? relabel(f, CONTENT_TYPE.preferences) : f.bytes)),
+          frames.map((f, i) => (i === 2 ? relabel(f, CONTENT_TYPE.preferences) : f.bytes)),
         )
       case 'cut-mid-frame':
         return tamperingClient(honest, cutAfter(1000))
@@ -168,6 +251,68 @@ export async function startHostileSource(options: {
         const car = await forgedCar(scratch, account.did)
         return craftedSourceClient(honest, () => [{ contentType: CONTENT_TYPE.repoCar, bytes: car }])
       }
+      case 'car-block-mismatch':
+        return craftedSourceClient(honest, async () => {
+          const [car, ...rest] = await craftedFrames(account)
+          return [
+            { ...(car as CraftedFrame), bytes: carWithMismatchedBlock((car as CraftedFrame).bytes) },
+            ...rest,
+          ]
+        })
+      case 'car-other-did': {
+        // Signed with the account's real key, for a DID that is not the account's.
+        const otherDid = `did:plc:${Array.from(randomBytes(24), (b) => BASE32[b % 32]).join('')}`
+        const car = await carForOtherDid(scratch, otherDid, account.signingKey)
+        return craftedSourceClient(honest, async () => [
+          { contentType: CONTENT_TYPE.repoCar, bytes: car },
+          ...(await craftedFrames(account)).slice(1),
+        ])
+      }
+      case 'repo-car-twice':
+        // Decision D12: the repo is one frame; a second CAR (the same one) is out of order.
+        return craftedSourceClient(honest, async () => {
+          const [car, ...rest] = await craftedFrames(account)
+          return [car as CraftedFrame, car as CraftedFrame, ...rest]
+        })
+      case 'getblob-wrong-bytes': {
+        // One blob is left out of the stream, and getBlob answers it with other bytes.
+        const [withheld, ...sent] = [...account.blobs]
+        const [cid, bytes] = withheld as [string, Uint8Array]
+        const stream = craftedSourceClient(honest, () =>
+          craftedFrames(
+            account,
+            sent.map(([, b]) => b),
+          ),
+        )
+        return {
+          url: honest.url,
+          fetch(path, init) {
+            if (!path.startsWith('/xrpc/com.atproto.sync.getBlob?') || !path.includes(cid))
+              return stream.fetch(path, init)
+            const wrong = fixtureBytes(bytes.length, 4242)
+            return Promise.resolve(
+              new Response(wrong, {
+                headers: {
+                  'content-type': 'application/octet-stream',
+                  'content-length': String(wrong.length),
+                },
+              }),
+            )
+          },
+        }
+      }
+      case 'complete-drops-recovery-key':
+        return {
+          url: honest.url,
+          async fetch(path, init) {
+            const res = await honest.fetch(path, init)
+            if (path !== `/xrpc/${NSID.completeTransfer}` || !res.ok) return res
+            await res.body?.cancel()
+            return Response.json({
+              signedPlcOperation: await droppingRecoveryKey(account.did, String(init?.body)),
+            })
+          },
+        }
       case 'did-swap': {
         // A real, correctly encrypted stream of another account, sent for this one.
         const other = await makeAccount()
@@ -193,12 +338,24 @@ export async function startHostileSource(options: {
           ...(await craftedFrames(account)),
           { contentType: CONTENT_TYPE.preferences, bytes: new TextEncoder().encode('{"not":"an array"}') },
         ])
-      case 'transfer-id-swap':
+      case 'preferences-item-invalid':
+        // An array of well-formed items, one of which the app.bsky lexicon refuses.
+        return craftedSourceClient(honest, async () => [
+          ...(await craftedFrames(account)),
+          {
+            contentType: CONTENT_TYPE.preferences,
+            bytes: new TextEncoder().encode(JSON.stringify(BAD_PREFERENCES)),
+          },
+        ])
+      case 'transfer-id-swap': {
+        // A fresh one per account: the inner source refuses a transferId another transfer used.
+        const other = createTransferId()
         return tamperingClient(
           honest,
           (b) => b,
-          (req) => ({ ...req, transferId: '019537a1-7e28-7def-8c56-3a8b69e2d471' }),
+          (req) => ({ ...req, transferId: other }),
         )
+      }
     }
   }
 
@@ -245,18 +402,10 @@ export async function startHostileSource(options: {
       const token = randomBytes(24).toString('base64url')
       byToken.set(token, { account, behaviour, client: await hostileClient(account, behaviour) })
       const blobs = [...account.blobs.keys()]
-      const carFails = ['tampered-car', 'cut-mid-frame', 'car-wrong-key', 'did-swap', 'transfer-id-swap']
-      const mustNotStore =
-        behaviour === 'honest' ||
-        behaviour === 'cut-at-boundary' ||
-        behaviour === 'account-state-invalid' ||
-        behaviour === 'preferences-invalid'
-          ? { repo: false, blobs: [] }
-          : behaviour === 'blob-wrong-cid'
-            ? { repo: false, blobs: blobs.slice(0, 1) }
-            : { repo: carFails.includes(behaviour), blobs }
+      const mustNotStore = mustNotStoreOf(behaviour, blobs)
       return { did: account.did, behaviour, token, blobs, mustNotStore }
     },
+    plcToken: (did) => inner.store.outbox.filter((m) => m.did === did).at(-1)?.token,
     async close() {
       await app.close()
       await inner.close()

@@ -22,15 +22,18 @@ export async function startSelfDestination(options: {
   })
   const hasRepo = (did: string) =>
     destination.store.db.prepare('SELECT 1 FROM repo_root WHERE did = ?').get(did) !== undefined
+  const inside = engineDriver(destination.engine, destination.sink, hasRepo)
   return {
     target: {
       url: destination.url,
       hostile,
       verdictTimeoutMs: 30_000,
       // Started and followed over HTTP exactly as in black-box mode (the start hook and
-      // getTransferStatus); only the probe looks inside, which HTTP cannot.
+      // getTransferStatus); only the probe looks inside, which HTTP cannot, and the PLC code is
+      // entered through the engine, as /migrate does (the harness serves no complete hook).
       ...httpHookDriver(destination.url, `${destination.url}${START_HOOK_PATH}`),
-      probe: engineDriver(destination.engine, destination.sink, hasRepo).probe,
+      probe: inside.probe,
+      complete: inside.complete,
     },
     destination,
     async close() {

@@ -1,3 +1,4 @@
+import { Secp256k1Keypair } from '@atproto/crypto'
 import { generateTransferKey, publicJwk } from '@pds-transfer/core'
 import { bearerSourceClient } from '@pds-transfer/destination'
 import { buildAccount } from '../fixtures/build-account.ts'
@@ -15,6 +16,12 @@ export interface SelfSource {
   /** The bearer token in `target.otherClient` (a second destination). */
   otherToken: string
   source: SourceServer
+  /**
+   * Lets the completion checks run: `target.complete` asks for a move to made-up keys with the
+   * code from the outbox, submitted to PLC, so the throwaway account really moves (and is
+   * deactivated here); the next check run records a fresh export to complete.
+   */
+  enableCompletion(): Promise<void>
   close(): Promise<void>
 }
 
@@ -31,12 +38,15 @@ export async function startSelfSource(options: {
   frontUrl?: (source: SourceServer) => Promise<{ url: string; close(): Promise<void> }>
   /** Wrap the storage the source plugin reads (a broken variant: lost or corrupt blobs). */
   wrapSource?: SourceServerOptions['wrapSource']
+  /** The token verifier (a broken variant: one that believes the request's DID). */
+  auth?: SourceServerOptions['auth']
 }): Promise<SelfSource> {
   const source = await startSourceServer({
     plc: options.plc,
     blobpackTarget: 64 * 1024,
     exportsPerDestinationPerHour: 100,
     ...(options.wrapSource && { wrapSource: options.wrapSource }),
+    ...(options.auth && { auth: options.auth }),
   })
   const exp = Math.floor(Date.now() / 1000) + 86400
   const key = generateTransferKey({ alg: 'HPKE-3', exp })
@@ -54,6 +64,13 @@ export async function startSelfSource(options: {
       blobSizes: options.blobSizes ?? Array.from({ length: 8 }, (_, i) => 20_000 + i * 1009),
     },
   })
+  // Hosted here too, but the tokens are not for it (source.auth.other-account).
+  const other = await buildAccount(source.store, {
+    plcUrl: options.plc.url,
+    pdsUrl: url,
+    pdsRotationKey: source.rotationKey,
+    shape: { posts: 2 },
+  })
   const issue = (clientId: string) => source.auth.issue({ did: account.did, clientId }, TRANSFER_SCOPES)
   const token = issue(host.clientId)
   const otherToken = issue(otherHost.clientId)
@@ -63,6 +80,7 @@ export async function startSelfSource(options: {
     client: bearerSourceClient(url, token),
     recipientKey: key,
     plcUrl: options.plc.url,
+    otherDid: other.did,
     otherClient: { client: bearerSourceClient(url, otherToken), recipientKey: otherKey },
     accountActive: async () => (await source.store.getAccount(account.did))?.status === 'active',
     plcTokenSent: async () => source.store.outbox.some((m) => m.did === account.did),
@@ -72,6 +90,16 @@ export async function startSelfSource(options: {
     token,
     otherToken,
     source,
+    async enableCompletion() {
+      target.recorded = undefined
+      target.complete = {
+        plcToken: async () => source.store.outbox.filter((m) => m.did === account.did).at(-1)?.token ?? '',
+        newPdsEndpoint: 'https://destination.example',
+        newSigningKey: (await Secp256k1Keypair.create()).did(),
+        newRotationKey: (await Secp256k1Keypair.create()).did(),
+        submit: true,
+      }
+    },
     async close() {
       await front?.close()
       await host.close()

@@ -53,6 +53,9 @@ async function recorded(t: SourceTarget): Promise<{ analysis: ExportAnalysis; tr
       }
     }
     const signingKey = await signingKeyOf(t)
+    const sent = t.plcTokenSent
+    const before = await sent?.()
+    let atResponse = false
     const capture = await recordExport({
       client: t.client,
       did: t.did,
@@ -61,8 +64,17 @@ async function recorded(t: SourceTarget): Promise<{ analysis: ExportAnalysis; tr
       ...(extensions.length > 0 && { extra: { extensions } }),
       signingKey,
       ...(t.timeoutMs && { timeoutMs: t.timeoutMs }),
+      ...(sent && {
+        onResponse: async () => {
+          atResponse = await sent()
+        },
+      }),
     })
-    t.recorded = { capture, analysis: await analyzeExport(capture, { signingKey }) }
+    t.recorded = {
+      capture,
+      analysis: await analyzeExport(capture, { signingKey }),
+      ...(before !== undefined && { plcTokenSent: { before, atResponse } }),
+    }
   }
   const { capture, analysis } = t.recorded
   if (capture.response.status !== 200) {
@@ -85,6 +97,12 @@ const frameSummary = (a: ExportAnalysis) => {
   for (const f of a.frames) counts.set(f.contentType, (counts.get(f.contentType) ?? 0) + 1)
   return [...counts].map(([type, n]) => `${n} x ${type.replace('application/', '')}`).join(', ')
 }
+
+/** The checks that call completeTransfer with the real code (they move the account: `complete`). */
+export const COMPLETION_CHECKS: readonly string[] = [
+  'source.complete.plc-operation',
+  'source.errors.account-deactivated',
+]
 
 /**
  * Checks of a sending PDS (0014 §1, §2.1–2.6, Addendum; our D7, D11, E3, extensions.md).
@@ -305,14 +323,24 @@ export const sourceChecks: readonly Check<SourceTarget>[] = [
   },
   {
     id: 'source.export.plc-token-email',
-    section: '§2.1, D9',
+    section: '§2.1, D9, E8',
     level: 'SHOULD',
-    title: 'the export makes the source email a PLC operation token',
+    title:
+      'the export makes the source email a PLC operation token once the data has left, not when the export starts',
     async run(t) {
       await recorded(t)
-      if (!t.plcTokenSent) skip('not observable from outside: check the test account mailbox')
+      const seen = t.recorded?.plcTokenSent
+      if (!t.plcTokenSent || !seen) skip('not observable from outside: check the test account mailbox')
+      if (seen.before)
+        skip('a token had been sent before this export, so when this one was sent is not observable')
+      expectThat(
+        !seen.atResponse,
+        'the token was sent before the export answered: it can expire before the data is in (erratum E8); send it once the stream is written (D9)',
+      )
+      // Sent as the stream ends; a source may finish sending just after the body.
+      for (let i = 0; i < 50 && !(await t.plcTokenSent()); i++) await new Promise((r) => setTimeout(r, 100))
       expectThat(await t.plcTokenSent(), 'no PLC token was sent for the export')
-      return 'a PLC token was sent'
+      return 'no token when the export answered; one once its body had been sent'
     },
   },
   {
@@ -375,19 +403,38 @@ export const sourceChecks: readonly Check<SourceTarget>[] = [
   },
   {
     id: 'source.auth.other-account',
-    section: '§2.1',
+    section: '§2.1, D22',
     level: 'MUST',
-    title: "exportAccount for a DID other than the token's sub is refused",
+    title:
+      "exportAccount for a DID other than the token's sub is 403 TransferNotAuthorized, also for an account the source hosts",
     async run(t) {
-      const res = await xrpc(t.client, NSID.exportAccount, {
-        body: { ...exportInput(t), did: 'did:plc:conformancexotheraccntzz' },
+      const did = t.otherDid ?? 'did:plc:conformancexotheraccntzz'
+      const res = await t.client.fetch(`/xrpc/${NSID.exportAccount}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ ...exportInput(t), did }),
+        signal: AbortSignal.timeout(t.timeoutMs ?? 60_000),
       })
+      if (res.ok) {
+        await res.body?.cancel()
+        throw new CheckFailed(`HTTP ${res.status}: the source exported ${did} to a token for ${t.did}`)
+      }
+      const text = await res.text()
+      let json: Record<string, unknown> | undefined
+      try {
+        json = JSON.parse(text) as Record<string, unknown>
+      } catch {
+        json = undefined
+      }
+      const answer = describe({ status: res.status, headers: res.headers, json, text })
+      const hosted = t.otherDid ? `${did}, hosted here` : `${did}, not hosted here`
       expectThat(
-        (res.status === 403 && res.json?.error === 'TransferNotAuthorized') ||
-          (res.status === 404 && res.json?.error === 'AccountNotFound'),
-        `expected 403 TransferNotAuthorized or 404 AccountNotFound, got ${describe(res)}`,
+        res.status === 403 && json?.error === 'TransferNotAuthorized',
+        res.status === 404
+          ? `${answer} for ${hosted}: the DID was looked up before the token was compared with it (D22: 403 first, or whether this PDS hosts an account leaks)`
+          : `expected 403 TransferNotAuthorized for ${hosted}, got ${answer}`,
       )
-      return describe(res)
+      return `${answer} (${hosted})`
     },
   },
   {

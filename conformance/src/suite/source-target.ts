@@ -33,14 +33,29 @@ export interface SourceTarget {
     newRotationKey: string
     submit?: boolean
   }
-  /** Tells whether the source sent a PLC token email for the export (in-process targets only). */
+  /**
+   * Tells whether the source has sent a PLC token email for the account (in-process targets
+   * only); asked before the export, when it answers and after its body, to see when (E8).
+   */
   plcTokenSent?: () => Promise<boolean>
   /** Whether the account is still active at the source (in-process; black-box uses sync.getLatestCommit). */
   accountActive?: () => Promise<boolean>
+  /**
+   * Another account this source hosts, which the token does not cover: exportAccount for it
+   * must be 403 (D22). Without it a DID that no PDS hosts is asked for.
+   */
+  otherDid?: string
   /** A second authorized client for the same account, from another destination (TransferAlreadyActive). */
   otherClient?: { client: SourceClient; recipientKey: TransferPrivateJwk }
   /** Per-request timeout in ms (default 120 000). */
   timeoutMs?: number
-  /** Filled by the suite: the one recorded export that the stream checks examine. */
-  recorded?: { capture: ExportCapture; analysis: ExportAnalysis }
+  /**
+   * Filled by the suite: the one recorded export that the stream checks examine, and whether a
+   * PLC token had been sent before it was asked for and when it answered (with `plcTokenSent`).
+   */
+  recorded?: {
+    capture: ExportCapture
+    analysis: ExportAnalysis
+    plcTokenSent?: { before: boolean; atResponse: boolean }
+  }
 }
