@@ -89,7 +89,11 @@ describe('a transfer into an active local account', () => {
         dest.sink.isActive = isActive
       }
       expect(t.status).toBe('failed')
-      expect(t.failure?.message).toMatch(/is active here/)
+      // Named for what it is, not blamed on the source.
+      expect(t.failure).toMatchObject({
+        reason: 'AccountAlreadyActive',
+        message: expect.stringMatching(/active account here/),
+      })
       expect(t.progress.framesReceived).toBe(0)
       expect(await dest.sink.isActive(alice.did)).toBe(true)
       expect(head()).toEqual(before)

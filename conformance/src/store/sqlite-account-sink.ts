@@ -4,7 +4,13 @@ import { rename, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { Secp256k1Keypair } from '@atproto/crypto'
 import type { AccountState } from '@pds-transfer/core'
-import type { AccountSink, BlobUpload, RepoStaging, VerifiedBlock } from '@pds-transfer/destination'
+import {
+  type AccountSink,
+  type BlobUpload,
+  ImportFailure,
+  type RepoStaging,
+  type VerifiedBlock,
+} from '@pds-transfer/destination'
 import type { Statement } from 'better-sqlite3'
 import { CID } from 'multiformats/cid'
 import type { SqliteAccountStore } from './sqlite-account-store.ts'
@@ -40,7 +46,8 @@ export class SqliteAccountSink implements AccountSink {
       | { status: string; signing_key: string | null }
       | undefined
     if (row) {
-      if (row.status === 'active') throw new Error(`${did} is active here`)
+      if (row.status === 'active')
+        throw new ImportFailure('AccountAlreadyActive', `${did} is an active account here`)
       if (row.signing_key) return { signingKey: (await this.signingKeypair(did)).did() }
     }
     const key = await Secp256k1Keypair.create({ exportable: true })
