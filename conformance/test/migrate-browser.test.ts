@@ -87,7 +87,7 @@ describe('/migrate in Chromium', () => {
     const token = pair.plcTokens.get(erin.did)?.at(-1) as string
     await page.fill('input[name="token"]', token)
     // She holds no rotation key yet (the section opens itself): she makes one here and saves it.
-    await expect(page.getAttribute('details', 'open')).resolves.not.toBeNull()
+    await expect(page.getAttribute('details#rotation-key', 'open')).resolves.not.toBeNull()
     await page.click('#keygen-make')
     await page.waitForSelector('#keygen-file[href^="blob:"]')
     const [download] = await Promise.all([page.waitForEvent('download'), page.click('#keygen-file')])

@@ -94,6 +94,10 @@ describe('/migrate web UI', () => {
       }
     }
     expect(pageText).toContain('copied and verified')
+    // What the progress script swaps in: the server's own rendering of the numbers.
+    const live = (await (await get(`${transferPath}/live`)).json()) as { stage: string; html: string }
+    expect(live.stage).toBe('awaitingPlcToken')
+    expect(live.html).toContain('Images and files received')
 
     // The tab was closed; the user signs in again: back to the same move, not a second one.
     const again2 = await post('/migrate/authorize', { did: account.did })
@@ -125,7 +129,7 @@ describe('/migrate web UI', () => {
       /id="token-error"[\s\S]*aria-invalid="true" aria-describedby="token-error" autofocus/,
     )
     expect(wrongPage).toContain(`value="${userKeyTyped}"`)
-    expect(wrongPage).toContain('<details open>')
+    expect(wrongPage).toContain('<details id="rotation-key" open>')
 
     const issued = source.store.outbox.filter((m) => m.did === account.did).at(-1)?.token as string
     // Typed as people do: lower case, a space instead of the dash.

@@ -57,22 +57,61 @@ export function steps(stage: InboundTransfer['stage']): string {
   return `<ol>${items.join('')}</ol>`
 }
 
-/** Counters of a transfer as a definition list. */
+/** Counters of a transfer as a definition list; protocol details folded away. */
 export function counters(t: InboundTransfer): string {
   const p = t.progress
   return `<dl>
-<dt>Frames received</dt><dd data-field="frames">${p.framesReceived}</dd>
 <dt>Data received</dt><dd data-field="bytes">${received(p.bytesReceived, t.expected?.bytes)}</dd>
-<dt>Images and files received</dt><dd data-field="blobs">${p.blobsReceived + p.blobsReconciled}</dd>
+<dt>Images and files received</dt><dd data-field="blobs">${p.blobsReceived + p.blobsReconciled}${t.expected?.blobs ? ` of ${t.expected.blobs}` : ''}</dd>
 <dt>Records</dt><dd data-field="records">${p.records}</dd>
-</dl>`
+</dl>
+<details><summary>Technical details</summary><dl>
+<dt>Encrypted frames received</dt><dd data-field="frames">${p.framesReceived}</dd>
+<dt>Transfer ID</dt><dd><code>${esc(t.transferId)}</code></dd>
+</dl></details>`
 }
 
-/** "3.2 MiB", or "3.2 of about 10.0 MiB (32%)" when the source gave a size hint. */
+/** The live part of the progress page (refreshed in place by its script): bar, pace, counters. */
+export function liveProgress(t: InboundTransfer, now: number = Date.now()): string {
+  const timing = pace(t, now)
+  return `${progressBar(t)}
+${timing ? `<p data-field="pace">${esc(timing)}</p>` : ''}
+${counters(t)}`
+}
+
+/** "3.2 MiB", or "3.2 MiB of about 10.0 MiB (32%)" when the source gave a size hint. */
 export function received(bytes: number, expected?: number): string {
-  const mib = (n: number) => (n / 1048576).toFixed(1)
-  if (!expected) return `${mib(bytes)} MiB`
-  return `${mib(bytes)} of about ${mib(expected)} MiB (${percent(bytes, expected)}%)`
+  if (!expected) return size(bytes)
+  return `${size(bytes)} of about ${size(expected)} (${percent(bytes, expected)}%)`
+}
+
+/** A size as people read it: "84 KiB", "3.2 MiB", "1.25 GiB". */
+export function size(bytes: number): string {
+  if (bytes < 1024 * 1024) return `${Math.round(bytes / 1024)} KiB`
+  if (bytes < 1024 * 1024 * 1024) return `${(bytes / 1048576).toFixed(1)} MiB`
+  return `${(bytes / 1073741824).toFixed(2)} GiB`
+}
+
+/**
+ * Speed and time left from the average since the transfer started ("2.3 MiB/s, about 4
+ * minutes left"); empty while there is too little to go on.
+ */
+export function pace(t: InboundTransfer, now: number): string {
+  const seconds = (now - t.createdAt) / 1000
+  const bytes = t.progress.bytesReceived
+  if (seconds < 2 || bytes === 0) return ''
+  const perSecond = bytes / seconds
+  const speed = `${size(perSecond)}/s`
+  const total = t.expected?.bytes
+  if (!total || bytes >= total) return speed
+  const left = (total - bytes) / perSecond
+  const wait =
+    left < 60
+      ? 'less than a minute left'
+      : left < 3600
+        ? `about ${Math.round(left / 60)} minutes left`
+        : `about ${Math.floor(left / 3600)} h ${Math.round((left % 3600) / 60)} min left`
+  return `${speed}, ${wait}`
 }
 
 /** The transfer's progress bar: determinate when the source gave a size hint, else indeterminate. */

@@ -1,11 +1,11 @@
-import { NSID, parseWellKnown, selectAlgorithm, WELL_KNOWN_PATH } from '@pds-transfer/core'
+import { parseWellKnown, selectAlgorithm, WELL_KNOWN_PATH } from '@pds-transfer/core'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import type { DidResolver } from './did-resolver.ts'
 import type { InboundTransfer } from './inbound-transfer.ts'
 import type { KeyRing } from './key-ring.ts'
 import { looksPrivate, normalizeCode, readPassword } from './migrate-form.ts'
-import { counters, esc, page, progressBar, steps } from './migrate-html.ts'
+import { counters, esc, liveProgress, page, steps } from './migrate-html.ts'
 import { keygenSection } from './migrate-keygen.ts'
 import { passwordFields, signInSection } from './migrate-password.ts'
 import type { SourceAuthorizer } from './source-authorizer.ts'
@@ -201,6 +201,14 @@ If you already started a move here, signing in again takes you back to it.</p>
       const t = await opts.engine.get((request.params as { id: string }).id)
       if (!t) return problem(reply, 'No such transfer.', 404)
       return html(reply, await render(t), 200)
+    })
+
+    app.get('/migrate/transfer/:id/live', async (request, reply) => {
+      const t = await opts.engine.get((request.params as { id: string }).id)
+      if (!t) return reply.code(404).send({ error: 'TransferNotFound' })
+      return reply
+        .header('cache-control', 'no-store')
+        .send({ stage: t.stage, status: t.status, html: liveProgress(t) })
     })
 
     app.post('/migrate/transfer/:id/complete', async (request, reply) => {
@@ -439,10 +447,11 @@ ${
     : ''
 }
 <form method="post" action="/migrate/transfer/${esc(t.transferId)}/complete">
-<p>Your current server has emailed you a confirmation code. Entering it lets your identity move here.</p>
+<p>Your current server has emailed you a confirmation code. Entering it lets your identity move here.
+Codes are usually valid for 15 minutes; if yours has expired, have a new one emailed below.</p>
 <label for="token">Confirmation code</label>
 ${fieldError('token')}<input type="text" id="token" name="token" required autocomplete="one-time-code" value="${esc(typed?.token ?? '')}"${fieldState('token')}>
-<details${typed?.rotationKey || invalid === 'rotationKey' || !extra.holdsOwnKey ? ' open' : ''}>
+<details id="rotation-key"${typed?.rotationKey || invalid === 'rotationKey' || !extra.holdsOwnKey ? ' open' : ''}>
 <summary>Add a rotation key of your own (recommended)</summary>
 <p>A rotation key you hold outranks every server's: with it you can undo any change to your identity for 72 hours,
 even one made by a server. Paste the public key (<code>did:key:z…</code>) of a key pair whose private key you keep safe,
@@ -460,29 +469,19 @@ ${canSetPassword ? `${fieldError('password')}${passwordFields(host, fieldState('
 <button type="submit">Email me a new code</button>
 </form>`
   } else {
-    body = `${progressBar(t)}
-<div aria-live="polite" id="live">${counters(t)}</div>
+    body = `<div aria-live="polite" id="live">${liveProgress(t)}</div>
 <p>You can close this page: the move goes on without it. To come back, open
 <a href="/migrate">${esc(view.host)}/migrate</a> and sign in with your handle again.</p>
 ${t.retry && t.stage === 'retrying' ? `<p class="warn" role="status">The connection broke (${esc(t.retry.lastFailure.reason)}); continuing where it stopped (attempt ${t.retry.attempt + 1} of ${t.retry.of}).</p>` : ''}
 ${t.stage === 'catchingUp' ? '<p class="ok" role="status">Your account was still changing (new posts or other activity from your apps). Your current server has paused it; the last changes are being brought over, then the move finishes. Nothing to do.</p>' : ''}
 <script>
 (() => {
+  // The server renders the numbers (one formatting, in migrate-html.ts); this only swaps them in.
   const poll = async () => {
-    const res = await fetch(${JSON.stringify(`/xrpc/${NSID.getTransferStatus}?transferId=${t.transferId}`)});
+    const res = await fetch(${JSON.stringify(`/migrate/transfer/${t.transferId}/live`)});
     const s = await res.json();
     if (s.stage !== ${JSON.stringify(t.stage)} || s.status !== ${JSON.stringify(t.status)}) return location.reload();
-    const p = s.progress;
-    document.querySelector('[data-field=frames]').textContent = p.framesReceived;
-    const mib = (n) => (n / 1048576).toFixed(1);
-    const pct = p.bytesExpected ? Math.min(99, Math.floor((100 * p.bytesReceived) / p.bytesExpected)) : 0;
-    document.querySelector('[data-field=bytes]').textContent = p.bytesExpected
-      ? mib(p.bytesReceived) + ' of about ' + mib(p.bytesExpected) + ' MiB (' + pct + '%)'
-      : mib(p.bytesReceived) + ' MiB';
-    const bar = document.querySelector('[data-field=bar]');
-    if (bar && p.bytesExpected) { bar.max = p.bytesExpected; bar.value = Math.min(p.bytesReceived, p.bytesExpected); bar.textContent = pct + '%'; }
-    document.querySelector('[data-field=blobs]').textContent = p.blobsReceived + p.blobsReconciled;
-    document.querySelector('[data-field=records]').textContent = p.records;
+    document.getElementById('live').innerHTML = s.html;
     setTimeout(poll, 1000);
   };
   setTimeout(poll, 1000);

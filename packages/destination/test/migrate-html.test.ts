@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import type { InboundTransfer } from '../src/inbound-transfer.ts'
-import { progressBar, received } from '../src/migrate-html.ts'
+import { pace, progressBar, received, size } from '../src/migrate-html.ts'
 
 const MiB = 1048576
 const transfer = (bytesReceived: number, expected?: { bytes: number; blobs: number }) =>
@@ -15,12 +15,32 @@ describe('/migrate progress', () => {
   it('shows how far along the hinted size the pull is', () => {
     const t = transfer(25 * MiB, { bytes: 100 * MiB, blobs: 3 })
     expect(progressBar(t)).toContain(`max="${100 * MiB}" value="${25 * MiB}">25%</progress>`)
-    expect(received(25 * MiB, 100 * MiB)).toBe('25.0 of about 100.0 MiB (25%)')
+    expect(received(25 * MiB, 100 * MiB)).toBe('25.0 MiB of about 100.0 MiB (25%)')
   })
 
   it('never claims 100% or more before the end: the hint leaves small frames out', () => {
     const t = transfer(101 * MiB, { bytes: 100 * MiB, blobs: 3 })
     expect(progressBar(t)).toContain(`value="${100 * MiB}">99%</progress>`)
-    expect(received(101 * MiB, 100 * MiB)).toBe('101.0 of about 100.0 MiB (99%)')
+    expect(received(101 * MiB, 100 * MiB)).toBe('101.0 MiB of about 100.0 MiB (99%)')
+  })
+
+  it('says small accounts in KiB and large ones in GiB (not "0.0 of about 0.0 MiB")', () => {
+    expect(size(86_000)).toBe('84 KiB')
+    expect(received(86_000, 87_000)).toBe('84 KiB of about 85 KiB (98%)')
+    expect(size(3 * 1024 * MiB)).toBe('3.00 GiB')
+  })
+
+  it('gives speed and time left from the average since the start, once there is something to go on', () => {
+    const started = (bytesReceived: number, secondsAgo: number, expected?: number) =>
+      ({
+        createdAt: 1_000_000 - secondsAgo * 1000,
+        progress: { bytesReceived },
+        ...(expected && { expected: { bytes: expected, blobs: 1 } }),
+      }) as InboundTransfer
+    expect(pace(started(MiB, 1), 1_000_000)).toBe('')
+    expect(pace(started(10 * MiB, 10, 40 * MiB), 1_000_000)).toBe('1.0 MiB/s, less than a minute left')
+    expect(pace(started(10 * MiB, 10, 610 * MiB), 1_000_000)).toBe('1.0 MiB/s, about 10 minutes left')
+    expect(pace(started(10 * MiB, 10, 7210 * MiB), 1_000_000)).toBe('1.0 MiB/s, about 2 h 0 min left')
+    expect(pace(started(10 * MiB, 10), 1_000_000)).toBe('1.0 MiB/s')
   })
 })
