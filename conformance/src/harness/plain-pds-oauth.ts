@@ -1,0 +1,59 @@
+import {
+  buildAtprotoLoopbackClientMetadata,
+  NodeOAuthClient,
+  type NodeSavedSession,
+  type NodeSavedState,
+  requestLocalLock,
+} from '@atproto/oauth-client-node'
+import type { SourceClient } from '@pds-transfer/destination'
+import { headlessAuthorize } from './headless-oauth.ts'
+
+/**
+ * A DPoP-bound OAuth session of `account` at a PDS's own authorization server (a loopback
+ * client asking for `scope`, signed in headlessly), as a `SourceClient`: how a destination reads
+ * a plain PDS without the user's password. Returns the scope the server granted too.
+ */
+export async function oauthSourceClient(params: {
+  pdsUrl: string
+  plcUrl: string
+  did: string
+  account: { username: string; password: string }
+  scope: string
+}): Promise<{ client: SourceClient; grantedScope: string }> {
+  const client = new NodeOAuthClient({
+    clientMetadata: buildAtprotoLoopbackClientMetadata({
+      scope: params.scope as never,
+      redirect_uris: ['http://127.0.0.1:9/callback'],
+    }),
+    stateStore: mapStore(new Map<string, NodeSavedState>()),
+    sessionStore: mapStore(new Map<string, NodeSavedSession>()),
+    requestLock: requestLocalLock,
+    allowHttp: true,
+    plcDirectoryUrl: params.plcUrl,
+  })
+  const authorizeUrl = await client.authorize(params.did, { scope: params.scope })
+  const callback = await headlessAuthorize(authorizeUrl, params.account)
+  const { session } = await client.callback(callback.searchParams)
+  const grantedScope = (await session.getTokenInfo()).scope ?? ''
+  return {
+    client: {
+      url: params.pdsUrl.replace(/\/$/, ''),
+      fetch: (path, init) => session.fetchHandler(path, init),
+    },
+    grantedScope,
+  }
+}
+
+function mapStore<V>(map: Map<string, V>) {
+  return {
+    async get(key: string) {
+      return map.get(key)
+    },
+    async set(key: string, value: V) {
+      map.set(key, value)
+    },
+    async del(key: string) {
+      map.delete(key)
+    },
+  }
+}
