@@ -65,7 +65,10 @@ describe('/migrate web UI', () => {
     const home = await (await get('/migrate')).text()
     expect(home).toContain('<label for="identifier">')
 
-    const check = await get(`/migrate/check?identifier=${encodeURIComponent(account.did)}`)
+    // Pasted from an app: a profile link with the DID in it.
+    const check = await get(
+      `/migrate/check?identifier=${encodeURIComponent(`https://bsky.app/profile/${account.did}`)}`,
+    )
     expect(check.status).toBe(200)
     const checklist = await check.text()
     expect(checklist).toContain(source.url) // the current server and its capabilities
@@ -182,6 +185,9 @@ describe('/migrate web UI', () => {
     expect(doc.rotationKeys).toEqual([userKey, account.recoveryKey.did(), dest.rotationKey.did()])
     const status = await (await get(`/xrpc/${NSID.getTransferStatus}?transferId=${transferId}`)).json()
     expect(status).toMatchObject({ status: 'completed' })
+    // Checking again afterwards: the account already lives here, nothing to move.
+    const here = await (await get(`/migrate/check?identifier=${encodeURIComponent(account.did)}`)).text()
+    expect(here).toContain('already lives on this server')
   })
 
   it('shows why the last attempt to finish came back to the code step, and the same code then works', async () => {

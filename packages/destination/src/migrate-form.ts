@@ -45,3 +45,17 @@ export function looksPrivate(typed: string): boolean {
     return false
   }
 }
+
+/**
+ * The handle or DID in what a person typed: `@alice.example.com`, `alice.example.com`, a DID, or
+ * a profile link pasted from an app (`https://bsky.app/profile/alice.example.com`, with a DID, or
+ * with a trailing path), or an `at://` URI.
+ */
+export function accountOf(typed: string): string {
+  const t = typed.trim()
+  const profile = /^https?:\/\/[^/]+\/profile\/([^/?#]+)/i.exec(t)
+  const at = /^at:\/\/([^/?#]+)/i.exec(t)
+  const found = profile?.[1] ?? at?.[1] ?? t
+  const decoded = decodeURIComponent(found).replace(/^@/, '')
+  return decoded.startsWith('did:') ? decoded : decoded.toLowerCase()
+}

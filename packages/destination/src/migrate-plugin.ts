@@ -4,7 +4,7 @@ import fp from 'fastify-plugin'
 import type { DidResolver } from './did-resolver.ts'
 import type { InboundTransfer } from './inbound-transfer.ts'
 import type { KeyRing } from './key-ring.ts'
-import { looksPrivate, normalizeCode, readPassword } from './migrate-form.ts'
+import { accountOf, looksPrivate, normalizeCode, readPassword } from './migrate-form.ts'
 import { counters, esc, liveProgress, page, steps } from './migrate-html.ts'
 import { keygenSection } from './migrate-keygen.ts'
 import { passwordFields, signInSection } from './migrate-password.ts'
@@ -41,7 +41,8 @@ export const migratePlugin = fp(
         reply,
         page(
           'Something went wrong',
-          `<p class="error" role="alert">${esc(message)}</p><p><a href="/migrate">Start again</a></p>`,
+          // Absolute: an OAuth callback may have landed on another name of this server (127.0.0.1).
+          `<p class="error" role="alert">${esc(message)}</p><p><a href="${esc(origin)}/migrate">Start again</a></p>`,
         ),
         status,
       )
@@ -77,9 +78,10 @@ ${error ? `<p class="error" role="alert" id="identifier-error">${esc(error)}</p>
 
     app.get('/migrate/check', async (request, reply) => {
       const identifier = String((request.query as { identifier?: unknown }).identifier ?? '').trim()
+      const wanted = accountOf(identifier)
       let did: string | undefined
       try {
-        did = identifier.startsWith('did:') ? identifier : await resolveHandle(identifier.replace(/^@/, ''))
+        did = wanted.startsWith('did:') ? wanted : await resolveHandle(wanted)
       } catch {
         did = undefined
       }
@@ -100,6 +102,17 @@ ${error ? `<p class="error" role="alert" id="identifier-error">${esc(error)}</p>
         return problem(reply, `Could not read the identity of ${did}: ${(err as Error).message}`)
       }
       const source = identity.pds.replace(/\/+$/, '')
+      if (source.toLowerCase() === origin.toLowerCase()) {
+        return html(
+          reply,
+          page(
+            'Already here',
+            `<p class="ok" role="status">${esc(identity.handle ?? did)} already lives on this server: there is nothing to move.</p>
+<p>Sign in to your apps with this server as your hosting provider (<strong>${esc(new URL(origin).host)}</strong>).</p>
+<p><a href="${esc(origin)}/migrate">Move another account</a></p>`,
+          ),
+        )
+      }
       let capabilities: ReturnType<typeof parseWellKnown>['document']
       try {
         const res = await fetch(`${source}${WELL_KNOWN_PATH}`, { signal: AbortSignal.timeout(10_000) })
@@ -365,12 +378,28 @@ If you already started a move here, signing in again takes you back to it.</p>
     }
 
     async function resolveHandle(handle: string): Promise<string | undefined> {
-      if (opts.resolveHandle) return opts.resolveHandle(handle)
-      const res = await fetch(`https://${handle}/.well-known/atproto-did`, {
-        signal: AbortSignal.timeout(5000),
-      })
-      const text = res.ok ? (await res.text()).trim() : ''
-      return text.startsWith('did:') ? text : undefined
+      const found = opts.resolveHandle
+        ? await opts.resolveHandle(handle)
+        : await fetch(`https://${handle}/.well-known/atproto-did`, {
+            signal: AbortSignal.timeout(5000),
+          }).then(
+            async (res) => {
+              const text = res.ok ? (await res.text()).trim() : ''
+              return text.startsWith('did:') ? text : undefined
+            },
+            () => undefined,
+          )
+      // A handle of this server's own accounts (someone checking whether they already moved).
+      return found ?? (await ownHandle(handle))
+    }
+
+    async function ownHandle(handle: string): Promise<string | undefined> {
+      const res = await fetch(
+        `${origin}/xrpc/com.atproto.identity.resolveHandle?handle=${encodeURIComponent(handle)}`,
+        { signal: AbortSignal.timeout(5000) },
+      ).catch(() => undefined)
+      const did = res?.ok ? ((await res.json()) as { did?: unknown }).did : undefined
+      return typeof did === 'string' ? did : undefined
     }
   },
   { name: '@pds-transfer/destination/migrate', fastify: '5.x' },
