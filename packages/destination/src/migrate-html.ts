@@ -45,14 +45,30 @@ const STEPS: Array<[InboundTransfer['stage'][], string]> = [
   [['activated'], 'Done'],
 ]
 
-/** The step list with the current one marked, for screen readers too. */
-export function steps(stage: InboundTransfer['stage']): string {
-  const current = STEPS.findIndex(([stages]) => stages.includes(stage))
+/** The step list with the current one marked (a failed transfer: the step it stopped at), for screen readers too. */
+export function steps(t: Pick<InboundTransfer, 'stage' | 'status' | 'failure' | 'repo'>): string {
+  const failedAt =
+    t.status !== 'failed'
+      ? -1
+      : ['PlcOperationInvalid', 'PlcSubmitFailed', 'ActivationFailed'].includes(t.failure?.reason ?? '')
+        ? 3
+        : t.repo
+          ? 1
+          : 0
+  const current = failedAt >= 0 ? failedAt : STEPS.findIndex(([stages]) => stages.includes(t.stage))
   const items = STEPS.map(([, label], i) => {
     // The last step is reached only when everything is done: it is a check, not "in progress".
     const last = i === STEPS.length - 1
-    const mark = i < current || (last && i === current) ? '✓ ' : i === current ? '→ ' : ''
-    return `<li${i === current ? ' aria-current="step"' : ''}>${mark}${esc(label)}</li>`
+    const mark =
+      i === failedAt
+        ? '✗ '
+        : i < current || (last && i === current)
+          ? '✓ '
+          : i === current
+            ? '→ '
+            : ''
+    const stopped = i === failedAt ? ' (stopped here)' : ''
+    return `<li${i === current ? ' aria-current="step"' : ''}>${mark}${esc(label)}${stopped}</li>`
   })
   return `<ol>${items.join('')}</ol>`
 }

@@ -4,6 +4,7 @@ import fp from 'fastify-plugin'
 import type { DidResolver } from './did-resolver.ts'
 import type { InboundTransfer } from './inbound-transfer.ts'
 import type { KeyRing } from './key-ring.ts'
+import { failedSection } from './migrate-failures.ts'
 import { accountOf, looksPrivate, normalizeCode, readPassword } from './migrate-form.ts'
 import { counters, esc, liveProgress, page, steps } from './migrate-html.ts'
 import { keygenSection } from './migrate-keygen.ts'
@@ -11,7 +12,6 @@ import { passwordFields, signInSection } from './migrate-password.ts'
 import type { SourceAuthorizer } from './source-authorizer.ts'
 import { SourceError } from './source-client.ts'
 import { EngineError, type TransferEngine } from './transfer-engine.ts'
-import { RESUMABLE } from './transfer-failure.ts'
 
 export interface MigratePluginOptions {
   engine: TransferEngine
@@ -48,7 +48,7 @@ export const migratePlugin = fp(
       )
     // Form posts must come from our own pages (browsers send Origin on POST).
     const sameOrigin = (request: FastifyRequest) => request.headers.origin === origin
-    const view = { host: new URL(opts.publicUrl).host, canSetPassword: opts.engine.canSetPassword }
+    const view = { origin, host: new URL(opts.publicUrl).host, canSetPassword: opts.engine.canSetPassword }
     const render = async (t: InboundTransfer, extra: PageExtra = {}) => {
       // At the code step: whether the account already holds a rotation key of its own.
       const holdsOwnKey =
@@ -136,8 +136,11 @@ server can change your identity. If anything goes wrong with the move, you depen
 a rotation key of your own at the last step of this move, before your identity changes.</li>`,
         `<li>Back up first: <a href="${esc(`${source}/xrpc/com.atproto.sync.getRepo?did=${encodeURIComponent(did)}`)}" download>download your
 repository (CAR file)</a>.</li>`,
-        `<li>Destination: <strong>${esc(new URL(origin).host)}</strong> (<code>${esc(opts.serviceDid)}</code>), encryption
-${algorithm ? `<strong>${esc(algorithm)}</strong>, supported by both servers` : '<strong>not compatible</strong> with your current server'}.</li>`,
+        algorithm
+          ? `<li>Your data goes straight from your current server to <strong>${esc(new URL(origin).host)}</strong>, encrypted
+end to end; it does not pass through this browser.</li>`
+          : `<li class="warn" role="note">Your current server and this one have no encryption method in common, so
+they cannot move your account between them. Ask either server's operator, or use a client-side migration tool.</li>`,
         `<li>Your email address, its confirmation and your settings are copied. Passwords are not: you choose the
 password for this server during the move (or later, by email). App passwords and apps you signed in to must
 be set up again here.</li>`,
@@ -151,11 +154,17 @@ move it away again.</li>`,
         page(
           'Before you move',
           `<dl>
-<dt>Account</dt><dd><code>${esc(did)}</code>${identity.handle ? ` (${esc(identity.handle)})` : ''}</dd>
-<dt>Current server</dt><dd>${esc(source)} (<code>${esc(capabilities.did)}</code>), transfer protocol version ${esc(capabilities.version)}</dd>
+<dt>Account</dt><dd>${identity.handle ? `<strong>${esc(identity.handle)}</strong>` : `<code>${esc(did)}</code>`}</dd>
+<dt>Current server</dt><dd>${esc(new URL(source).host)}</dd>
+<dt>New server</dt><dd>${esc(new URL(origin).host)}</dd>
 </dl>
 <h2>Checklist</h2>
 <ul>${checklist.join('\n')}</ul>
+<details><summary>Technical details</summary><dl>
+<dt>Account DID</dt><dd><code>${esc(did)}</code></dd>
+<dt>Current server</dt><dd>${esc(source)} (<code>${esc(capabilities.did)}</code>), transfer protocol version ${esc(capabilities.version)}</dd>
+<dt>New server</dt><dd><code>${esc(opts.serviceDid)}</code>${algorithm ? `, encryption <code>${esc(algorithm)}</code>` : ''}</dd>
+</dl></details>
 ${
   algorithm
     ? `<form method="post" action="/migrate/authorize">
@@ -421,7 +430,7 @@ interface PageExtra {
 
 function transferPage(
   t: InboundTransfer,
-  view: { host: string; canSetPassword: boolean },
+  view: { origin: string; host: string; canSetPassword: boolean },
   extra: PageExtra,
 ): string {
   const { host, canSetPassword } = view
@@ -446,15 +455,7 @@ ${rotationKeysSection(t)}
 <p>For the next 72 hours this server watches your identity log and will warn you if anything moves it away.</p>
 ${t.rollback ? `<p class="error" role="alert">${esc(t.rollback.message)}</p>` : ''}`
   } else if (t.status === 'failed') {
-    body = `<p class="error" role="alert">The transfer stopped: <strong>${esc(t.failure?.reason)}</strong>. ${esc(t.failure?.message)}</p>
-<p>Nothing changed on your current server: your account is still there and active.</p>
-${
-  t.failure && RESUMABLE.has(t.failure.reason)
-    ? `<form method="post" action="/migrate/authorize"><input type="hidden" name="did" value="${esc(t.did)}">
-<p>What was copied and verified is kept: signing in again continues from there.</p>
-<button type="submit">Sign in again and continue</button></form>`
-    : '<p><a href="/migrate">Start again</a>.</p>'
-}`
+    body = failedSection(t, view.origin)
   } else if (t.stage === 'awaitingPlcToken') {
     const missing = t.missingBlobs.length
     // A finishing attempt that came back here (spec/completion.md, C8): say why, and what to do,
@@ -519,7 +520,7 @@ ${t.stage === 'catchingUp' ? '<p class="ok" role="status">Your account was still
   }
   return page(
     t.status === 'completed' ? 'Moved' : 'Moving your account',
-    `${steps(t.stage)}\n${alert}\n${body}`,
+    `${steps(t)}\n${alert}\n${body}`,
     running ? { refreshSeconds: 2 } : {},
   )
 }
