@@ -1,4 +1,5 @@
 import { mkdir, readFile } from 'node:fs/promises'
+import { createRequire } from 'node:module'
 import { join } from 'node:path'
 import { P256Keypair } from '@atproto/crypto'
 import type { Browser, Page } from 'playwright-core'
@@ -9,6 +10,7 @@ import { type ReferencePdsPair, startReferencePdsPair } from '../src/harness/ref
 
 /** Screenshots of each step, kept as artifacts of the run. */
 const SHOTS = join(import.meta.dirname, '..', '..', 'test-artifacts', 'migrate-browser')
+const AXE = createRequire(import.meta.url).resolve('axe-core/axe.min.js')
 
 /**
  * A person's migration in real headless Chromium: B's /migrate, the checklist, A's own OAuth
@@ -20,12 +22,24 @@ describe('/migrate in Chromium', () => {
   let browser: Browser
   let page: Page
   let step = 0
+  /** Accessibility problems axe-core found on our pages (the source's own pages are not ours). */
+  const violations: string[] = []
   const shot = async (name: string) => {
     step++
     await page.screenshot({
       path: join(SHOTS, `${String(step).padStart(2, '0')}-${name}.png`),
       fullPage: true,
     })
+    if (new URL(page.url()).origin !== pair.b.url) return
+    await page.addScriptTag({ path: AXE })
+    const found = (await page.evaluate(async () => {
+      const axe = (globalThis as unknown as { axe: { run(): Promise<{ violations: unknown[] }> } }).axe
+      return (await axe.run()).violations
+    })) as { id: string; impact: string; nodes: { target: string[] }[] }[]
+    for (const v of found)
+      violations.push(
+        `${name}: ${v.id} (${v.impact}) at ${v.nodes.map((n) => n.target.join(' ')).join(', ')}`,
+      )
   }
 
   beforeAll(async () => {
@@ -131,5 +145,7 @@ describe('/migrate in Chromium', () => {
     })
     expect(session.status).toBe(200)
     expect(((await session.json()) as { active?: boolean }).active).toBe(true)
+    // Every page of ours passes axe-core's checks.
+    expect(violations).toEqual([])
   }, 120_000)
 })

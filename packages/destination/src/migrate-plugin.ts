@@ -131,7 +131,7 @@ ${error ? `<p class="error" role="alert" id="identifier-error">${esc(error)}</p>
           ? `<li>Rotation keys: ${identity.rotationKeys.length} keys can change your identity; the one at the top
 (<code>${esc(identity.rotationKeys[0])}</code>) overrides your current server's. Keep it safe: it is how you undo
 a bad move within 72 hours.</li>`
-          : `<li class="warn" role="note"><strong>You hold no rotation key of your own.</strong> Only your current
+          : `<li class="warn"><strong>You hold no rotation key of your own.</strong> Only your current
 server can change your identity. If anything goes wrong with the move, you depend on it to undo it. You can add
 a rotation key of your own at the last step of this move, before your identity changes.</li>`,
         `<li>Back up first: <a href="${esc(`${source}/xrpc/com.atproto.sync.getRepo?did=${encodeURIComponent(did)}`)}" download>download your
@@ -139,7 +139,7 @@ repository (CAR file)</a>.</li>`,
         algorithm
           ? `<li>Your data goes straight from your current server to <strong>${esc(new URL(origin).host)}</strong>, encrypted
 end to end; it does not pass through this browser.</li>`
-          : `<li class="warn" role="note">Your current server and this one have no encryption method in common, so
+          : `<li class="warn">Your current server and this one have no encryption method in common, so
 they cannot move your account between them. Ask either server's operator, or use a client-side migration tool.</li>`,
         `<li>Your email address, its confirmation and your settings are copied. Passwords are not: you choose the
 password for this server during the move (or later, by email). App passwords and apps you signed in to must
