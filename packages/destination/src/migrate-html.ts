@@ -60,13 +60,7 @@ export function steps(t: Pick<InboundTransfer, 'stage' | 'status' | 'failure' | 
     // The last step is reached only when everything is done: it is a check, not "in progress".
     const last = i === STEPS.length - 1
     const mark =
-      i === failedAt
-        ? '✗ '
-        : i < current || (last && i === current)
-          ? '✓ '
-          : i === current
-            ? '→ '
-            : ''
+      i === failedAt ? '✗ ' : i < current || (last && i === current) ? '✓ ' : i === current ? '→ ' : ''
     const stopped = i === failedAt ? ' (stopped here)' : ''
     return `<li${i === current ? ' aria-current="step"' : ''}>${mark}${esc(label)}${stopped}</li>`
   })
