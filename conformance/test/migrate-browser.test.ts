@@ -1,7 +1,8 @@
-import { mkdir, readFile } from 'node:fs/promises'
+import { mkdir, readFile, rename } from 'node:fs/promises'
 import { createRequire } from 'node:module'
 import { join } from 'node:path'
 import { P256Keypair } from '@atproto/crypto'
+import { CID } from 'multiformats/cid'
 import type { Browser, Page } from 'playwright-core'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { type SeededAccount, seedReferenceAccount } from '../src/fixtures/seed-reference-account.ts'
@@ -62,6 +63,11 @@ describe('/migrate in Chromium', () => {
   })
 
   it('clicks through the whole move', async () => {
+    // A's disk has lost one of her images (its database still lists it).
+    const lostCid = [...erin.blobs.keys()][1] as string
+    const blobstore = pair.a.pds.ctx.blobstore(erin.did) as unknown as { getStoredPath(cid: CID): string }
+    const lostPath = blobstore.getStoredPath(CID.parse(lostCid))
+    await rename(lostPath, `${lostPath}.lost`)
     await page.goto(`${pair.b.url}/migrate`)
     await shot('start')
     await page.fill('#identifier', erin.handle)
@@ -86,6 +92,16 @@ describe('/migrate in Chromium', () => {
     await shot('progress')
     const transferPage = page.url()
     await page.waitForSelector('input[name="token"]', { timeout: 60_000 })
+    // The copy finished anyway; the page names the post that would lose its image, and why.
+    await expect(page.textContent('main')).resolves.toContain('1 image or file could not be copied')
+    await expect(page.textContent('main')).resolves.toContain('the fault is there, not here')
+    await expect(page.textContent('main ul')).resolves.toMatch(/“.+”/)
+    await shot('missing-image')
+    // A's operator restores the file; "Try those again" fetches it, and the warning is gone.
+    await rename(`${lostPath}.lost`, lostPath)
+    await page.click('form[action$="/retry-missing"] button')
+    await page.waitForSelector('text=Every image and file is here now.')
+    await expect(page.textContent('main')).resolves.not.toContain('could not be copied')
     await shot('plc-code-form')
     // A mistyped code first: refused, and still explained to a user who comes back later.
     await page.fill('input[name="token"]', 'AAAAA-BBBBB')

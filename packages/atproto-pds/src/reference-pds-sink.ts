@@ -10,6 +10,7 @@ import type { AccountState } from '@pds-transfer/core'
 import {
   type AccountSink,
   type BlobUpload,
+  type BlobUse,
   ImportFailure,
   type RepoStaging,
   stagedRecords,
@@ -239,6 +240,29 @@ export class ReferencePdsSink implements AccountSink {
     if (!(await this.ctx.accountManager.verifyAccountPassword(did as Did, password))) {
       throw new Error(`${did} has no sign-in record here (no email was moved)`)
     }
+  }
+
+  async recordsUsingBlobs(did: string, cids: string[]): Promise<BlobUse[]> {
+    if (cids.length === 0) return []
+    return this.ctx.actorStore.read(did as Did, async (store) => {
+      const links = await store.repo.db.db
+        .selectFrom('record_blob')
+        .select(['recordUri', 'blobCid'])
+        .where('blobCid', 'in', cids)
+        .execute()
+      const uses: BlobUse[] = []
+      for (const link of links) {
+        const record = await store.record.getRecord(new AtUri(link.recordUri), null)
+        const value = (record?.value ?? {}) as { text?: unknown; createdAt?: unknown }
+        uses.push({
+          cid: link.blobCid,
+          uri: link.recordUri,
+          ...(typeof value.text === 'string' && { text: value.text.slice(0, 120) }),
+          ...(typeof value.createdAt === 'string' && { createdAt: value.createdAt }),
+        })
+      }
+      return uses
+    })
   }
 
   /** The account's blob index, opened on first use and closed once blobs stop arriving. */

@@ -53,4 +53,19 @@ export interface AccountSink {
    * Optional: a PDS without it has its users set one through its own reset-password email.
    */
   setPassword?(did: string, password: string): Promise<void>
+  /**
+   * The records (posts, profile, ...) that reference the given blobs, for telling a user which
+   * posts would lose which images if they move without them. Optional.
+   */
+  recordsUsingBlobs?(did: string, cids: string[]): Promise<BlobUse[]>
+}
+
+/** A record that references a blob, as the user would recognise it. */
+export interface BlobUse {
+  cid: string
+  /** `at://` URI of the record. */
+  uri: string
+  /** The start of its text (a post's), if it has one. */
+  text?: string
+  createdAt?: string
 }

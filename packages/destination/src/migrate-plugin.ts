@@ -1,6 +1,7 @@
 import { parseWellKnown, selectAlgorithm, WELL_KNOWN_PATH } from '@pds-transfer/core'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
+import type { BlobUse } from './account-sink.ts'
 import type { DidResolver } from './did-resolver.ts'
 import type { InboundTransfer } from './inbound-transfer.ts'
 import type { KeyRing } from './key-ring.ts'
@@ -58,7 +59,11 @@ export const migratePlugin = fp(
               () => true,
             )
           : true
-      return transferPage(t, view, { holdsOwnKey, ...extra })
+      const missingUses =
+        t.stage === 'awaitingPlcToken' && t.missingBlobs.length > 0
+          ? await opts.engine.missingBlobUses(t.transferId).catch(() => [])
+          : []
+      return transferPage(t, view, { holdsOwnKey, missingUses, ...extra })
     }
 
     /** The start page; after an error, with what was typed and the error at the field. */
@@ -293,6 +298,24 @@ If you already started a move here, signing in again takes you back to it.</p>
       }
     })
 
+    app.post('/migrate/transfer/:id/retry-missing', async (request, reply) => {
+      if (!sameOrigin(request)) return problem(reply, 'This form must be sent from this site.', 403)
+      const id = (request.params as { id: string }).id
+      const before = await opts.engine.get(id)
+      if (!before) return problem(reply, 'No such transfer.', 404)
+      try {
+        const t = await opts.engine.retryMissingBlobs(id)
+        const found = before.missingBlobs.length - t.missingBlobs.length
+        const notice =
+          t.missingBlobs.length === 0
+            ? 'Every image and file is here now.'
+            : `${found} of ${before.missingBlobs.length} found this time; your current server still lacks the others.`
+        return html(reply, await render(t, { notice }))
+      } catch (err) {
+        return html(reply, await render(before, { error: (err as Error).message }), 400)
+      }
+    })
+
     app.post('/migrate/transfer/:id/resend-token', async (request, reply) => {
       if (!sameOrigin(request)) return problem(reply, 'This form must be sent from this site.', 403)
       const id = (request.params as { id: string }).id
@@ -426,6 +449,8 @@ interface PageExtra {
   invalid?: 'token' | 'rotationKey' | 'password'
   /** The account lists a rotation key besides its server's (else the key section opens itself). */
   holdsOwnKey?: boolean
+  /** The records that use the blobs still missing. */
+  missingUses?: BlobUse[]
 }
 
 function transferPage(
@@ -465,17 +490,13 @@ ${t.rollback ? `<p class="error" role="alert">${esc(t.rollback.message)}</p>` : 
         ? `<p class="warn" role="alert">Your last attempt to finish the move did not complete (${esc(t.failure.reason)}): ${esc(t.failure.message.replace(/\.$/, ''))}.
 Nothing has moved yet: your identity still points to your current server. Enter your code again, or have a new one emailed.</p>`
         : ''
-    body = `${lastAttempt}<p class="ok" role="status">Everything has been copied and verified${
+    body = `${lastAttempt}<p class="ok" role="status">${missing > 0 ? 'Everything your current server still has' : 'Everything'} has been copied and verified${
       t.endOfStream === 'unverified'
         ? ' (your old server cannot confirm the end of the stream, so every image was checked one by one)'
         : ''
     }.</p>
 ${counters(t)}
-${
-  missing > 0
-    ? `<p class="warn" role="note">${missing} images or files could not be copied: ${t.missingBlobs.map((c) => `<code>${esc(c)}</code>`).join(', ')}</p>`
-    : ''
-}
+${missing > 0 ? missingReport(t, extra.missingUses ?? []) : ''}
 <form method="post" action="/migrate/transfer/${esc(t.transferId)}/complete">
 <p>Your current server has emailed you a confirmation code. Entering it lets your identity move here.
 Codes are usually valid for 15 minutes; if yours has expired, have a new one emailed below.</p>
@@ -534,4 +555,23 @@ function rotationKeysSection(t: InboundTransfer): string {
 them can undo, within 72 hours, a change made with any key below it: keep yours safe, it is how you take your
 account back if a server ever moves it without you.</p>
 <ol>${keys.map((k) => `<li><code>${esc(k)}</code></li>`).join('')}</ol>`
+}
+
+/** Which posts would lose which images, whose fault it is, and the two ways on. */
+function missingReport(t: InboundTransfer, uses: BlobUse[]): string {
+  const missing = t.missingBlobs.length
+  const posts = uses.map(
+    (u) =>
+      `<li>${u.text ? `“${esc(u.text)}”` : `<code>${esc(u.uri)}</code>`}${u.createdAt ? ` (${esc(u.createdAt.slice(0, 10))})` : ''}</li>`,
+  )
+  return `<div class="warn" role="note">
+<p><strong>${missing} ${missing === 1 ? 'image or file' : 'images or files'} could not be copied:</strong> your current
+server no longer has ${missing === 1 ? 'it' : 'them'} (the fault is there, not here; everything else was copied and checked).</p>
+${posts.length > 0 ? `<p>These would lose ${missing === 1 ? 'it' : 'them'}:</p><ul>${posts.join('')}</ul>` : ''}
+<form method="post" action="/migrate/transfer/${esc(t.transferId)}/retry-missing">
+<button type="submit">Try those again</button>
+</form>
+<p>Or move anyway: tick "Move anyway, without the missing files" below.</p>
+<details><summary>Technical details</summary><ul>${t.missingBlobs.map((c) => `<li><code>${esc(c)}</code></li>`).join('')}</ul></details>
+</div>`
 }

@@ -1,6 +1,6 @@
 import type * as plc from '@did-plc/lib'
 import { commonExtensions, EXTENSION, NSID, selectAlgorithm } from '@pds-transfer/core'
-import type { AccountSink } from './account-sink.ts'
+import type { AccountSink, BlobUse } from './account-sink.ts'
 import type { DidResolver } from './did-resolver.ts'
 import { EngineError } from './engine-error.ts'
 import { DEFAULT_LIMITS, type EngineLimits } from './engine-limits.ts'
@@ -548,6 +548,31 @@ export class TransferEngine {
   /** Gives an unfinished transfer the source session of a fresh sign-in (the old one may be gone). */
   attach(transferId: string, client: SourceClient): void {
     this.sessions.set(transferId, client)
+  }
+
+  /** Which records use the blobs still missing from a transfer (empty where the sink cannot tell). */
+  async missingBlobUses(transferId: string): Promise<BlobUse[]> {
+    const t = await this.options.store.get(transferId)
+    if (!t || t.missingBlobs.length === 0) return []
+    return (await this.options.sink.recordsUsingBlobs?.(t.did, t.missingBlobs)) ?? []
+  }
+
+  /**
+   * Fetches the blobs still missing from a transfer waiting for its code once more (the user's
+   * "try those again", e.g. after the source's operator restored them). Returns the record.
+   */
+  async retryMissingBlobs(transferId: string): Promise<InboundTransfer> {
+    const t = await this.options.store.get(transferId)
+    if (!t) throw new EngineError('TransferNotFound', `no transfer ${transferId}`)
+    if (t.stage !== 'awaitingPlcToken' || t.missingBlobs.length === 0) return t
+    const client = this.sessions.get(transferId)
+    if (!client) throw new EngineError('InvalidState', 'no authorized session with the source; sign in again')
+    const progress = { ...t.progress }
+    const missing = await this.puller.reconcile(transferId, t.did, client, new Set(t.missingBlobs), progress)
+    return this.options.store.update(transferId, {
+      missingBlobs: missing,
+      progress: { ...progress, blobsMissing: missing.length },
+    })
   }
 
   /** Whether this destination's sink can set a password the user chooses in /migrate. */
