@@ -26,8 +26,17 @@ export interface OAuthSourceAuthorizerOptions {
   plcDirectoryUrl?: string
   /** Allow plain-HTTP authorization servers and PDSes (development only). */
   allowHttp?: boolean
-  /** Display name in the source's consent screen. */
+  /**
+   * What the source's consent screen shows about who asks (public clients only: a loopback
+   * development client has no metadata document, so sources show a generic "an application
+   * on your device"). Default name: "<host> account transfer".
+   */
   clientName?: string
+  /** An https URL of the operator's logo. */
+  logoUri?: string
+  /** The operator's terms of service and privacy policy (https). */
+  tosUri?: string
+  policyUri?: string
 }
 
 /**
@@ -60,7 +69,11 @@ export class OAuthSourceAuthorizer implements SourceAuthorizer {
       : {
           client_id: `${base.origin}${CLIENT_METADATA_PATH}`,
           client_name: options.clientName ?? `${base.hostname} account transfer`,
-          client_uri: base.origin,
+          // The /migrate page: where the user came from and what the request is for.
+          client_uri: `${base.origin}/migrate`,
+          ...(options.logoUri && { logo_uri: options.logoUri }),
+          ...(options.tosUri && { tos_uri: options.tosUri }),
+          ...(options.policyUri && { policy_uri: options.policyUri }),
           redirect_uris: [`${base.origin}${CALLBACK_PATH}`],
           scope: TRANSFER_OAUTH_SCOPE,
           grant_types: ['authorization_code', 'refresh_token'],
