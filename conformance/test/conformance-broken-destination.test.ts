@@ -10,7 +10,9 @@ import { destinationChecks, runChecks } from '../src/suite/index.ts'
 import { type SelfDestination, startSelfDestination } from '../src/suite/self-destination.ts'
 
 /** Which deliberately broken build of our destination the core module below gives. */
-const broken = vi.hoisted(() => ({ variant: 'none' as 'none' | 'blob-cid' | 'aead-tag' | 'preferences' }))
+const broken = vi.hoisted(() => ({
+  variant: 'none' as 'none' | 'blob-cid' | 'aead-tag' | 'preferences' | 'mst',
+}))
 
 /**
  * Deliberately broken builds of our destination, one check of the core module turned off at a
@@ -97,6 +99,48 @@ vi.mock('@pds-transfer/core', async (importOriginal) => {
   }
 })
 
+/**
+ * A destination whose repo verifier checks the commit (its DID and signature) but walks the MST
+ * without checking anything of it: not key order, prefix compression, layers nor node shape.
+ * Mocked by file, since the frame importer imports the verifier by relative path.
+ */
+vi.mock('../../packages/destination/src/repo-verifier.ts', async (importOriginal) => {
+  const real = await importOriginal<typeof import('../../packages/destination/src/repo-verifier.ts')>()
+  const { decode } = await import('@atproto/lex-cbor')
+  const { decodeCid, enumBlobRefs, getBlobCidString } = await import('@atproto/lex-data')
+  const { verifyCommitSig } = await import('@atproto/repo')
+  const { InvalidRepoError } = await import('../../packages/destination/src/car-blocks.ts')
+  type Params = Parameters<typeof real.verifyStagedRepo>[0]
+  type Node = { l: Cid | null; e: { v: Cid; t: Cid | null }[] }
+  type Cid = ReturnType<typeof decodeCid>
+  async function mstUncheckedVerify(params: Params): ReturnType<typeof real.verifyStagedRepo> {
+    const block = async (cid: Cid) => decode((await params.staging.get(cid.bytes)) as Uint8Array)
+    const root = decodeCid(params.root.bytes)
+    const commit = (await block(root)) as { did: string; rev: string; data: Cid }
+    if (commit.did !== params.did) throw new InvalidRepoError(`commit is for ${commit.did}`)
+    if (!(await verifyCommitSig(commit as never, params.signingKey)))
+      throw new InvalidRepoError('commit signature does not verify')
+    const out = { commitCid: root.toString(), rev: commit.rev, records: 0, blobCids: new Set<string>() }
+    const walk = async (cid: Cid): Promise<void> => {
+      const node = (await block(cid)) as Node
+      if (node.l) await walk(node.l)
+      for (const e of node.e) {
+        out.records++
+        for (const ref of enumBlobRefs(await block(e.v), { allowLegacy: true, strict: false }))
+          out.blobCids.add('cid' in ref ? ref.cid : getBlobCidString(ref))
+        if (e.t) await walk(e.t)
+      }
+    }
+    await walk(commit.data)
+    return out
+  }
+  return {
+    ...real,
+    verifyStagedRepo: (params: Params) =>
+      (broken.variant === 'mst' ? mstUncheckedVerify : real.verifyStagedRepo)(params),
+  }
+})
+
 describe('the suite against broken builds of our destination', () => {
   let plcDir: PlcDirectory
   let self: SelfDestination
@@ -145,6 +189,12 @@ describe('the suite against broken builds of our destination', () => {
     expect(evidence['destination.rejects.reordered-frames']).toMatch(/wrong reason: .*BlobInvalid/)
     expect(evidence['destination.rejects.content-type-swap']).toMatch(/wrong reason: .*PreferencesInvalid/)
     expect(evidence['destination.rejects.did-swap']).toMatch(/wrong reason: .*RepoInvalid/)
+  }, 60_000)
+
+  it('not checking the MST: fails destination.rejects.mst-invalid, and only that', async () => {
+    const failed = await failures('mst')
+    expect(failed.map((r) => r.id)).toEqual(['destination.rejects.mst-invalid'])
+    expect(failed[0]?.evidence).toMatch(/accepted the stream/)
   }, 60_000)
 
   it('checking only that preferences are an array: fails destination.rejects.preferences-item-invalid only', async () => {

@@ -7,6 +7,7 @@ import type { Browser, Page } from 'playwright-core'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { type SeededAccount, seedReferenceAccount } from '../src/fixtures/seed-reference-account.ts'
 import { launchChromium } from '../src/harness/chromium.ts'
+import { headlessAuthorize } from '../src/harness/headless-oauth.ts'
 import { type ReferencePdsPair, startReferencePdsPair } from '../src/harness/reference-pds.ts'
 
 /** Screenshots of each step, kept as artifacts of the run. */
@@ -163,5 +164,68 @@ describe('/migrate in Chromium', () => {
     expect(((await session.json()) as { active?: boolean }).active).toBe(true)
     // Every page of ours passes axe-core's checks.
     expect(violations).toEqual([])
+  }, 120_000)
+
+  it('works on a 390x844 screen, keyboard only, with JavaScript off', async () => {
+    const frank = await seedReferenceAccount(pair.a.url, {
+      handle: 'frank.test',
+      email: 'frank@example.com',
+      password: 'frank-password-1',
+      posts: 30,
+      images: 2,
+      follows: 2,
+    })
+    const context = await browser.newContext({
+      viewport: { width: 390, height: 844 },
+      javaScriptEnabled: false,
+    })
+    const small = await context.newPage()
+    const fits = async () =>
+      expect(await small.evaluate(() => document.documentElement.scrollWidth)).toBeLessThanOrEqual(390)
+    const mobileShot = (name: string) =>
+      small.screenshot({ path: join(SHOTS, `mobile-${name}.png`), fullPage: true })
+    try {
+      await small.goto(`${pair.b.url}/migrate`)
+      await fits()
+      // Keyboard only: the handle field, then Enter.
+      await small.keyboard.press('Tab')
+      await small.keyboard.type(frank.handle)
+      await small.keyboard.press('Enter')
+      await small.waitForURL(/\/migrate\/check/)
+      await fits()
+      await mobileShot('checklist')
+      // The source's sign-in page is its own (a script app); sign in there headlessly, as the
+      // user would have, and continue on our pages without scripts.
+      const authorize = await fetch(`${pair.b.url}/migrate/authorize`, {
+        method: 'POST',
+        redirect: 'manual',
+        headers: { 'content-type': 'application/x-www-form-urlencoded', origin: pair.b.url },
+        body: new URLSearchParams({ did: frank.did }),
+      })
+      const callback = await headlessAuthorize(new URL(authorize.headers.get('location') as string), {
+        username: frank.handle,
+        password: frank.password,
+      })
+      await small.goto(callback.toString())
+      // Without scripts the page refreshes itself until the code is asked for.
+      await small.waitForSelector('input[name="token"]', { timeout: 60_000 })
+      await fits()
+      await mobileShot('code-form')
+      const token = pair.plcTokens.get(frank.did)?.at(-1) as string
+      await small.focus('#token')
+      await small.keyboard.type(token)
+      // Tab through the form to its button, as a keyboard user does.
+      for (let i = 0; i < 30; i++) {
+        const focused = await small.evaluate(() => document.activeElement?.textContent ?? '')
+        if (focused.includes('Move my account')) break
+        await small.keyboard.press('Tab')
+      }
+      await small.keyboard.press('Enter')
+      await small.waitForSelector('h1:has-text("Moved")', { timeout: 60_000 })
+      await fits()
+      await mobileShot('moved')
+    } finally {
+      await context.close()
+    }
   }, 120_000)
 })

@@ -25,6 +25,12 @@ export function onFirstRead(
   stream: AsyncIterable<Uint8Array>,
   beforeRead: () => void | Promise<void>,
 ): AsyncIterable<Uint8Array> {
+  // A Node stream is closed by destroy; an unstarted iterator's return() would leave its file open.
+  const close = async (inner: AsyncIterator<Uint8Array>) => {
+    const closable = stream as { destroy?: () => void }
+    if (typeof closable.destroy === 'function') closable.destroy()
+    else await inner.return?.()
+  }
   return {
     [Symbol.asyncIterator]() {
       const inner = stream[Symbol.asyncIterator]()
@@ -36,14 +42,14 @@ export function onFirstRead(
             try {
               await beforeRead()
             } catch (err) {
-              await inner.return?.()
+              await close(inner)
               throw err
             }
           }
           return inner.next()
         },
         async return() {
-          await inner.return?.()
+          await close(inner)
           return { done: true, value: undefined }
         },
       }

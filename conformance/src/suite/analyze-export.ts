@@ -1,5 +1,6 @@
-import { enumBlobRefs, getBlobCid, type LexValue } from '@atproto/lex-data'
-import { cborToLexRecord, readCarWithRoot, verifyRepoCar } from '@atproto/repo'
+import { Secp256k1Keypair } from '@atproto/crypto'
+import { decode as cborDecode, encode as cborEncode } from '@atproto/lex-cbor'
+import { cidForCbor, isPlainObject, type LexValue } from '@atproto/lex-data'
 import {
   CONTENT_TYPE,
   CONTENT_TYPE_ORDER,
@@ -18,6 +19,8 @@ import {
   setupRecipient,
   WireError,
 } from '@pds-transfer/core'
+import { verifiedCarBatches, verifyStagedRepo } from '@pds-transfer/destination'
+import { MemoryStaging } from '../harness/memory-staging.ts'
 import type { ExportCapture } from './export-capture.ts'
 
 /**
@@ -74,7 +77,10 @@ export interface ExportAnalysis {
     root: string
     rev?: string
     records?: number
-    /** `ok`: commit signature (DID key, DID) and MST verified by @atproto/repo. */
+    /**
+     * `ok`: the repo passed the destination's verifier (spec/repo-verification.md) with the DID's
+     * key; `not-checked`: it passed without the key (every rule but the commit signature).
+     */
     verified: 'ok' | 'failed' | 'not-checked'
     detail?: string
   }
@@ -93,10 +99,12 @@ const utf8 = new TextDecoder('utf-8', { fatal: true })
 const TAG = 16
 
 /**
- * Decodes a captured response independently of the destination package: frame headers by
- * hand, each frame decrypted with the key, nonce and AAD of its position (so a numbering bug
- * and a bad tag are told apart), then each payload checked by kind. Collects every violation
- * instead of stopping at the first, so one run names all that is wrong.
+ * Decodes a captured response independently of the destination's stream decoder: frame headers
+ * by hand, each frame decrypted with the key, nonce and AAD of its position (so a numbering bug
+ * and a bad tag are told apart), then each payload checked by kind. The repo CAR alone is judged
+ * by the destination's verifier, which is the repository spec's rules (spec/repo-verification.md)
+ * where `@atproto/repo` is laxer or stricter. Collects every violation instead of stopping at the
+ * first, so one run names all that is wrong.
  */
 export async function analyzeExport(
   capture: ExportCapture,
@@ -261,14 +269,18 @@ export async function analyzeExport(
       if (out.car) continue
       await analyzeCar(out, bytes, capture.did, options.signingKey ?? capture.signingKey, f.index)
     } else if (f.contentType === CONTENT_TYPE.blobpack) {
+      // Held per frame and counted only once the whole pack reads: a refused pack's blobs
+      // (even the entries before the bad one) are not received, as a destination discards them.
+      const received = new Map<string, number>()
       try {
         const summary = await readBlobpack(once(bytes), {
           onBlob: ({ cid, size }) => ({
             write: () => {},
-            end: () => void out.blobs.set(cid.toString(), size),
+            end: () => void received.set(cid.toString(), size),
             abort: () => {},
           }),
         })
+        for (const [cid, size] of received) out.blobs.set(cid, size)
         out.blobEntries += summary.entries
       } catch (err) {
         v(
@@ -348,36 +360,31 @@ async function analyzeCar(
   signingKey: string | undefined,
   index: number,
 ): Promise<void> {
-  let blocks: Awaited<ReturnType<typeof readCarWithRoot>>['blocks']
+  const staging = new MemoryStaging()
+  let root: CarRoot | undefined
   try {
-    const car = await readCarWithRoot(bytes)
-    blocks = car.blocks
-    out.car = { root: car.root.toString(), verified: 'not-checked' }
+    for await (const batch of verifiedCarBatches(once(bytes), { onRoot: (r) => (root = r) }))
+      await staging.put(batch)
   } catch (err) {
+    if (root) out.car = { root: root.toString(), verified: 'failed', detail: (err as Error).message }
     out.violations.push({
       code: 'RepoInvalid',
       frame: index,
-      message: `not a CAR with one root: ${(err as Error).message}`,
+      message: `not a valid repo CAR: ${(err as Error).message}`,
     })
     return
   }
+  if (!root) throw new Error('the CAR reader yielded no root')
+  out.car = { root: root.toString(), verified: 'not-checked' }
   try {
-    // Without the DID's key the MST is still walked (records and their blob references).
-    const repo = await verifyRepoCar(bytes, did, signingKey)
-    out.car.rev = repo.commit.rev
-    out.car.records = repo.creates.length
-    const refs = new Set<string>()
-    for (const c of repo.creates) {
-      const block = blocks.get(c.cid)
-      if (!block) continue
-      for (const ref of enumBlobRefs(cborToLexRecord(block) as LexValue, {
-        allowLegacy: true,
-        strict: false,
-      })) {
-        refs.add(getBlobCid(ref).toString())
-      }
-    }
-    out.referencedBlobs = [...refs]
+    // The destination's own verifier (spec/repo-verification.md): what a source is judged by is
+    // exactly what a destination will refuse. Without the DID's key, the commit is re-signed with
+    // a throwaway key so that every rule but the signature is still checked.
+    const key = signingKey ? { did: signingKey } : await resign(staging, root)
+    const repo = await verifyStagedRepo({ staging, root: key.root ?? root, did, signingKey: key.did })
+    out.car.rev = repo.rev
+    out.car.records = repo.records
+    out.referencedBlobs = [...repo.blobCids]
     if (signingKey) out.car.verified = 'ok'
     else out.car.detail = 'the DID signing key is unknown: commit signature not checked'
   } catch (err) {
@@ -389,6 +396,38 @@ async function analyzeCar(
       message: `the CAR does not verify for ${did}: ${(err as Error).message}`,
     })
   }
+}
+
+type CarRoot = Parameters<typeof verifyStagedRepo>[0]['root']
+
+let throwaway: Promise<Secp256k1Keypair> | undefined
+
+/**
+ * A copy of the commit with only its `sig` replaced, signed by a throwaway key and staged under
+ * its own CID. A commit that is not a DRISL map with a byte `sig` is left alone: the verifier
+ * refuses it before it gets to the signature, so the key does not matter.
+ */
+async function resign(staging: MemoryStaging, root: CarRoot): Promise<{ did: string; root?: CarRoot }> {
+  throwaway ??= Secp256k1Keypair.create()
+  const key = await throwaway
+  const original = await staging.get(root.bytes)
+  let commit: unknown
+  try {
+    commit = original && cborDecode(original)
+  } catch {
+    return { did: key.did() }
+  }
+  if (!original || !isPlainObject(commit) || !(commit.sig instanceof Uint8Array)) return { did: key.did() }
+  // A non-canonical commit must reach the verifier as sent, so it can say so.
+  if (!Buffer.from(cborEncode(commit as LexValue)).equals(original)) return { did: key.did() }
+  const { sig: _sig, ...unsigned } = commit
+  const resigned = cborEncode({
+    ...unsigned,
+    sig: await key.sign(cborEncode(unsigned as LexValue)),
+  } as LexValue)
+  const cid = await cidForCbor(resigned)
+  await staging.put([{ cid: cid.bytes, bytes: resigned }])
+  return { did: key.did(), root: cid }
 }
 
 async function* once(bytes: Uint8Array) {

@@ -348,6 +348,12 @@ export const destinationChecks: readonly Check<DestinationTarget>[] = [
     ['RepoInvalid'],
   ),
   rejects(
+    'mst-invalid',
+    '§2.5',
+    "a repo signed with the DID's key whose MST holds its keys out of order is refused",
+    ['RepoInvalid'],
+  ),
+  rejects(
     'car-block-mismatch',
     '§2.5',
     'a repo CAR block whose bytes do not hash to its CID (still a valid record) is refused',

@@ -8,6 +8,7 @@ import { blobCid, CONTENT_TYPE, encodeBlobpack, NSID, WELL_KNOWN_PATH } from '@p
 import { bearerSourceClient, createTransferId, type SourceClient } from '@pds-transfer/destination'
 import Fastify from 'fastify'
 import { buildAccount, type FixtureAccount, fixtureBytes } from '../fixtures/build-account.ts'
+import { buildRepoCar, flatNode, pathsAtLayer } from '../fixtures/repo-car.ts'
 import {
   type CraftedFrame,
   craftedSourceClient,
@@ -48,10 +49,30 @@ export type HostileBehaviour =
   | 'repo-car-twice'
   | 'car-block-mismatch'
   | 'car-other-did'
+  | 'mst-invalid'
   | 'getblob-wrong-bytes'
   | 'complete-drops-recovery-key'
 
 const BASE32 = 'abcdefghijklmnopqrstuvwxyz234567'
+
+/**
+ * A repo signed with the account's key whose one MST node holds its keys in descending order.
+ * All keys are of layer 0 and prefix-compressed against their predecessor, so key order is the
+ * only rule broken: a destination that walks the tree without checking it imports the repo.
+ */
+async function carWithUnorderedMst(account: FixtureAccount): Promise<Uint8Array> {
+  const paths = await pathsAtLayer('app.bsky.feed.post', 0, 3)
+  return buildRepoCar(
+    { did: account.did, key: account.signingKey },
+    {
+      records: paths.map((path, i) => ({
+        path,
+        value: { $type: 'app.bsky.feed.post', text: `post ${i}`, createdAt: new Date().toISOString() },
+      })),
+      root: (leaves) => flatNode([...leaves].reverse()),
+    },
+  )
+}
 
 /** A preferences frame whose second item fails `app.bsky.actor.defs#adultContentPref` (a string, not a boolean). */
 export const BAD_PREFERENCES = [
@@ -87,6 +108,7 @@ function mustNotStoreOf(behaviour: HostileBehaviour, blobs: string[]): HostileAc
     case 'transfer-id-swap':
     case 'car-block-mismatch':
     case 'car-other-did':
+    case 'mst-invalid':
       return { repo: true, blobs }
     case 'tampered-blobpack':
     case 'reordered-frames':
@@ -267,6 +289,10 @@ export async function startHostileSource(options: {
           { contentType: CONTENT_TYPE.repoCar, bytes: car },
           ...(await craftedFrames(account)).slice(1),
         ])
+      }
+      case 'mst-invalid': {
+        const car = await carWithUnorderedMst(account)
+        return craftedSourceClient(honest, () => [{ contentType: CONTENT_TYPE.repoCar, bytes: car }])
       }
       case 'repo-car-twice':
         // Decision D12: the repo is one frame; a second CAR (the same one) is out of order.

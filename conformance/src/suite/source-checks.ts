@@ -224,7 +224,8 @@ export const sourceChecks: readonly Check<SourceTarget>[] = [
     id: 'source.export.repo-car',
     section: '§2.5',
     level: 'MUST',
-    title: "the CAR's commit is signed by the DID's key, names the DID, and its MST is complete",
+    title:
+      "the repo CAR meets the repository spec as our destination verifies it (spec/repo-verification.md): commit signed by the DID's key and naming the DID, canonical MST, valid records",
     async run(t) {
       const { analysis } = await recorded(t)
       noViolations(analysis, ['RepoInvalid'], '')

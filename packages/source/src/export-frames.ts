@@ -156,7 +156,11 @@ function validated(encode: () => Uint8Array): Uint8Array {
 async function blobReadable(source: AccountSource, did: string, cid: string): Promise<boolean> {
   const stream = await source.openBlob(did, cid)
   if (!stream) return false
-  await stream[Symbol.asyncIterator]().return?.()
+  // A Node stream is closed by destroy (an unstarted async iterator's return() would not run
+  // the stream's cleanup, and its file would stay open until garbage collection).
+  const closable = stream as { destroy?: () => void }
+  if (typeof closable.destroy === 'function') closable.destroy()
+  else await stream[Symbol.asyncIterator]().return?.()
   return true
 }
 
