@@ -181,7 +181,7 @@ describe('/migrate in Chromium', () => {
     })
     const small = await context.newPage()
     const fits = async () =>
-      expect(await small.evaluate(() => document.documentElement.scrollWidth)).toBeLessThanOrEqual(390)
+      expect(Number(await small.evaluate('document.documentElement.scrollWidth'))).toBeLessThanOrEqual(390)
     const mobileShot = (name: string) =>
       small.screenshot({ path: join(SHOTS, `mobile-${name}.png`), fullPage: true })
     try {
@@ -216,7 +216,7 @@ describe('/migrate in Chromium', () => {
       await small.keyboard.type(token)
       // Tab through the form to its button, as a keyboard user does.
       for (let i = 0; i < 30; i++) {
-        const focused = await small.evaluate(() => document.activeElement?.textContent ?? '')
+        const focused = String(await small.evaluate("document.activeElement?.textContent ?? ''"))
         if (focused.includes('Move my account')) break
         await small.keyboard.press('Tab')
       }
