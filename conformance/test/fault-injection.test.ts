@@ -40,6 +40,8 @@ const REASONS: Record<FailureReason, true> = {
   LimitExceeded: true,
   Interrupted: true,
   LocalStorage: true,
+  Cancelled: true,
+  PlcUnreachable: true,
 }
 
 /** Small deterministic PRNG (mulberry32), so a failing run can be replayed with FAULT_SEED. */

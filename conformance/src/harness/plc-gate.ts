@@ -4,9 +4,10 @@ import type { AddressInfo, Socket } from 'node:net'
 /**
  * What the gate does with the next operation POSTed to the PLC directory:
  * `open` forwards it; `drop` holds it and never forwards (PLC never sees it); `swallow`
- * forwards it and holds PLC's answer (PLC accepted it, the sender never hears so).
+ * forwards it and holds PLC's answer (PLC accepted it, the sender never hears so); `refuse`
+ * answers it 503 (reads still pass); `down` answers every request 503, reads included.
  */
-export type PlcGateMode = 'open' | 'drop' | 'swallow'
+export type PlcGateMode = 'open' | 'drop' | 'swallow' | 'refuse' | 'down'
 
 export interface PlcGate {
   url: string
@@ -61,6 +62,10 @@ export async function startPlcGate(target: string): Promise<PlcGate> {
     req.on('data', (c: Buffer) => chunks.push(c))
     req.on('end', () => {
       const body = Buffer.concat(chunks)
+      if (gate.mode === 'down' || (gate.mode === 'refuse' && req.method === 'POST')) {
+        res.writeHead(503, { 'content-type': 'application/json' })
+        return res.end(JSON.stringify({ message: 'unavailable' }))
+      }
       if (req.method === 'POST') gate.posts++
       const mode = req.method === 'POST' ? gate.mode : 'open'
       if (mode === 'drop') return notify({})

@@ -41,6 +41,10 @@ export type FailureReason =
   | 'Interrupted'
   /** This server's own storage failed (a full disk, a read-only file system): not retried until fixed. */
   | 'LocalStorage'
+  /** The user cancelled the move before their identity was asked to change. */
+  | 'Cancelled'
+  /** The PLC directory did not answer while the move was submitted (the operation is kept; retried). */
+  | 'PlcUnreachable'
 
 /**
  * What the destination holds of the stream, each blob counted once however many export

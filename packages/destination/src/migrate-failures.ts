@@ -83,10 +83,29 @@ const EXPLAINED: Record<FailureReason, Explained> = {
     happened: 'This server restarted during the move and lost its sign-in at your current server.',
     next: 'Sign in again: the move continues from what was copied.',
   },
+  PlcUnreachable: {
+    happened:
+      'The identity directory did not answer while your move was being recorded there. Your move is signed and kept.',
+    next: 'Press “Finish the move” in a few minutes; nothing needs to be entered again.',
+  },
+  Cancelled: {
+    happened: 'You cancelled this move.',
+    next: 'Nothing moved and nothing changed at your current server. Start a new move whenever you like.',
+  },
   LocalStorage: {
     happened: 'This server ran out of disk space (or its disk failed) while storing your data.',
     next: 'Nothing moved. Try again once the operator of this server has freed space; what was copied is kept.',
   },
+}
+
+/** A completion step that stopped with its inputs kept (PLC did not answer, activation failed): the way on. */
+export function stalledSection(t: InboundTransfer): string {
+  if (!t.failure) return ''
+  const { happened, next } = EXPLAINED[t.failure.reason]
+  return `<p class="warn" role="alert">${esc(happened)} ${esc(next)}</p>
+<form method="post" action="/migrate/transfer/${esc(t.transferId)}/complete">
+<button type="submit">Finish the move</button>
+</form>`
 }
 
 /** The failed page's body: plain words, the way on, and the technical details folded away. */

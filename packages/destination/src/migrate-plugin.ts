@@ -5,13 +5,14 @@ import type { BlobUse } from './account-sink.ts'
 import type { DidResolver } from './did-resolver.ts'
 import type { InboundTransfer } from './inbound-transfer.ts'
 import type { KeyRing } from './key-ring.ts'
-import { failedSection } from './migrate-failures.ts'
+import { failedSection, stalledSection } from './migrate-failures.ts'
 import { accountOf, looksPrivate, normalizeCode, readPassword } from './migrate-form.ts'
 import { counters, esc, liveProgress, page, steps } from './migrate-html.ts'
 import { keygenSection } from './migrate-keygen.ts'
 import { passwordFields, signInSection } from './migrate-password.ts'
 import type { SourceAuthorizer } from './source-authorizer.ts'
 import { SourceError } from './source-client.ts'
+import { COMPLETION_STAGES } from './transfer-completion.ts'
 import { EngineError, type TransferEngine } from './transfer-engine.ts'
 
 export interface MigratePluginOptions {
@@ -316,6 +317,19 @@ If you already started a move here, signing in again takes you back to it.</p>
       }
     })
 
+    app.post('/migrate/transfer/:id/cancel', async (request, reply) => {
+      if (!sameOrigin(request)) return problem(reply, 'This form must be sent from this site.', 403)
+      const id = (request.params as { id: string }).id
+      try {
+        await opts.engine.cancel(id)
+        return reply.redirect(`/migrate/transfer/${id}`, 303)
+      } catch (err) {
+        const t = await opts.engine.get(id)
+        if (!t) return problem(reply, 'No such transfer.', 404)
+        return html(reply, await render(t, { error: (err as Error).message }), 400)
+      }
+    })
+
     app.post('/migrate/transfer/:id/resend-token', async (request, reply) => {
       if (!sameOrigin(request)) return problem(reply, 'This form must be sent from this site.', 403)
       const id = (request.params as { id: string }).id
@@ -518,13 +532,15 @@ ${canSetPassword ? `${fieldError('password')}${passwordFields(host, fieldState('
 <form method="post" action="/migrate/transfer/${esc(t.transferId)}/resend-token">
 <p>No email, or the code expired?</p>
 <button type="submit">Email me a new code</button>
-</form>`
+</form>
+${cancelForm(t)}`
   } else {
     body = `<div aria-live="polite" id="live">${liveProgress(t)}</div>
 <p>You can close this page: the move goes on without it. To come back, open
 <a href="/migrate">${esc(view.host)}/migrate</a> and sign in with your handle again.</p>
 ${t.retry && t.stage === 'retrying' ? `<p class="warn" role="status">The connection broke (${esc(t.retry.lastFailure.reason)}); continuing where it stopped (attempt ${t.retry.attempt + 1} of ${t.retry.of}).</p>` : ''}
 ${t.stage === 'catchingUp' ? '<p class="ok" role="status">Your account was still changing (new posts or other activity from your apps). Your current server has paused it; the last changes are being brought over, then the move finishes. Nothing to do.</p>' : ''}
+${COMPLETION_STAGES.has(t.stage) ? stalledSection(t) : cancelForm(t)}
 <script>
 (() => {
   // The server renders the numbers (one formatting, in migrate-html.ts); this only swaps them in.
@@ -574,4 +590,12 @@ ${posts.length > 0 ? `<p>These would lose ${missing === 1 ? 'it' : 'them'}:</p><
 <p>Or move anyway: tick "Move anyway, without the missing files" below.</p>
 <details><summary>Technical details</summary><ul>${t.missingBlobs.map((c) => `<li><code>${esc(c)}</code></li>`).join('')}</ul></details>
 </div>`
+}
+
+/** Before the identity is asked to change, the user can still call the move off. */
+function cancelForm(t: InboundTransfer): string {
+  return `<form method="post" action="/migrate/transfer/${esc(t.transferId)}/cancel">
+<p>Changed your mind? Nothing has moved yet.</p>
+<button type="submit">Cancel this move</button>
+</form>`
 }

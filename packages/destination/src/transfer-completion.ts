@@ -84,6 +84,20 @@ export class TransferCompletion {
   }
 
   private async advance(transferId: string): Promise<InboundTransfer> {
+    try {
+      return await this.step(transferId)
+    } catch (err) {
+      // The step's inputs are kept; the record says why it stopped, for the page's "Finish the move".
+      if (err instanceof EngineError && err.code === 'PlcUnreachable') {
+        await this.ctx.options.store
+          .update(transferId, { failure: { reason: 'PlcUnreachable', message: err.message } })
+          .catch(() => {})
+      }
+      throw err
+    }
+  }
+
+  private async step(transferId: string): Promise<InboundTransfer> {
     const { store } = this.ctx.options
     for (;;) {
       const t = await store.get(transferId)
@@ -220,7 +234,7 @@ export class TransferCompletion {
         }
       }
     }
-    await store.update(t.transferId, { stage: 'activating' })
+    await store.update(t.transferId, { stage: 'activating', failure: undefined })
   }
 
   /** Activates the account once the PLC directory names us; on failure the transfer stays `activating`, for a retry. */

@@ -62,7 +62,7 @@ export class TransferEngine {
   readonly limits: EngineLimits
   /** Wire extensions this destination asks for; its well-known document advertises them. */
   readonly extensions: readonly string[]
-  private readonly running = new Map<string, { done: Promise<void>; bytes: number }>()
+  private readonly running = new Map<string, PullSession['entry'] & { done: Promise<void> }>()
   /** The authorized source session of each transfer (kept for completion). */
   private readonly sessions = new Map<string, SourceClient>()
   /** What each pull of this process verified, for resume and catch-up. */
@@ -345,7 +345,12 @@ export class TransferEngine {
     }
     if (!this.sessions.has(transferId))
       throw new EngineError('InvalidState', 'no authorized session with the source; sign in again')
-    const identity = await this.options.resolver.resolve(t.did)
+    const identity = await this.options.resolver.resolve(t.did).catch((err: unknown) => {
+      throw new EngineError(
+        'PlcUnreachable',
+        `the identity directory did not answer (${(err as Error).message}); try again in a few minutes`,
+      )
+    })
     let newRotationKeys: string[]
     try {
       newRotationKeys = moveRotationKeys(
@@ -543,6 +548,33 @@ export class TransferEngine {
     })
     this.launch(retrying, client, identity.signingKey, identity.handle, true)
     return retrying
+  }
+
+  /**
+   * Cancels a move the user no longer wants, before their identity is asked to change: a
+   * running pull stops at once (its stream aborted), a waiting one is closed; the transfer ends
+   * `failed`/`Cancelled`. Refused once completion has begun (the source may have signed).
+   */
+  async cancel(transferId: string): Promise<InboundTransfer> {
+    const t = await this.options.store.get(transferId)
+    if (!t) throw new EngineError('TransferNotFound', `no transfer ${transferId}`)
+    if (t.status === 'completed' || t.status === 'failed') return t
+    if (COMPLETION_STAGES.has(t.stage)) {
+      throw new EngineError(
+        'InvalidState',
+        'the move is already changing your identity; it cannot be cancelled now',
+      )
+    }
+    const cancelled = new ImportFailure('Cancelled', 'you cancelled this move')
+    const entry = this.running.get(transferId)
+    if (entry) {
+      entry.cancel = cancelled
+      entry.abort?.abort(cancelled)
+      await entry.done
+    }
+    const now = await this.options.store.get(transferId)
+    // A pull that had just finished (or none was running): recorded here.
+    return now?.status === 'failed' ? now : this.fail(transferId, 'Cancelled', cancelled.message)
   }
 
   /** Gives an unfinished transfer the source session of a fresh sign-in (the old one may be gone). */

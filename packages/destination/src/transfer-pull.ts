@@ -45,7 +45,8 @@ export interface PullSession {
   algorithm: TransferAlgorithm
   /** Extensions asked of this source (both well-known documents list them). */
   extensions: string[]
-  entry: { bytes: number }
+  /** This pull's running entry: bytes held for the quota; a cancellation the user asked for. */
+  entry: { bytes: number; cancel?: ImportFailure; abort?: AbortController }
 }
 
 /** What the puller shares with the engine that owns it. */
@@ -96,8 +97,10 @@ export class TransferPuller {
   private async streamOnce(session: PullSession, state: PullState): Promise<void> {
     const { transferId, did, client, algorithm, entry } = session
     const { sink, store } = this.ctx.options
+    if (entry.cancel) throw entry.cancel
     const abort = new AbortController()
     this.ctx.aborts.add(abort)
+    entry.abort = abort
     if (this.ctx.closing()) abort.abort(new Error('the destination is shutting down'))
     let stall: NodeJS.Timeout | undefined
     const touch = () => {

@@ -21,6 +21,8 @@ const REASONS: FailureReason[] = [
   'LimitExceeded',
   'Interrupted',
   'LocalStorage',
+  'Cancelled',
+  'PlcUnreachable',
 ]
 
 const failed = (reason: FailureReason, repo?: InboundTransfer['repo']) =>
