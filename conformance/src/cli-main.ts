@@ -345,7 +345,7 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
           ...(values.port && { port: Number(values.port) }),
         })
         io.out(
-          `destination running; check it with:\n  --destination ${dest.url} --start-hook ${dest.url}${lib.START_HOOK_PATH} --plc ${plcDir.url}`,
+          `destination running; check it with:\n  --destination ${dest.url} --start-hook ${dest.url}${lib.START_HOOK_PATH} --complete-hook ${dest.url}${lib.COMPLETE_HOOK_PATH} --plc ${plcDir.url}`,
         )
         await new Promise(() => {})
         return

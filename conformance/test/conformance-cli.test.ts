@@ -9,7 +9,7 @@ import { runCli } from '../src/cli-main.ts'
 import { type DestinationServer, startDestinationServer } from '../src/harness/destination-server.ts'
 import { type PlcDirectory, startPlcDirectory } from '../src/harness/plc-directory.ts'
 import { type RewritingProxy, renumber, startRewritingProxy } from '../src/harness/rewriting-proxy.ts'
-import { START_HOOK_PATH } from '../src/harness/start-hook.ts'
+import { COMPLETE_HOOK_PATH, START_HOOK_PATH } from '../src/harness/start-hook.ts'
 import {
   type ConformanceReport,
   inspectCapture,
@@ -123,12 +123,14 @@ describe('pds-transfer-conformance CLI (black-box modes over HTTP)', () => {
     expect(new Set(out.violations.map((v) => v.code))).toEqual(new Set(['FrameNumbering']))
   })
 
-  it('--destination with the start hook: exit 0 against our destination', async () => {
+  it('--destination with the start and complete hooks: exit 0 against our destination', async () => {
     const run = await cli([
       '--destination',
       dest.url,
       '--start-hook',
       `${dest.url}${START_HOOK_PATH}`,
+      '--complete-hook',
+      `${dest.url}${COMPLETE_HOOK_PATH}`,
       '--plc',
       plcDir.url,
       '--json',
@@ -136,11 +138,11 @@ describe('pds-transfer-conformance CLI (black-box modes over HTTP)', () => {
     ])
     expect(run.code, run.stderr).toBe(0)
     const report = JSON.parse(run.stdout) as ConformanceReport
-    // Plain HTTP on loopback, and no --complete-hook to enter a PLC code with.
+    // Plain HTTP on loopback; the completion check runs through the complete hook.
     expect(report.results.filter((r) => r.status === 'skip').map((r) => r.id)).toEqual([
       'destination.transport.https',
-      'destination.complete.hostile-operation',
     ])
+    expect(report.results.find((r) => r.id === 'destination.complete.hostile-operation')?.status).toBe('pass')
     expect(report.summary).toMatchObject({ fail: 0 })
   })
 
