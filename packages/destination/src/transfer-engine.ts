@@ -4,6 +4,7 @@ import type { AccountSink, BlobUse } from './account-sink.ts'
 import type { DidResolver } from './did-resolver.ts'
 import { EngineError } from './engine-error.ts'
 import { DEFAULT_LIMITS, type EngineLimits } from './engine-limits.ts'
+import { FailureLedger } from './failure-ledger.ts'
 import { ImportFailure } from './import-failure.ts'
 import {
   emptyProgress,
@@ -70,7 +71,7 @@ export class TransferEngine {
   /** Export sessions in flight, to stop them on `close`. */
   private readonly aborts = new Set<AbortController>()
   /** Failures this process could not write to the store (a full disk): shown until it can. */
-  private readonly unrecorded = new Map<string, InboundTransfer>()
+  private readonly failures: FailureLedger
   /** Passwords the user chose, until activation (memory only: a restart drops them). */
   private readonly passwords = new Map<string, string>()
   private closing = false
@@ -78,6 +79,7 @@ export class TransferEngine {
   private readonly completion: TransferCompletion
 
   constructor(private readonly options: TransferEngineOptions) {
+    this.failures = new FailureLedger(options.store)
     this.limits = {
       ...DEFAULT_LIMITS,
       ...options.limits,
@@ -115,7 +117,7 @@ export class TransferEngine {
   async start(params: { did: string; client: SourceClient }): Promise<InboundTransfer> {
     const { did, client } = params
     // A failure shown but not yet stored (the disk was full) still holds the DID in the store.
-    await this.recordUnrecorded()
+    await this.failures.flush()
     const identity = await this.options.resolver.resolve(did)
     if (normalizeUrl(identity.pds) !== normalizeUrl(client.url)) {
       throw new EngineError('SourceMismatch', `${did} is hosted at ${identity.pds}, not ${client.url}`)
@@ -178,7 +180,7 @@ export class TransferEngine {
 
   /** The current record of a transfer. */
   async get(transferId: string): Promise<InboundTransfer | undefined> {
-    return this.unrecorded.get(transferId) ?? this.options.store.get(transferId)
+    return this.failures.shown(transferId) ?? this.options.store.get(transferId)
   }
 
   /** Resolves when the background pull (or completion) of `transferId` has ended (either way). */
@@ -198,10 +200,10 @@ export class TransferEngine {
    * transfers waiting for the PLC token get their client back. Returns the transfers it looked at.
    */
   async recover(): Promise<InboundTransfer[]> {
-    await this.recordUnrecorded()
+    await this.failures.flush()
     const seen: InboundTransfer[] = []
     for (const t of await this.options.store.listActive()) {
-      if (this.running.has(t.transferId) || this.unrecorded.has(t.transferId)) continue
+      if (this.running.has(t.transferId) || this.failures.shown(t.transferId)) continue
       try {
         seen.push(await this.recoverOne(t))
       } catch (err) {
@@ -484,22 +486,6 @@ export class TransferEngine {
     return checkRollbacks(this.options, now)
   }
 
-  /** Stores the failures `fail` could only show (best-effort: what still cannot be written stays shown). */
-  private async recordUnrecorded(): Promise<void> {
-    for (const [transferId, shown] of this.unrecorded) {
-      try {
-        await this.options.store.update(transferId, {
-          status: shown.status,
-          stage: shown.stage,
-          ...(shown.failure && { failure: shown.failure }),
-        })
-        this.unrecorded.delete(transferId)
-      } catch {
-        // Still no room; tried again at the next start or recover.
-      }
-    }
-  }
-
   /**
    * The move of `did` to this server that has neither finished nor failed, if any: a user who
    * signs in again (a closed tab, another device) is taken back to it instead of a second one.
@@ -525,7 +511,7 @@ export class TransferEngine {
    * rule still holds: refused while another transfer of the DID is in flight.
    */
   async resume(transferId: string, client: SourceClient): Promise<InboundTransfer> {
-    await this.recordUnrecorded()
+    await this.failures.flush()
     const t = await this.options.store.get(transferId)
     if (!t) throw new EngineError('TransferNotFound', `no transfer ${transferId}`)
     if (t.status !== 'failed' || !t.failure || !RESUMABLE.has(t.failure.reason)) {
@@ -635,33 +621,9 @@ export class TransferEngine {
     this.sessions.delete(transferId)
   }
 
-  /**
-   * Records a failure. Best-effort: when the store itself cannot write (a full disk), the
-   * failure is kept in memory and shown by `get`; the stored record is left as it was, so a
-   * later `recover` resumes from what was verified.
-   */
+  /** Records a failure, best-effort (FailureLedger), and drops what this process held for it. */
   private async fail(transferId: string, reason: FailureReason, message: string): Promise<InboundTransfer> {
     this.forget(transferId)
-    const failure = { status: 'failed', stage: 'failed', failure: { reason, message } } as const
-    try {
-      const t = await this.options.store.update(transferId, failure)
-      this.unrecorded.delete(transferId)
-      return t
-    } catch (err) {
-      const t = await this.options.store.get(transferId).catch(() => undefined)
-      const local = toFailure(err)
-      const shown: InboundTransfer = {
-        ...(t as InboundTransfer),
-        ...failure,
-        // The store's own failure is the one the user can act on (free space); said once.
-        failure:
-          local.reason === 'LocalStorage' && reason !== 'LocalStorage'
-            ? { reason: 'LocalStorage', message: `${message}; and ${local.message}` }
-            : { reason, message },
-        updatedAt: Date.now(),
-      }
-      this.unrecorded.set(transferId, shown)
-      return shown
-    }
+    return this.failures.fail(transferId, reason, message)
   }
 }
