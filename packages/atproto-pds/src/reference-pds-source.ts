@@ -83,6 +83,10 @@ export class ReferencePdsSource implements AccountSource {
     return { blobs, ...(blobs.length === options.limit && last && { cursor: last.cid }) }
   }
 
+  async hasBlob(did: string, cid: string): Promise<boolean> {
+    return this.ctx.blobstore(did).hasStored(parseCid(cid))
+  }
+
   async openBlob(did: string, cid: string): Promise<AsyncIterable<Uint8Array> | undefined> {
     const blobstore = this.ctx.blobstore(did)
     const parsed = parseCid(cid)

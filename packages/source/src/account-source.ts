@@ -59,6 +59,11 @@ export interface AccountSource {
   listBlobs(did: string, options: { cursor?: string; limit: number }): Promise<BlobPage>
   /** A blob's bytes, streamed; undefined if it is not stored. */
   openBlob(did: string, cid: string): Promise<AsyncIterable<Uint8Array> | undefined>
+  /**
+   * Whether the blob's bytes are stored (a listed blob whose file a disk lost is not). Optional:
+   * without it the export opens the blob and closes it unread to find out.
+   */
+  hasBlob?(did: string, cid: string): Promise<boolean>
   /** Preferences as stored (a JSON array of `app.bsky.actor.defs#preferences` items). */
   getPreferences(did: string): Promise<unknown[]>
   /** Private account state (section 2.8). */

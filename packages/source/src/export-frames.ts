@@ -152,8 +152,9 @@ function validated(encode: () => Uint8Array): Uint8Array {
   }
 }
 
-/** Whether the blob can be opened now; the probe's stream is closed unread. */
+/** Whether the blob can be read now (`hasBlob`, or a probe whose stream is closed unread). */
 async function blobReadable(source: AccountSource, did: string, cid: string): Promise<boolean> {
+  if (source.hasBlob) return source.hasBlob(did, cid)
   const stream = await source.openBlob(did, cid)
   if (!stream) return false
   // A Node stream is closed by destroy (an unstarted async iterator's return() would not run
