@@ -42,6 +42,7 @@ const REASONS: Record<FailureReason, true> = {
   LocalStorage: true,
   Cancelled: true,
   PlcUnreachable: true,
+  Internal: true,
 }
 
 /** Small deterministic PRNG (mulberry32), so a failing run can be replayed with FAULT_SEED. */

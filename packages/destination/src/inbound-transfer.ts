@@ -45,6 +45,8 @@ export type FailureReason =
   | 'Cancelled'
   /** The PLC directory did not answer while the move was submitted (the operation is kept; retried). */
   | 'PlcUnreachable'
+  /** An error of this server itself (a bug), not of the source, the connection or the disk. */
+  | 'Internal'
 
 /**
  * What the destination holds of the stream, each blob counted once however many export

@@ -88,6 +88,10 @@ const EXPLAINED: Record<FailureReason, Explained> = {
       'The identity directory did not answer while your move was being recorded there. Your move is signed and kept.',
     next: 'Press “Finish the move” in a few minutes; nothing needs to be entered again.',
   },
+  Internal: {
+    happened: 'This server hit an error it did not expect.',
+    next: 'Nothing moved. Try again later; if it happens again, tell this server’s operator (the details below help).',
+  },
   Cancelled: {
     happened: 'You cancelled this move.',
     next: 'Nothing moved and nothing changed at your current server. Start a new move whenever you like.',

@@ -43,5 +43,36 @@ export function toFailure(err: unknown): { reason: FailureReason; message: strin
       message: `this server could not store your data: its disk is full or failing (${message}). Your account has not moved; try again once the server's operator has freed space`,
     }
   }
-  return { reason: 'SourceUnreachable', message }
+  if (isTransportError(err)) return { reason: 'SourceUnreachable', message }
+  if (isSignInError(err)) {
+    return {
+      reason: 'SourceRefused',
+      message: `your sign-in at your current server is no longer valid (${message}); sign in again`,
+    }
+  }
+  // Neither the source's nor the disk's: a fault of this server, said as such (not retried as
+  // the source's, which would blame it and hide the bug).
+  return {
+    reason: 'Internal',
+    message: `this server hit an error it did not expect (${message}); its operator can find the details in its log`,
+  }
+}
+
+/** Error codes of a connection that failed (node:net, DNS, undici). */
+const TRANSPORT_CODES = /^(ECONN|EPIPE|ETIMEDOUT|EAI_|ENOTFOUND|EHOSTUNREACH|ENETUNREACH|ENETDOWN|UND_ERR_)/
+
+/** A connection that failed or was cut: fetch's TypeError, a socket code, or a timeout. */
+function isTransportError(err: unknown): boolean {
+  for (let e = err, depth = 0; e instanceof Error && depth < 5; e = e.cause, depth++) {
+    if (e instanceof TypeError) return true
+    if (e.name === 'AbortError' || e.name === 'TimeoutError') return true
+    const code = (e as { code?: unknown }).code
+    if (typeof code === 'string' && TRANSPORT_CODES.test(code)) return true
+  }
+  return false
+}
+
+/** The OAuth session with the source expired, was revoked or could not be refreshed. */
+function isSignInError(err: unknown): boolean {
+  return err instanceof Error && /^(Token\w*Error|OAuth\w*Error)$/.test(err.name)
 }

@@ -23,6 +23,7 @@ const REASONS: FailureReason[] = [
   'LocalStorage',
   'Cancelled',
   'PlcUnreachable',
+  'Internal',
 ]
 
 const failed = (reason: FailureReason, repo?: InboundTransfer['repo']) =>
