@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs'
 import { type LexiconDoc, Lexicons, parseLexiconDoc } from '@atproto/lexicon'
+import { LEXICON_DIR } from './lexicon-dir.ts'
 
 /**
  * The `app.bsky` lexicon documents that preferences validation needs: `app.bsky.actor.defs` and
@@ -15,7 +16,7 @@ export const BSKY_LEXICON_IDS = [
 ] as const
 
 function loadDoc(id: string): LexiconDoc {
-  const url = new URL(`../../../lexicons/${id.split('.').join('/')}.json`, import.meta.url)
+  const url = new URL(`${id.split('.').join('/')}.json`, LEXICON_DIR)
   // parseLexiconDoc checks the document itself, so a damaged copy fails at load, not at first use.
   return parseLexiconDoc(JSON.parse(readFileSync(url, 'utf8')))
 }

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs'
 import { type LexiconDoc, Lexicons, parseLexiconDoc } from '@atproto/lexicon'
 import { TransferError } from './errors.ts'
+import { LEXICON_DIR } from './lexicon-dir.ts'
 
 /**
  * The `com.atproto.transfer.*` lexicons of proposal 0014 (sections 2.1-2.3) and validators for the
@@ -26,7 +27,7 @@ const LEXICON_FILES = [
 ] as const
 
 function loadLexicon(name: string): LexiconDoc {
-  const url = new URL(`../../../lexicons/com/atproto/transfer/${name}.json`, import.meta.url)
+  const url = new URL(`com/atproto/transfer/${name}.json`, LEXICON_DIR)
   // parseLexiconDoc checks the document itself, so a malformed schema fails at load, not at first request.
   return parseLexiconDoc(JSON.parse(readFileSync(url, 'utf8')))
 }
