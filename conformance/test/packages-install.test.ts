@@ -147,8 +147,9 @@ describe('packages: pack, install with npm, run the README examples', () => {
       expect(files).toContain('package/dist/index.js.map')
       expect(files).toContain('package/README.md')
       expect(files).toContain('package/CHANGELOG.md')
+      expect(files).toContain('package/LICENSE')
       expect(
-        files.filter((f) => !/^package\/(dist\/|package\.json$|README\.md$|CHANGELOG\.md$)/.test(f)),
+        files.filter((f) => !/^package\/(dist\/|package\.json$|README\.md$|CHANGELOG\.md$|LICENSE$)/.test(f)),
       ).toEqual([])
       expect(files.filter((f) => f.endsWith('.ts') && !f.endsWith('.d.ts'))).toEqual([])
       if (pkg === 'core') expect(files).toContain('package/dist/lexicons/com/atproto/transfer/defs.json')
