@@ -17,21 +17,16 @@ import type { DidResolver } from './did-resolver.ts'
 import { EngineError } from './engine-error.ts'
 import { DEFAULT_LIMITS, type EngineLimits } from './engine-limits.ts'
 import { ImportFailure } from './import-failure.ts'
-import {
-  emptyProgress,
-  type InboundTransfer,
-  type InboundTransferStore,
-  type TransferProgress,
-} from './inbound-transfer.ts'
+import type { InboundTransfer, InboundTransferStore, TransferProgress } from './inbound-transfer.ts'
 import type { VerifiedRepo } from './repo-verifier.ts'
 import type { SourceClient } from './source-client.ts'
 import { type BlobFetchOutcome, fetchBlob } from './sync-blob-fetch.ts'
 import { readPreferences } from './sync-preferences.ts'
 import { importRepoFromSync } from './sync-repo-import.ts'
 import { fetchStreaming, readJson, TransientSourceError, withRetries } from './sync-retry.ts'
+import { checkNewTransfer, newTransfer, refusalError } from './transfer-admission.ts'
 import { normalizeUrl } from './transfer-completion.ts'
 import { toFailure } from './transfer-failure.ts'
-import { createTransferId } from './transfer-id.ts'
 
 /** Largest listBlobs or getLatestCommit answer read (a page of 1000 CIDs is about 60 kB). */
 const MAX_JSON_BYTES = 4 * 1024 * 1024
@@ -98,36 +93,13 @@ export class PlainPdsReader {
    */
   async start(params: { did: string; client: SourceClient }): Promise<InboundTransfer> {
     const { did, client } = params
-    const identity = await this.options.resolver.resolve(did)
-    if (normalizeUrl(identity.pds) !== normalizeUrl(client.url)) {
-      throw new EngineError('SourceMismatch', `${did} is hosted at ${identity.pds}, not ${client.url}`)
-    }
-    if (normalizeUrl(identity.pds) === normalizeUrl(this.options.serviceUrl)) {
-      throw new EngineError('AccountAlreadyActive', `${did} is already hosted here`)
-    }
-    if (await this.options.sink.isActive(did))
-      throw new EngineError('AccountAlreadyActive', `${did} is active here`)
-    const now = Date.now()
-    const transfer: InboundTransfer = {
-      transferId: createTransferId(now),
-      did,
-      sourceUrl: client.url,
-      status: 'pending',
-      stage: 'created',
-      progress: emptyProgress(),
-      missingBlobs: [],
-      createdAt: now,
-      updatedAt: now,
-    }
+    await checkNewTransfer(this.options, did, client.url)
+    const transfer = newTransfer(did, client.url)
     const refusal = await this.options.store.create(transfer, {
       source: normalizeUrl(client.url),
       maxPerSource: this.limits.maxPerSource,
     })
-    if (refusal) {
-      throw refusal.refused === 'DidInFlight'
-        ? new EngineError('InvalidState', `${did} is already being imported`)
-        : new EngineError('LimitExceeded', `${refusal.inFlight} transfers from ${client.url} are running`)
-    }
+    if (refusal) throw refusalError(refusal, did, client.url)
     return transfer
   }
 

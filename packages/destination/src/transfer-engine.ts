@@ -17,9 +17,9 @@ import type { VerifiedRepo } from './repo-verifier.ts'
 import { checkRollbacks } from './rollback-watch.ts'
 import { moveRotationKeys, RotationKeyError } from './rotation-keys.ts'
 import { type SourceClient, SourceError } from './source-client.ts'
+import { checkNewTransfer, newTransfer, refusalError } from './transfer-admission.ts'
 import { COMPLETION_STAGES, normalizeUrl, TransferCompletion } from './transfer-completion.ts'
 import { RESUMABLE, toFailure } from './transfer-failure.ts'
-import { createTransferId } from './transfer-id.ts'
 import { type PullSession, type PullState, TransferPuller } from './transfer-pull.ts'
 
 export { EngineError } from './engine-error.ts'
@@ -118,28 +118,8 @@ export class TransferEngine {
     const { did, client } = params
     // A failure shown but not yet stored (the disk was full) still holds the DID in the store.
     await this.failures.flush()
-    const identity = await this.options.resolver.resolve(did)
-    if (normalizeUrl(identity.pds) !== normalizeUrl(client.url)) {
-      throw new EngineError('SourceMismatch', `${did} is hosted at ${identity.pds}, not ${client.url}`)
-    }
-    if (normalizeUrl(identity.pds) === normalizeUrl(this.options.serviceUrl)) {
-      throw new EngineError('AccountAlreadyActive', `${did} is already hosted here`)
-    }
-    if (await this.options.sink.isActive(did))
-      throw new EngineError('AccountAlreadyActive', `${did} is active here`)
-
-    const now = Date.now()
-    const transfer: InboundTransfer = {
-      transferId: createTransferId(now),
-      did,
-      sourceUrl: client.url,
-      status: 'pending',
-      stage: 'created',
-      progress: emptyProgress(),
-      missingBlobs: [],
-      createdAt: now,
-      updatedAt: now,
-    }
+    const identity = await checkNewTransfer(this.options, did, client.url)
+    const transfer = newTransfer(did, client.url)
     // The worker limit is this process's own: checked and the slot taken with no await between.
     if (this.running.size >= this.limits.maxConcurrent) {
       throw new EngineError('LimitExceeded', `${this.running.size} transfers are running; try again later`)
@@ -154,9 +134,7 @@ export class TransferEngine {
       })
     if (refusal) {
       release()
-      throw refusal.refused === 'DidInFlight'
-        ? new EngineError('InvalidState', `${did} is already being imported`)
-        : new EngineError('LimitExceeded', `${refusal.inFlight} transfers from ${client.url} are running`)
+      throw refusalError(refusal, did, client.url)
     }
     this.launch(transfer, client, identity.signingKey, identity.handle, false)
     return transfer
