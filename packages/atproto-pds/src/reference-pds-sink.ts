@@ -55,7 +55,7 @@ export class ReferencePdsSink implements AccountSink {
       throw new ImportFailure('AccountAlreadyActive', `${did} is an active account on this PDS`)
     }
     // An account that once left this PDS and now comes back is written to here again.
-    WriteFreeze.of(this.ctx.actorStore).thaw(did)
+    WriteFreeze.of(this.ctx).thaw(did)
     if (await this.ctx.actorStore.exists(did)) {
       return { signingKey: (await this.ctx.actorStore.keypair(did)).did() }
     }

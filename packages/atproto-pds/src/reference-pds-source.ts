@@ -34,7 +34,7 @@ export class ReferencePdsSource implements AccountSource {
     private readonly ctx: AppContext,
     private readonly options: ReferencePdsSourceOptions = {},
   ) {
-    this.writes = WriteFreeze.of(ctx.actorStore)
+    this.writes = WriteFreeze.of(ctx)
   }
 
   async getAccount(did: string): Promise<SourceAccount | undefined> {
@@ -139,6 +139,7 @@ export class ReferencePdsSource implements AccountSource {
       await this.ctx.accountManager.deactivateAccount(did as `did:${string}:${string}`, {
         deleteAfter: options.retainUntil.toISOString(),
       })
+      this.writes.deactivated(did)
     } catch (err) {
       this.writes.thaw(did)
       throw err

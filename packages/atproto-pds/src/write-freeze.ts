@@ -13,24 +13,26 @@ type ActorStore = AppContext['actorStore']
  */
 export class WriteFreeze {
   private static readonly installed = new WeakMap<ActorStore, WriteFreeze>()
-  private readonly frozen = new Set<string>()
+  /** Frozen accounts; `deactivated` once the deactivation the freeze protects has been written. */
+  private readonly frozen = new Map<string, { deactivated: boolean }>()
   private readonly running = new Map<string, number>()
   private readonly idle = new Map<string, (() => void)[]>()
 
   /** The freeze of this PDS's actor store (one per store: both transfer roles share it). */
-  static of(actorStore: ActorStore): WriteFreeze {
-    let freeze = WriteFreeze.installed.get(actorStore)
+  static of(ctx: AppContext): WriteFreeze {
+    let freeze = WriteFreeze.installed.get(ctx.actorStore)
     if (!freeze) {
-      freeze = new WriteFreeze(actorStore)
-      WriteFreeze.installed.set(actorStore, freeze)
+      freeze = new WriteFreeze(ctx)
+      WriteFreeze.installed.set(ctx.actorStore, freeze)
     }
     return freeze
   }
 
-  private constructor(actorStore: ActorStore) {
+  private constructor(private readonly ctx: AppContext) {
+    const { actorStore } = ctx
     const transact = actorStore.transact.bind(actorStore)
     actorStore.transact = (async (did: string, fn: Parameters<ActorStore['transact']>[1]) => {
-      if (this.frozen.has(did)) {
+      if (this.frozen.has(did) && !(await this.reactivatedElsewhere(did))) {
         throw new InvalidRequestError('this account is moving to another server', 'AccountDeactivated')
       }
       this.running.set(did, (this.running.get(did) ?? 0) + 1)
@@ -49,13 +51,36 @@ export class WriteFreeze {
 
   /** Refuses new writes of `did`; resolves when none is running any more. */
   async freeze(did: string): Promise<void> {
-    this.frozen.add(did)
+    this.frozen.set(did, { deactivated: false })
     if (!this.running.has(did)) return
     await new Promise<void>((resolve) => this.idle.set(did, [...(this.idle.get(did) ?? []), resolve]))
+  }
+
+  /** The deactivation is written: from now on, an account active again was reactivated by its user. */
+  deactivated(did: string): void {
+    const entry = this.frozen.get(did)
+    if (entry) entry.deactivated = true
   }
 
   /** Writes of `did` are allowed again (the move did not happen, or the account came back here). */
   thaw(did: string): void {
     this.frozen.delete(did)
+  }
+
+  /**
+   * Whether the user reactivated the account through the PDS itself after our deactivation (a
+   * move they gave up on): then the freeze is over. Never during the freeze's first moments,
+   * before the deactivation is written, when "active" only means "not yet deactivated".
+   */
+  private async reactivatedElsewhere(did: string): Promise<boolean> {
+    if (!this.frozen.get(did)?.deactivated) return false
+    const account = await this.ctx.accountManager.getAccount(did as `did:${string}:${string}`, {
+      includeDeactivated: true,
+    })
+    if (account && !account.deactivatedAt) {
+      this.thaw(did)
+      return true
+    }
+    return false
   }
 }
