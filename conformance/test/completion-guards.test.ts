@@ -9,14 +9,7 @@ import { buildAccount, type FixtureAccount } from '../src/fixtures/build-account
 import { type DestinationServer, startDestinationServer } from '../src/harness/destination-server.ts'
 import { type PlcDirectory, startPlcDirectory } from '../src/harness/plc-directory.ts'
 import { type SourceServer, startSourceServer } from '../src/harness/source-server.ts'
-
-const SCOPES = [
-  NSID.exportAccount,
-  NSID.completeTransfer,
-  NSID.getTransferStatus,
-  NSID.requestPlcToken,
-  'com.atproto.sync.getBlob',
-]
+import { TRANSFER_SCOPES as SCOPES } from '../src/harness/test-authorizer.ts'
 
 /**
  * Issue 26, items 1 and 7, through the engine (not the check functions alone): a source that

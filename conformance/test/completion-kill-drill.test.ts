@@ -3,7 +3,6 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import * as plc from '@did-plc/lib'
-import { NSID } from '@pds-transfer/core'
 import { bearerSourceClient, EngineError, type InboundTransfer } from '@pds-transfer/destination'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { buildAccount, type FixtureAccount } from '../src/fixtures/build-account.ts'
@@ -15,15 +14,9 @@ import { type PlcDirectory, startPlcDirectory } from '../src/harness/plc-directo
 import { type PlcGate, startPlcGate } from '../src/harness/plc-gate.ts'
 import { type SourceServer, startSourceServer } from '../src/harness/source-server.ts'
 import { TestTokenAuth } from '../src/harness/test-auth.ts'
+import { TRANSFER_SCOPES as SCOPES } from '../src/harness/test-authorizer.ts'
 import { SqliteAccountStore } from '../src/store/sqlite-account-store.ts'
 
-const SCOPES = [
-  NSID.exportAccount,
-  NSID.completeTransfer,
-  NSID.getTransferStatus,
-  NSID.requestPlcToken,
-  'com.atproto.sync.getBlob',
-]
 const SHAPE = { posts: 12, blobSizes: [4000, 9000, 15000] }
 const DESTINATION_SCRIPT = join(import.meta.dirname, '../src/harness/destination-process.ts')
 const SOURCE_SCRIPT = join(import.meta.dirname, '../src/harness/source-process.ts')

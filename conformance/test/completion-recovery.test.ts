@@ -11,14 +11,7 @@ import { buildAccount, type FixtureAccount } from '../src/fixtures/build-account
 import { type DestinationServer, startDestinationServer } from '../src/harness/destination-server.ts'
 import { type PlcDirectory, startPlcDirectory } from '../src/harness/plc-directory.ts'
 import { type SourceServer, startSourceServer } from '../src/harness/source-server.ts'
-
-const SCOPES = [
-  NSID.exportAccount,
-  NSID.completeTransfer,
-  NSID.getTransferStatus,
-  NSID.requestPlcToken,
-  'com.atproto.sync.getBlob',
-]
+import { TRANSFER_SCOPES as SCOPES } from '../src/harness/test-authorizer.ts'
 
 /**
  * Issue 16: completion is a recorded state machine on both sides. A repeated completeTransfer
