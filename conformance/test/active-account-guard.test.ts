@@ -1,18 +1,12 @@
-import { mkdtemp, rm } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import { Secp256k1Keypair } from '@atproto/crypto'
-import { startTransferPds, type TransferPds } from '@pds-transfer/atproto-pds'
+import type { TransferPds } from '@pds-transfer/atproto-pds'
 import { bearerSourceClient, EngineError, ImportFailure } from '@pds-transfer/destination'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { buildAccount, type FixtureAccount } from '../src/fixtures/build-account.ts'
 import { seedReferenceAccount } from '../src/fixtures/seed-reference-account.ts'
-import {
-  type DestinationServer,
-  freePort,
-  startDestinationServer,
-} from '../src/harness/destination-server.ts'
+import { type DestinationServer, startDestinationServer } from '../src/harness/destination-server.ts'
 import { type PlcDirectory, startPlcDirectory } from '../src/harness/plc-directory.ts'
+import { startReferencePds } from '../src/harness/reference-pds.ts'
 import { type SourceServer, startSourceServer } from '../src/harness/source-server.ts'
 import { TRANSFER_SCOPES } from '../src/harness/test-authorizer.ts'
 
@@ -102,22 +96,12 @@ describe('a transfer into an active local account', () => {
   })
 
   describe('reference PDS', () => {
-    let dir: string
     let pds: TransferPds
 
     beforeAll(async () => {
-      dir = await mkdtemp(join(tmpdir(), 'pds-transfer-active-'))
-      pds = await startTransferPds({
-        dataDir: dir,
-        port: await freePort(),
-        plcUrl: plcDir.namedUrl,
-        env: { bskyAppViewUrl: 'http://127.0.0.1:9', bskyAppViewDid: 'did:web:appview.invalid' },
-      })
+      pds = await startReferencePds(plcDir)
     }, 60_000)
-    afterAll(async () => {
-      await pds?.close()
-      if (dir) await rm(dir, { recursive: true, force: true })
-    })
+    afterAll(() => pds?.close())
 
     it('the sink refuses an active account with a clear error; its key and repo are untouched', async () => {
       const carol = await seedReferenceAccount(pds.url, {

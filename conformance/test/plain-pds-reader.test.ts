@@ -4,7 +4,7 @@ import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { CarReader } from '@ipld/car'
-import { ReferencePdsSource, startTransferPds } from '@pds-transfer/atproto-pds'
+import { ReferencePdsSource } from '@pds-transfer/atproto-pds'
 import {
   type PlainPdsPullResult,
   PlainPdsReader,
@@ -18,12 +18,12 @@ import * as raw from 'multiformats/codecs/raw'
 import { create as createDigest } from 'multiformats/hashes/digest'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { type SeededAccount, seedReferenceAccount } from '../src/fixtures/seed-reference-account.ts'
-import { freePort } from '../src/harness/destination-server.ts'
 import { type FaultProxy, startFaultProxy } from '../src/harness/fault-proxy.ts'
 import { type HttpFault, type HttpFaultProxy, startHttpFaultProxy } from '../src/harness/http-fault-proxy.ts'
 import { startPlainPds } from '../src/harness/plain-pds.ts'
 import { oauthSourceClient } from '../src/harness/plain-pds-oauth.ts'
 import { type PlcDirectory, startPlcDirectory } from '../src/harness/plc-directory.ts'
+import { startReferencePds } from '../src/harness/reference-pds.ts'
 import { SqliteAccountSink } from '../src/store/sqlite-account-sink.ts'
 import { SqliteAccountStore } from '../src/store/sqlite-account-store.ts'
 
@@ -198,17 +198,8 @@ describe('plain-PDS reader', () => {
   })
 
   it('moves into the reference PDS (@atproto/pds as destination) identical and deactivated', async () => {
-    const dir = await mkdtemp(join(tmpdir(), 'plain-reader-ref-'))
-    const b = await startTransferPds({
-      dataDir: dir,
-      port: await freePort(),
-      plcUrl: plc.namedUrl,
-      env: { bskyAppViewUrl: 'http://127.0.0.1:9', bskyAppViewDid: 'did:web:appview.invalid' },
-    })
-    cleanups.push(async () => {
-      await b.close()
-      await rm(dir, { recursive: true, force: true })
-    })
+    const b = await startReferencePds(plc)
+    cleanups.push(() => b.close())
     const reader = new PlainPdsReader({
       sink: b.sink,
       store: new SqliteInboundTransferStore(':memory:'),

@@ -1,10 +1,7 @@
-import { mkdtemp, rm } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import { Secp256k1Keypair } from '@atproto/crypto'
 import { def, MemoryBlockstore, MST, readCar, verifyRepoCar } from '@atproto/repo'
 import * as plc from '@did-plc/lib'
-import { startTransferPds, type TransferPds } from '@pds-transfer/atproto-pds'
+import type { TransferPds } from '@pds-transfer/atproto-pds'
 import { CONTENT_TYPE, NSID } from '@pds-transfer/core'
 import {
   bearerSourceClient,
@@ -17,13 +14,10 @@ import { buildAccount } from '../src/fixtures/build-account.ts'
 import type { RepoAuthor } from '../src/fixtures/repo-car.ts'
 import { REPO_SPEC_CASES, type RepoSpecCase, type Verdict } from '../src/fixtures/repo-spec-cases.ts'
 import { craftedSourceClient } from '../src/harness/crafted-source.ts'
-import {
-  type DestinationServer,
-  freePort,
-  startDestinationServer,
-} from '../src/harness/destination-server.ts'
+import { type DestinationServer, startDestinationServer } from '../src/harness/destination-server.ts'
 import { verifyCarWithDestination } from '../src/harness/memory-staging.ts'
 import { type PlcDirectory, startPlcDirectory } from '../src/harness/plc-directory.ts'
+import { startReferencePds } from '../src/harness/reference-pds.ts'
 import { type SourceServer, startSourceServer } from '../src/harness/source-server.ts'
 
 const SCOPES = [NSID.exportAccount, NSID.completeTransfer, NSID.getTransferStatus, 'com.atproto.sync.getBlob']
@@ -71,20 +65,13 @@ describe('repo checks through the transfer engine', () => {
   let plcDir: PlcDirectory
   let source: SourceServer
   let dest: DestinationServer
-  let pdsDir: string
   let pds: TransferPds
 
   beforeAll(async () => {
     plcDir = await startPlcDirectory()
     source = await startSourceServer({ plc: plcDir })
     dest = await startDestinationServer({ plc: plcDir })
-    pdsDir = await mkdtemp(join(tmpdir(), 'repo-spec-cases-'))
-    pds = await startTransferPds({
-      dataDir: pdsDir,
-      port: await freePort(),
-      plcUrl: plcDir.namedUrl,
-      env: { bskyAppViewUrl: 'http://127.0.0.1:9', bskyAppViewDid: 'did:web:appview.invalid' },
-    })
+    pds = await startReferencePds(plcDir)
   }, 120_000)
 
   afterAll(async () => {
@@ -92,7 +79,6 @@ describe('repo checks through the transfer engine', () => {
     await dest?.close()
     await source?.close()
     await plcDir?.close()
-    if (pdsDir) await rm(pdsDir, { recursive: true, force: true })
   })
 
   /** A fresh account at the source (registered in PLC) and the case's CAR signed with its key. */

@@ -1,11 +1,8 @@
-import { mkdtemp, rm } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
-import { ReferencePdsSource, startTransferPds, type TransferPds } from '@pds-transfer/atproto-pds'
+import { ReferencePdsSource, type TransferPds } from '@pds-transfer/atproto-pds'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { seedReferenceAccount } from '../src/fixtures/seed-reference-account.ts'
-import { freePort } from '../src/harness/destination-server.ts'
 import { type PlcDirectory, startPlcDirectory } from '../src/harness/plc-directory.ts'
+import { startReferencePds } from '../src/harness/reference-pds.ts'
 
 /**
  * The reference PDS as a source stops an account's writes when completeTransfer deactivates
@@ -14,23 +11,15 @@ import { type PlcDirectory, startPlcDirectory } from '../src/harness/plc-directo
  */
 describe('the reference PDS: write freeze at the end of a move', () => {
   let plcDir: PlcDirectory
-  let dir: string
   let pds: TransferPds
 
   beforeAll(async () => {
     plcDir = await startPlcDirectory()
-    dir = await mkdtemp(join(tmpdir(), 'pds-transfer-freeze-'))
-    pds = await startTransferPds({
-      dataDir: dir,
-      port: await freePort(),
-      plcUrl: plcDir.namedUrl,
-      env: { bskyAppViewUrl: 'http://127.0.0.1:9', bskyAppViewDid: 'did:web:appview.invalid' },
-    })
+    pds = await startReferencePds(plcDir)
   }, 60_000)
   afterAll(async () => {
     await pds?.close()
     await plcDir?.close()
-    if (dir) await rm(dir, { recursive: true, force: true })
   })
 
   const xrpc = (nsid: string, jwt: string, body?: unknown) =>

@@ -15,6 +15,27 @@ export interface ReferencePdsPair {
   close(): Promise<void>
 }
 
+/** Preferences are app.bsky routes, served only with an AppView configured; none runs here. */
+const NO_APPVIEW = { bskyAppViewUrl: 'http://127.0.0.1:9', bskyAppViewDid: 'did:web:appview.invalid' }
+
+/** One reference PDS with our adapters, on a fresh temporary directory that `close` removes. */
+export async function startReferencePds(plc: Pick<PlcDirectory, 'namedUrl'>): Promise<TransferPds> {
+  const dir = await mkdtemp(join(tmpdir(), 'pds-transfer-reference-'))
+  const pds = await startTransferPds({
+    dataDir: dir,
+    port: await freePort(),
+    plcUrl: plc.namedUrl,
+    env: NO_APPVIEW,
+  })
+  return {
+    ...pds,
+    async close() {
+      await pds.close()
+      await rm(dir, { recursive: true, force: true })
+    },
+  }
+}
+
 export async function startReferencePdsPair(
   options: Partial<Pick<TransferPdsOptions, 'limits'>> & {
     /** Keep the PDSes' data here (kept on close) instead of a fresh temporary directory. */
@@ -40,8 +61,7 @@ export async function startReferencePdsPair(
       port: port ?? (await freePort()),
       plcUrl: plc.namedUrl,
       onPlcToken,
-      // Preferences are app.bsky routes, served only with an AppView configured; none runs here.
-      env: { bskyAppViewUrl: 'http://127.0.0.1:9', bskyAppViewDid: 'did:web:appview.invalid' },
+      env: NO_APPVIEW,
       ...(options.limits && { limits: options.limits }),
     })
   const a = await start('a', options.ports?.[0])
