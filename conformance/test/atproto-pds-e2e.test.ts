@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { type SeededAccount, seedReferenceAccount } from '../src/fixtures/seed-reference-account.ts'
 import { headlessAuthorize } from '../src/harness/headless-oauth.ts'
 import { listAllRecords } from '../src/harness/list-records.ts'
+import { postForm } from '../src/harness/migrate-forms.ts'
 import { type ReferencePdsPair, startReferencePdsPair } from '../src/harness/reference-pds.ts'
 import {
   buildReport,
@@ -36,13 +37,7 @@ describe('two reference PDSes', () => {
   const before = new Map<string, unknown[]>()
 
   const listRecords = listAllRecords
-  const form = (url: string, fields: Record<string, string>) =>
-    fetch(url, {
-      method: 'POST',
-      redirect: 'manual',
-      headers: { 'content-type': 'application/x-www-form-urlencoded', origin: new URL(url).origin },
-      body: new URLSearchParams(fields),
-    })
+  const form = postForm
 
   beforeAll(async () => {
     pair = await startReferencePdsPair({ limits: { retry: { attempts: 3, baseDelayMs: 20 } } })

@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { type SeededAccount, seedReferenceAccount } from '../src/fixtures/seed-reference-account.ts'
 import { headlessAuthorize } from '../src/harness/headless-oauth.ts'
+import { postForm } from '../src/harness/migrate-forms.ts'
 import { startPlainPds } from '../src/harness/plain-pds.ts'
 import { type ReferencePdsPair, startReferencePdsPair } from '../src/harness/reference-pds.ts'
 
@@ -15,13 +16,7 @@ describe('/migrate errors on reference PDSes', () => {
   let plain: { url: string; close(): Promise<void> }
 
   const text = (html: string) => html.replace(/<[^>]+>/g, ' ').replace(/\s+/g, ' ')
-  const form = (url: string, fields: Record<string, string>) =>
-    fetch(url, {
-      method: 'POST',
-      redirect: 'manual',
-      headers: { 'content-type': 'application/x-www-form-urlencoded', origin: new URL(url).origin },
-      body: new URLSearchParams(fields),
-    })
+  const form = postForm
   const activeAt = async (pdsUrl: string, did: string) =>
     (await fetch(`${pdsUrl}/xrpc/com.atproto.sync.getLatestCommit?did=${did}`)).status === 200
   const signIn = async (did: string, consent: boolean) => {

@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { buildAccount } from '../src/fixtures/build-account.ts'
 import { type DestinationServer, startDestinationServer } from '../src/harness/destination-server.ts'
+import { postForm, signInAtMigrate } from '../src/harness/migrate-forms.ts'
 import { onFirstRead, overrideSource } from '../src/harness/override-source.ts'
 import { type PlcDirectory, startPlcDirectory } from '../src/harness/plc-directory.ts'
 import { type PlcGate, startPlcGate } from '../src/harness/plc-gate.ts'
@@ -50,19 +51,8 @@ describe('/migrate: cancelling a move, and a completion that stalled', () => {
     await plcDir?.close()
   })
 
-  const form = (path: string, fields: Record<string, string> = {}) =>
-    fetch(`${dest.url}${path}`, {
-      method: 'POST',
-      redirect: 'manual',
-      headers: { 'content-type': 'application/x-www-form-urlencoded', origin: dest.url },
-      body: new URLSearchParams(fields),
-    })
-  const signIn = async (did: string) => {
-    const authorize = await form('/migrate/authorize', { did })
-    const callback = new URL(authorize.headers.get('location') as string)
-    const started = await fetch(`${dest.url}${callback.pathname}${callback.search}`, { redirect: 'manual' })
-    return new URL(started.headers.get('location') as string).pathname
-  }
+  const form = (path: string, fields: Record<string, string> = {}) => postForm(`${dest.url}${path}`, fields)
+  const signIn = (did: string) => signInAtMigrate(dest.url, did)
   const account = () =>
     buildAccount(source.store, {
       plcUrl: plcDir.url,

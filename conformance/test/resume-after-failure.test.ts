@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { buildAccount, type FixtureAccount } from '../src/fixtures/build-account.ts'
 import { type DestinationServer, startDestinationServer } from '../src/harness/destination-server.ts'
+import { signInAtMigrate } from '../src/harness/migrate-forms.ts'
 import { onFirstRead, overrideSource } from '../src/harness/override-source.ts'
 import { type PlcDirectory, startPlcDirectory } from '../src/harness/plc-directory.ts'
 import { type SourceServer, startSourceServer } from '../src/harness/source-server.ts'
@@ -53,18 +54,7 @@ describe('a transfer that failed on the connection continues under the same tran
     await plcDir?.close()
   })
 
-  const signIn = async (did: string) => {
-    const authorize = await fetch(`${dest.url}/migrate/authorize`, {
-      method: 'POST',
-      redirect: 'manual',
-      headers: { 'content-type': 'application/x-www-form-urlencoded', origin: dest.url },
-      body: new URLSearchParams({ did }),
-    })
-    const callback = new URL(authorize.headers.get('location') as string)
-    const started = await fetch(`${dest.url}${callback.pathname}${callback.search}`, { redirect: 'manual' })
-    expect(started.status).toBe(303)
-    return new URL(started.headers.get('location') as string).pathname.split('/').at(-1) as string
-  }
+  const signIn = async (did: string) => (await signInAtMigrate(dest.url, did)).split('/').at(-1) as string
 
   async function expectIdentical(account: FixtureAccount) {
     expect(Buffer.from(await dest.store.exportCar(account.did))).toEqual(
