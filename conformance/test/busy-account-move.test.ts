@@ -1,4 +1,5 @@
 import { AtpAgent } from '@atproto/api'
+import { openRepoSnapshot } from '@pds-transfer/atproto-pds'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { fixturePng } from '../src/fixtures/png.ts'
 import { type SeededAccount, seedReferenceAccount } from '../src/fixtures/seed-reference-account.ts'
@@ -27,7 +28,7 @@ describe('moving an account that keeps writing', () => {
   }, 120_000)
   afterAll(() => pair?.close())
 
-  /** One writer: creates, image posts, batches of 10, edits and deletes of its own posts. */
+  /** One writer: creates, image posts, batches of 10, edits and deletes of its own posts; writer 0 in bursts. */
   async function writer(
     agent: AtpAgent,
     did: string,
@@ -39,7 +40,9 @@ describe('moving an account that keeps writing', () => {
     const mine: Ack[] = []
     for (let i = 0; !stop(); i++) {
       try {
-        const kind = i % 5
+        const kind = i % 6
+        // Writer 0 writes in bursts with pauses, so that completion can start with a write in flight.
+        if (n === 0 && i % 5 === 4) await new Promise((r) => setTimeout(r, 50 + ((i * 37) % 200)))
         if (kind === 0 || kind === 1) {
           const res = await agent.com.atproto.repo.createRecord({
             repo: did,
@@ -78,6 +81,22 @@ describe('moving an account that keeps writing', () => {
           for (const r of res.data.results ?? []) {
             const created = r as { uri?: string; cid?: string }
             if (created.uri && created.cid) mine.push({ uri: created.uri, cid: created.cid })
+          }
+        } else if (kind === 4) {
+          const edited = mine.findLast((a) => !a.deleted && a.uri.includes('feed.post'))
+          if (edited) {
+            const rkey = edited.uri.split('/').at(-1) as string
+            const res = await agent.com.atproto.repo.putRecord({
+              repo: did,
+              collection: 'app.bsky.feed.post',
+              rkey,
+              record: {
+                $type: 'app.bsky.feed.post',
+                text: `w${n} edited #${i}`,
+                createdAt: new Date().toISOString(),
+              },
+            })
+            edited.cid = res.data.cid
           }
         } else {
           const victim = mine.find((a) => !a.deleted && a.uri.includes('feed.post'))
@@ -155,7 +174,28 @@ describe('moving an account that keeps writing', () => {
     expect(acks.length).toBeGreaterThan(WRITERS)
     for (const name of new Set(refusals))
       expect(name).toMatch(/AccountDeactivated|RepoDeactivated|deactivated/i)
-    return { acknowledged: acks.length, refused: refusals.length, catchUps: done.catchUps ?? 0 }
+    // Extension repo-diff: the catch-up re-sent exactly the blocks written since the verified
+    // rev, read off A's own database, never the whole repo again.
+    const { dbLocation } = await a.pds.ctx.actorStore.getLocation(alice.did)
+    const car = (since?: string) => {
+      const snapshot = openRepoSnapshot(dbLocation, since)
+      void snapshot.release()
+      return snapshot.carLength
+    }
+    const whole = car()
+    const resent = done.catchUpBytes?.repo ?? 0
+    if (done.catchUps === 1) {
+      expect(resent).toBe(car(imported.repo?.rev))
+      expect(resent).toBeLessThan(whole)
+    }
+    return {
+      acknowledged: acks.length,
+      refused: refusals.length,
+      catchUps: done.catchUps ?? 0,
+      repoBytes: whole,
+      repoBytesResent: resent,
+      bytesResent: done.catchUpBytes?.total ?? 0,
+    }
   }
 
   it(`finishes ${MOVES} moves of accounts written to without pause; nothing acknowledged is lost`, async () => {

@@ -42,6 +42,7 @@ const REASONS: Record<FailureReason, true> = {
   LocalStorage: true,
   Cancelled: true,
   PlcUnreachable: true,
+  BlobsMissing: true,
   Internal: true,
 }
 

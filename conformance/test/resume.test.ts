@@ -100,7 +100,11 @@ describe('resume after an interrupted export', () => {
     expect(first.request.resume).toBeUndefined()
     expect(first.request.extensions).toContain(EXTENSION.resume)
     expect(second.request.transferId).toBe(first.request.transferId)
-    expect(second.request.resume).toEqual({ repoCommit: t.repo?.commitCid, blobCursor: expect.any(String) })
+    expect(second.request.resume).toEqual({
+      repoCommit: t.repo?.commitCid,
+      repoRev: t.repo?.rev,
+      blobCursor: expect.any(String),
+    })
     // The second session starts with blobs: the CAR was not sent again.
     expect(second.frames[0]).toBe(CONTENT_TYPE.blobpack)
     expect(second.frames).not.toContain(CONTENT_TYPE.repoCar)

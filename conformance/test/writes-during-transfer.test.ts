@@ -1,6 +1,8 @@
 import { decodeCid } from '@atproto/lex-data'
 import { NSID } from '@pds-transfer/core'
 import { bearerSourceClient, type SourceClient } from '@pds-transfer/destination'
+import { CID } from 'multiformats/cid'
+import { sha256 } from 'multiformats/hashes/sha2'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { buildAccount, type FixtureAccount, fixtureBytes } from '../src/fixtures/build-account.ts'
 import { type DestinationServer, startDestinationServer } from '../src/harness/destination-server.ts'
@@ -21,6 +23,10 @@ describe('erratum E4: writes between the export and completeTransfer', () => {
   let dest: DestinationServer
   /** Set by a test: runs inside the source's `deactivate`, before it takes effect (a racing write). */
   let beforeDeactivate: (() => Promise<void>) | undefined
+  /** Set by a test: the rev the source diffs from instead of the one asked (a diff that lacks blocks). */
+  let diffSince: string | undefined
+  /** The `since` of every repo snapshot the source served (undefined: the whole repo). */
+  const snapshots: (string | undefined)[] = []
 
   beforeAll(async () => {
     plcDir = await startPlcDirectory()
@@ -34,6 +40,11 @@ describe('erratum E4: writes between the export and completeTransfer', () => {
             await racing?.()
             return store.deactivate(...args)
           },
+          snapshotRepo(did, options) {
+            const since = options?.since === undefined ? undefined : (diffSince ?? options.since)
+            snapshots.push(since)
+            return store.snapshotRepo(did, since === undefined ? {} : { since })
+          },
         }),
     })
     dest = await startDestinationServer({ plc: plcDir })
@@ -45,20 +56,22 @@ describe('erratum E4: writes between the export and completeTransfer', () => {
     await plcDir?.close()
   })
 
-  async function importAccount() {
+  /** `prepare` writes on the source before the move starts. */
+  async function importAccount(prepare?: (account: FixtureAccount) => Promise<void>) {
     const account = await buildAccount(source.store, {
       plcUrl: plcDir.url,
       pdsUrl: source.url,
       pdsRotationKey: source.rotationKey,
       shape: { posts: 20, blobSizes: [25_000, 26_000] },
     })
+    await prepare?.(account)
     const client: SourceClient = bearerSourceClient(
       source.url,
       source.auth.issue({ did: account.did, clientId: dest.clientId }, SCOPES),
     )
     const t = await dest.engine.wait((await dest.engine.start({ did: account.did, client })).transferId)
     expect(t.stage).toBe('awaitingPlcToken')
-    return { account, transferId: t.transferId }
+    return { account, transferId: t.transferId, rev: t.repo?.rev as string }
   }
 
   /** A new post with a new image, as the user would write it on the source. */
@@ -92,8 +105,17 @@ describe('erratum E4: writes between the export and completeTransfer', () => {
     for (const [cid] of account.blobs) expect(await dest.sink.hasBlob(account.did, cid), cid).toBe(true)
   }
 
+  const blobCid = async (bytes: Uint8Array) => CID.createV1(0x55, await sha256.digest(bytes)).toString()
+
+  /** Plaintext bytes of the source's repo CAR now: whole, or only what was written after `since`. */
+  const carLength = async (did: string, since?: string) => {
+    const snapshot = await source.store.snapshotRepo(did, since === undefined ? {} : { since })
+    await snapshot.release()
+    return snapshot.carLength
+  }
+
   it('a write after the export: completion catches up first, then moves the account', async () => {
-    const { account, transferId } = await importAccount()
+    const { account, transferId, rev } = await importAccount()
     const token = latestToken(account.did)
     const lateBlob = await writePost(account, '3latepost0001', 7)
     expect(await dest.sink.hasBlob(account.did, lateBlob)).toBe(false)
@@ -104,6 +126,74 @@ describe('erratum E4: writes between the export and completeTransfer', () => {
     await expectIdentical(account)
     // The catch-up export did not email the user another token.
     expect(latestToken(account.did)).toBe(token)
+    // Extension repo-diff: the catch-up brought the blocks written since the export, not the repo.
+    const diff = await carLength(account.did, rev)
+    expect(done.catchUpBytes?.repo).toBe(diff)
+    expect(diff).toBeLessThan((await carLength(account.did)) / 4)
+  })
+
+  it('a catch-up after edits and deletes: the held repo plus the diff is exactly the new repo', async () => {
+    const { account, transferId, rev } = await importAccount(async (a) => {
+      await writePost(a, '3editedpost01', 11)
+      await writePost(a, '3deletedpost1', 12)
+    })
+    await writePost(account, '3latepost0002', 8)
+    await source.store.writeRecords(account.did, account.signingKey, [
+      {
+        collection: 'app.bsky.feed.post',
+        rkey: '3editedpost01',
+        update: true,
+        record: { $type: 'app.bsky.feed.post', text: 'edited', createdAt: new Date().toISOString() },
+      },
+      { collection: 'app.bsky.feed.post', rkey: '3deletedpost1' },
+    ])
+    const done = await dest.engine.complete(transferId, { plcToken: latestToken(account.did) })
+    expect(done).toMatchObject({ status: 'completed', catchUps: 1 })
+    // Same blocks at both ends: the deleted post and the old version of the edited one are gone.
+    await expectIdentical(account)
+    expect(done.catchUpBytes?.repo).toBe(await carLength(account.did, rev))
+  })
+
+  it('a diff that lacks blocks the destination does not hold is asked for again whole', async () => {
+    const { account, transferId, rev } = await importAccount()
+    await writePost(account, '3latepost0003', 9)
+    // The source diffs from after the first write: the blocks of that write are in neither.
+    diffSince = await source.store.currentRev(account.did)
+    await writePost(account, '3latepost0004', 10)
+    snapshots.length = 0
+    try {
+      const done = await dest.engine.complete(transferId, { plcToken: latestToken(account.did) })
+      expect(done.failure).toBeUndefined()
+      expect(done).toMatchObject({ status: 'completed', catchUps: 1 })
+      await expectIdentical(account)
+      // A diff was asked for (since the export's rev) and served short; then the whole repo,
+      // the only repo bytes counted (nothing of the diff was kept).
+      expect(snapshots).toEqual([diffSince, undefined])
+      expect(done.catchUpBytes?.repo).toBe(await carLength(account.did))
+      expect(await carLength(account.did, rev)).toBeLessThan(await carLength(account.did))
+    } finally {
+      diffSince = undefined
+    }
+  })
+
+  it('a blob written before the pause that sorts before the stream cursor is fetched from the paused account', async () => {
+    const { account, transferId } = await importAccount()
+    const cursor = (await dest.engine.get(transferId))?.blobCursor as string
+    // A seed whose blob's CID sorts before the cursor: the catch-up stream lists after it, so
+    // only getBlob can bring this one, from an account the source has paused by then.
+    let seed = 100
+    while ((await blobCid(fixtureBytes(31_000, seed))) >= cursor) seed++
+    const early = await writePost(account, '3earlyblob001', seed)
+    const done = await dest.engine.complete(transferId, { plcToken: latestToken(account.did) })
+    expect(done.failure).toBeUndefined()
+    expect(done).toMatchObject({ status: 'completed', catchUps: 1, missingBlobs: [] })
+    expect(await dest.sink.hasBlob(account.did, early)).toBe(true)
+    await expectIdentical(account)
+    // Nobody else reads the paused account's blobs.
+    const anonymous = await fetch(
+      `${source.url}/xrpc/com.atproto.sync.getBlob?did=${encodeURIComponent(account.did)}&cid=${early}`,
+    )
+    expect(anonymous.status).toBe(400)
   })
 
   it('a write racing the deactivation: it lands before the final head, the destination catches up, the same code finishes', async () => {

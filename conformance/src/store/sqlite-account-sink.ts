@@ -7,6 +7,7 @@ import type { AccountState } from '@pds-transfer/core'
 import {
   type AccountSink,
   type BlobUpload,
+  type HeldBlocks,
   ImportFailure,
   type RepoStaging,
   type VerifiedBlock,
@@ -112,6 +113,17 @@ export class SqliteAccountSink implements AccountSink {
       },
       { stage },
     )
+  }
+
+  async openRepoBlocks(did: string): Promise<HeldBlocks> {
+    const select = this.db.prepare('SELECT bytes FROM repo_block WHERE did = ? AND cid = ?').pluck()
+    return {
+      async get(cid) {
+        const bytes = select.get(did, cid) as Uint8Array | undefined
+        return bytes && new Uint8Array(bytes)
+      },
+      async close() {},
+    }
   }
 
   async commitRepo(

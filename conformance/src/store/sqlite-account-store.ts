@@ -172,7 +172,8 @@ export class SqliteAccountStore implements AccountSource {
     return row && { did: row.did, status: row.status, ...(row.handle !== null && { handle: row.handle }) }
   }
 
-  async snapshotRepo(did: string): Promise<RepoSnapshot> {
+  async snapshotRepo(did: string, options: { since?: string } = {}): Promise<RepoSnapshot> {
+    const { since } = options
     // A separate connection holding a read transaction sees one consistent state (WAL) while writes go on.
     const reader = new Database(this.path, { readonly: true })
     reader.exec('BEGIN')
@@ -183,20 +184,24 @@ export class SqliteAccountStore implements AccountSource {
       if (!root) throw new Error(`no repo for ${did}`)
       const commitCid = decodeCid(root.commit_cid)
       const header = carHeader(commitCid)
+      // Each block keeps the rev of the commit that first wrote it: `since` selects the newer ones.
+      const where = since === undefined ? 'did = @did' : 'did = @did AND rev > @since'
+      const params = since === undefined ? { did } : { did, since }
       const sizes = reader
-        .prepare('SELECT length(cid) AS c, length(bytes) AS b FROM repo_block WHERE did = ?')
-        .iterate(did) as Iterable<{ c: number; b: number }>
+        .prepare(`SELECT length(cid) AS c, length(bytes) AS b FROM repo_block WHERE ${where}`)
+        .iterate(params) as Iterable<{ c: number; b: number }>
       let carLength = header.length
       for (const { c, b } of sizes) carLength += carBlockLength(c, b)
       return {
         rev: root.rev,
         commitCid: commitCid.toString(),
         carLength,
+        ...(since !== undefined && { since }),
         async *open() {
           yield header
           const rows = reader
-            .prepare('SELECT cid, bytes FROM repo_block WHERE did = ?')
-            .iterate(did) as Iterable<{ cid: Uint8Array; bytes: Uint8Array }>
+            .prepare(`SELECT cid, bytes FROM repo_block WHERE ${where}`)
+            .iterate(params) as Iterable<{ cid: Uint8Array; bytes: Uint8Array }>
           // Blocks are ~100-300 bytes: packed into 64 KiB chunks here, a 200k-record CAR is a few
           // hundred chunks for the encoder instead of 400k (each a promise through every stage).
           let chunk = new Uint8Array(CAR_CHUNK)

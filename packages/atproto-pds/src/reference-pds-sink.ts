@@ -11,12 +11,14 @@ import {
   type AccountSink,
   type BlobUpload,
   type BlobUse,
+  type HeldBlocks,
   ImportFailure,
   type RepoStaging,
   stagedRecords,
 } from '@pds-transfer/destination'
 import { importAccountState } from './account-state.ts'
 import { ActorBlobIndex, UNKNOWN_MIME } from './actor-blob-index.ts'
+import { openActorDb } from './actor-db.ts'
 import { BlobStoreUpload } from './blob-store-upload.ts'
 import { DiskBlobUpload } from './disk-blob-upload.ts'
 import { type Backlink, getBacklinks } from './pds-backlinks.ts'
@@ -89,6 +91,20 @@ export class ReferencePdsSink implements AccountSink {
   async stageRepo(_did: string): Promise<RepoStaging> {
     await mkdir(this.options.stagingDir, { recursive: true })
     return new RepoStagingFile(join(this.options.stagingDir, `${randomUUID()}.sqlite`))
+  }
+
+  async openRepoBlocks(did: string): Promise<HeldBlocks> {
+    const db = await openActorDb(this.ctx, did)
+    const select = db.prepare('SELECT content FROM repo_block WHERE cid = ?').pluck()
+    return {
+      async get(cid) {
+        const bytes = select.get(decodeCid(cid).toString()) as Buffer | undefined
+        return bytes && new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength)
+      },
+      async close() {
+        if (db.open) db.close()
+      },
+    }
   }
 
   async commitRepo(

@@ -51,9 +51,9 @@ export class ReferencePdsSource implements AccountSource {
     return { did, status, ...(account.handle && { handle: account.handle }) }
   }
 
-  async snapshotRepo(did: string): Promise<RepoSnapshot> {
+  async snapshotRepo(did: string, options: { since?: string } = {}): Promise<RepoSnapshot> {
     const { dbLocation } = await this.ctx.actorStore.getLocation(did)
-    return openRepoSnapshot(dbLocation)
+    return openRepoSnapshot(dbLocation, options.since)
   }
 
   async currentRev(did: string): Promise<string> {

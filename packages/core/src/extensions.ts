@@ -13,6 +13,11 @@ export const EXTENSION = {
   plcTokenRefresh: 'plc-token-refresh',
   /** The source states the stream's size up front, for a determinate progress bar (advisory). */
   sizeHint: 'size-hint',
+  /**
+   * With `resume`: a catch-up or resumed export whose head moved sends only the repo blocks
+   * written since the rev the destination holds (`resume.repoRev`), not the whole CAR.
+   */
+  repoDiff: 'repo-diff',
 } as const
 
 export type Extension = (typeof EXTENSION)[keyof typeof EXTENSION]

@@ -67,6 +67,11 @@ export interface ExportAccountInput {
 export interface ResumePoint {
   /** Commit the destination imported; the source omits the CAR if its head is still there. */
   repoCommit: string
+  /**
+   * Extension `repo-diff`: rev of `repoCommit`. A source whose head has moved may send only the
+   * blocks written after it; the destination verifies them over what it holds.
+   */
+  repoRev?: string
   /** Last blob (source listing order) the destination committed; the listing continues after it. */
   blobCursor?: string
 }

@@ -14,6 +14,12 @@ export interface RepoStaging {
   discard(): Promise<void>
 }
 
+/** The blocks of an account's committed repo, read by CID, until `close`. */
+export interface HeldBlocks {
+  get(cid: Uint8Array): Promise<Uint8Array | undefined>
+  close(): Promise<void>
+}
+
 /** A blob being written; only `commit` makes it part of the account. */
 export interface BlobUpload {
   write(chunk: Uint8Array): Promise<void>
@@ -37,6 +43,12 @@ export interface AccountSink {
   isActive(did: string): Promise<boolean>
   /** Staging area for the blocks of one repo import. */
   stageRepo(did: string): Promise<RepoStaging>
+  /**
+   * Reads the blocks of the account's committed repo. Optional: with it a catch-up asks the
+   * source for only what changed (extension repo-diff) and reads the rest from here; without it
+   * every catch-up brings the whole CAR.
+   */
+  openRepoBlocks?(did: string): Promise<HeldBlocks>
   /** Makes the staged, fully verified repo the account's repo at `commitCid` / `rev`. */
   commitRepo(did: string, staging: RepoStaging, head: { commitCid: string; rev: string }): Promise<void>
   /** Starts storing a blob; size and CID are declared, and checked by the engine. */

@@ -16,6 +16,7 @@ import { InvalidRepoError, verifiedCarBatches } from './car-blocks.ts'
 import { consumeFrame } from './frame-unit.ts'
 import { ImportFailure } from './import-failure.ts'
 import type { FailureReason } from './inbound-transfer.ts'
+import { IncompleteDiffError, LayeredStaging } from './layered-staging.ts'
 import { type VerifiedRepo, verifyStagedRepo } from './repo-verifier.ts'
 
 /** Largest preferences or private-state frame we accept (they are small JSON / CBOR documents). */
@@ -34,6 +35,11 @@ export interface FrameImporterOptions {
    * stream may then skip the CAR (the source's head has not moved) or bring a newer one.
    */
   previousRepo?: VerifiedRepo
+  /**
+   * Extension repo-diff was asked for: a repo CAR may hold only the blocks written since
+   * `previousRepo`, verified over the account's committed repo (`AccountSink.openRepoBlocks`).
+   */
+  diffOverPrevious?: boolean
   /** Called after each committed unit. */
   onProgress(delta: ImportProgress): Promise<void>
 }
@@ -148,7 +154,11 @@ export class FrameImporter {
   private async importRepo(frame: DecodedFrame): Promise<void> {
     const { sink, did } = this.options
     const staging: RepoStaging = await sink.stageRepo(did)
+    let layered: LayeredStaging | undefined
     try {
+      if (this.options.diffOverPrevious && this.previous && sink.openRepoBlocks) {
+        layered = new LayeredStaging(staging, await sink.openRepoBlocks(did))
+      }
       let root: Parameters<typeof verifyStagedRepo>[0]['root'] | undefined
       await consumeFrame(frame, async (plaintext) => {
         for await (const batch of verifiedCarBatches(plaintext, { onRoot: (r) => (root = r) }))
@@ -156,7 +166,14 @@ export class FrameImporter {
       })
       if (!root) throw new InvalidRepoError('repo CAR has no root')
       // consumeFrame returned, so the whole frame was read and its tag verified.
-      const repo = await verifyStagedRepo({ staging, root, did, signingKey: this.options.signingKey })
+      const repo = await verifyStagedRepo({
+        staging: layered ?? staging,
+        root,
+        did,
+        signingKey: this.options.signingKey,
+      })
+      // Now the staging holds every block the new commit reaches: committed like a full CAR.
+      await layered?.finish()
       await sink.commitRepo(did, staging, { commitCid: repo.commitCid, rev: repo.rev })
       this.repo = repo
       await this.options.onProgress({
@@ -167,7 +184,12 @@ export class FrameImporter {
       })
     } catch (err) {
       // The import's own error is what the user must see; a failing cleanup (a full disk) is the sink's to retry.
-      await staging.discard().catch(() => {})
+      await (layered ?? staging).discard().catch(() => {})
+      if (err instanceof InvalidRepoError && layered && layered.missing > 0) {
+        throw new IncompleteDiffError(`the repo diff does not verify over what is held: ${err.message}`, {
+          cause: err,
+        })
+      }
       if (err instanceof InvalidRepoError) throw new ImportFailure('RepoInvalid', err.message, { cause: err })
       throw err
     }

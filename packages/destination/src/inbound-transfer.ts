@@ -45,6 +45,8 @@ export type FailureReason =
   | 'Cancelled'
   /** The PLC directory did not answer while the move was submitted (the operation is kept; retried). */
   | 'PlcUnreachable'
+  /** Blobs the records use could not be had from the source; the user may move without them. */
+  | 'BlobsMissing'
   /** An error of this server itself (a bug), not of the source, the connection or the disk. */
   | 'Internal'
 
@@ -85,6 +87,8 @@ export interface InboundTransfer {
   missingBlobs: string[]
   /** Catch-up exports run because the source's repo moved before completion (decision 6). */
   catchUps?: number
+  /** Plaintext bytes the catch-up exports brought, in all and of it repo CAR (repo-diff keeps both small). */
+  catchUpBytes?: { repo: number; total: number }
   /** Whether the password the user chose in /migrate was set at activation (D24). */
   passwordChosen?: boolean
   /** Last blob committed, in the source's listing order: where a resumed export continues. */
@@ -118,7 +122,13 @@ export interface InboundTransfer {
    * a restarted process continues it (the code is single-use at the source; dropped when
    * completion returns to the code step or ends).
    */
-  completion?: { plcToken: string; newRotationKeys: string[]; userRotationKey?: string }
+  completion?: {
+    plcToken: string
+    newRotationKeys: string[]
+    userRotationKey?: string
+    /** The user chose to move without the blobs listed missing (also those a catch-up finds). */
+    acceptMissingBlobs?: boolean
+  }
   /** The source's signed PLC operation, checked, stored before it is submitted. */
   plcOperation?: Record<string, unknown>
   /** Rollback watch (section "Adversarial migration"): until when, and what it found. */

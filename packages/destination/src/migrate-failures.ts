@@ -88,6 +88,11 @@ const EXPLAINED: Record<FailureReason, Explained> = {
       'The identity directory did not answer while your move was being recorded there. Your move is signed and kept.',
     next: 'Press “Finish the move” in a few minutes; nothing needs to be entered again.',
   },
+  BlobsMissing: {
+    happened:
+      'Some images or videos your posts use could not be fetched from your current server while the last changes were brought over.',
+    next: 'The list below says which posts; fetch them again, or move without them. Your current server keeps your account paused until you decide (at most an hour).',
+  },
   Internal: {
     happened: 'This server hit an error it did not expect.',
     next: 'Nothing moved. Try again later; if it happens again, tell this server’s operator (the details below help).',

@@ -17,6 +17,7 @@ import type { VerifiedRepo } from './repo-verifier.ts'
 import { checkRollbacks } from './rollback-watch.ts'
 import { moveRotationKeys, RotationKeyError } from './rotation-keys.ts'
 import { type SourceClient, SourceError } from './source-client.ts'
+import { sourceHeadRev } from './source-head.ts'
 import { checkNewTransfer, newTransfer, refusalError } from './transfer-admission.ts'
 import { COMPLETION_STAGES, normalizeUrl, TransferCompletion } from './transfer-completion.ts'
 import { RESUMABLE, toFailure } from './transfer-failure.ts'
@@ -85,7 +86,12 @@ export class TransferEngine {
       ...options.limits,
       retry: { ...DEFAULT_LIMITS.retry, ...options.limits?.retry },
     }
-    this.extensions = options.extensions ?? [EXTENSION.endManifest, EXTENSION.resume, EXTENSION.sizeHint]
+    this.extensions = options.extensions ?? [
+      EXTENSION.endManifest,
+      EXTENSION.resume,
+      EXTENSION.sizeHint,
+      EXTENSION.repoDiff,
+    ]
     this.puller = new TransferPuller({
       options,
       limits: this.limits,
@@ -317,14 +323,20 @@ export class TransferEngine {
         `transfer ${transferId} is ${t.status}/${t.stage}, not waiting for a PLC token`,
       )
     }
+    const client = this.sessions.get(transferId)
+    if (!client) throw new EngineError('InvalidState', 'no authorized session with the source; sign in again')
+    // Missing blobs judged against a head that has moved since may be ones a later write dropped
+    // (an edited or deleted post): the source then answers 409, and the catch-up at its paused,
+    // final head judges them again. Against a head that held still they are missing for good.
     if (t.missingBlobs.length > 0 && !params.acceptMissingBlobs) {
-      throw new EngineError(
-        'InvalidState',
-        `${t.missingBlobs.length} blobs are missing: ${t.missingBlobs.join(', ')}`,
-      )
+      const head = await sourceHeadRev(client, t.did)
+      if (head === undefined || head === t.repo?.rev) {
+        throw new EngineError(
+          'InvalidState',
+          `${t.missingBlobs.length} blobs are missing: ${t.missingBlobs.join(', ')}`,
+        )
+      }
     }
-    if (!this.sessions.has(transferId))
-      throw new EngineError('InvalidState', 'no authorized session with the source; sign in again')
     const identity = await this.options.resolver.resolve(t.did).catch((err: unknown) => {
       throw new EngineError(
         'PlcUnreachable',
@@ -354,6 +366,7 @@ export class TransferEngine {
         plcToken: params.plcToken,
         newRotationKeys,
         ...(params.userRotationKey && { userRotationKey: params.userRotationKey }),
+        ...(params.acceptMissingBlobs && { acceptMissingBlobs: true }),
       },
     })
     return this.completion.run(transferId)
@@ -403,7 +416,15 @@ export class TransferEngine {
     try {
       const pull = this.pulls.get(transferId) ?? (await this.rebuildPull(t, client))
       const session = { ...pull.session, client }
+      const before = { repo: pull.state.repoBytes ?? 0, total: pull.state.progress.bytesReceived }
       await this.puller.streamWithRetries(session, pull.state)
+      const spent = (await store.get(transferId))?.catchUpBytes ?? { repo: 0, total: 0 }
+      await store.update(transferId, {
+        catchUpBytes: {
+          repo: spent.repo + (pull.state.repoBytes ?? 0) - before.repo,
+          total: spent.total + pull.state.progress.bytesReceived - before.total,
+        },
+      })
       const repo = pull.state.repo as VerifiedRepo
       const missing = await this.puller.reconcile(
         transferId,
@@ -417,8 +438,12 @@ export class TransferEngine {
         missingBlobs: missing,
         progress: { ...pull.state.progress, blobsMissing: missing.length },
       })
-      if (missing.length > 0) {
-        throw new Error(`${missing.length} blobs written since the export are missing`)
+      const accepted = (await store.get(transferId))?.completion?.acceptMissingBlobs === true
+      if (missing.length > 0 && !accepted) {
+        throw new ImportFailure(
+          'BlobsMissing',
+          `${missing.length} blobs the records use could not be had from the source: ${missing.join(', ')}`,
+        )
       }
     } catch (err) {
       const failure = toFailure(err)

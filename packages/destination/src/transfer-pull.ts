@@ -22,9 +22,14 @@ import { FrameImporter } from './frame-importer.ts'
 import { ImportFailure } from './import-failure.ts'
 import type { InboundTransferStore, TransferProgress } from './inbound-transfer.ts'
 import type { KeyRing } from './key-ring.ts'
+import { IncompleteDiffError } from './layered-staging.ts'
 import type { VerifiedRepo } from './repo-verifier.ts'
 import { type SourceClient, SourceError } from './source-client.ts'
+import { sourceHeadRev } from './source-head.ts'
 import { isLocalStorageError, RETRYABLE, toFailure } from './transfer-failure.ts'
+
+/** Resumed exports at most, after the first reconciliation, to judge missing blobs against a moving head. */
+const MISSING_BLOB_ROUNDS = 2
 
 /** What one pull knows across its export sessions. */
 export interface PullState {
@@ -33,6 +38,10 @@ export interface PullState {
   repo: VerifiedRepo | undefined
   /** Last blob committed, in the source's listing order (the resume cursor). */
   blobCursor: string | undefined
+  /** Bytes of repo CAR frames received by this process's sessions (a catch-up's cost). */
+  repoBytes?: number
+  /** A diff since the held repo did not verify over it: ask for whole CARs from now on. */
+  wholeRepo?: boolean
 }
 
 /** One pull's fixed parameters, shared by its export sessions (first, resumed, catch-up). */
@@ -81,6 +90,12 @@ export class TransferPuller {
         await this.streamOnce(session, state)
         return
       } catch (err) {
+        // Not a fault of the connection: the same session's data again, whole.
+        if (err instanceof IncompleteDiffError && !state.wholeRepo) {
+          state.wholeRepo = true
+          attempt--
+          continue
+        }
         const failure = toFailure(err)
         if (this.ctx.closing() || !RETRYABLE.has(failure.reason) || attempt >= attempts) throw err
         const delay = backoff(this.ctx.limits.retry, attempt)
@@ -114,10 +129,16 @@ export class TransferPuller {
       const key = await this.ctx.options.keys.current(algorithm)
       if (!key)
         throw new ImportFailure('NoCommonAlgorithm', `no current ${algorithm} key; run KeyRing.rotate()`)
+      // repo-diff: a moved head then costs only what was written since the rev held here.
+      const diff =
+        session.extensions.includes(EXTENSION.repoDiff) &&
+        sink.openRepoBlocks !== undefined &&
+        !state.wholeRepo
       const resume =
         session.extensions.includes(EXTENSION.resume) && state.repo
           ? {
               repoCommit: state.repo.commitCid,
+              ...(diff && { repoRev: state.repo.rev }),
               ...(state.blobCursor !== undefined && { blobCursor: state.blobCursor }),
             }
           : undefined
@@ -183,7 +204,7 @@ export class TransferPuller {
         signingKey: session.signingKey,
         maxBlobSize: this.ctx.limits.maxBlobSize,
         expectManifest,
-        ...(resume && state.repo && { previousRepo: state.repo }),
+        ...(resume && state.repo && { previousRepo: state.repo, diffOverPrevious: diff }),
         onProgress: async (delta) => {
           sent.frames += delta.frames ?? 0
           sent.bytes += delta.bytes ?? 0
@@ -193,6 +214,7 @@ export class TransferPuller {
           progress.blobsReceived = Math.max(held.blobs, base.blobs + sent.blobs)
           if (delta.records !== undefined) progress.records = delta.records
           if (delta.repo) {
+            state.repoBytes = (state.repoBytes ?? 0) + (delta.bytes ?? 0)
             state.repo = delta.repo
             await store.putReferencedBlobs(transferId, delta.repo.blobCids)
           }
@@ -224,20 +246,41 @@ export class TransferPuller {
     }
   }
 
-  /** After the stream: reconcile blobs referenced by the imported records, then wait for the PLC token. */
+  /**
+   * After the stream: reconcile blobs referenced by the imported records, then wait for the PLC
+   * token. A blob the source can no longer serve may be one that a write since the export
+   * dereferenced (the user edited or deleted that post, and the PDS dropped the image), so a
+   * blob counts as missing only against the source's current head: with `resume`, a resumed
+   * export (only what changed, with repo-diff) brings the head up to date first, then reconcile
+   * again, until the head holds still.
+   */
   async finishImport(session: PullSession, state: PullState): Promise<void> {
-    const repo = state.repo as VerifiedRepo
-    await this.ctx.options.store.update(session.transferId, {
-      stage: 'reconciling',
-      repo: { rev: repo.rev, commitCid: repo.commitCid },
-    })
-    const missing = await this.reconcile(
-      session.transferId,
-      session.did,
-      session.client,
-      repo.blobCids,
-      state.progress,
-    )
+    let missing: string[] = []
+    for (let round = 0; ; round++) {
+      const repo = state.repo as VerifiedRepo
+      await this.ctx.options.store.update(session.transferId, {
+        stage: 'reconciling',
+        repo: { rev: repo.rev, commitCid: repo.commitCid },
+      })
+      missing = await this.reconcile(
+        session.transferId,
+        session.did,
+        session.client,
+        repo.blobCids,
+        state.progress,
+      )
+      if (missing.length === 0 || round >= MISSING_BLOB_ROUNDS) break
+      if (!session.extensions.includes(EXTENSION.resume)) break
+      if ((await sourceHeadRev(session.client, session.did)) === repo.rev) break
+      await this.streamWithRetries(session, state)
+      if (state.repo?.commitCid === repo.commitCid) {
+        // The head held still: what is missing is missing, but for what the stream brought.
+        const { sink } = this.ctx.options
+        const held = await Promise.all(missing.map((cid) => sink.hasBlob(session.did, cid)))
+        missing = missing.filter((_, i) => !held[i])
+        break
+      }
+    }
     await this.ctx.options.store.update(session.transferId, {
       stage: 'awaitingPlcToken',
       missingBlobs: missing,

@@ -19,6 +19,11 @@ export interface RepoSnapshot {
   rev: string
   /** CID of the signed commit: the CAR root. */
   commitCid: string
+  /**
+   * Set when the CAR holds only the blocks written after this rev (the commit always among
+   * them), as asked by `snapshotRepo`'s `since`; absent for every block of the repo.
+   */
+  since?: string
   /** Exact byte length of the CAR `open()` yields: the frame header states it before any data. */
   carLength: number
   /** CAR v1 of every block reachable from the commit, streamed. */
@@ -48,8 +53,12 @@ export type SignedPlcOperation = Record<string, unknown> & { sig: string; prev: 
  */
 export interface AccountSource {
   getAccount(did: string): Promise<SourceAccount | undefined>
-  /** Pins the current commit. */
-  snapshotRepo(did: string): Promise<RepoSnapshot>
+  /**
+   * Pins the current commit. With `since` (a rev the destination holds; extension repo-diff)
+   * the CAR may hold only the blocks written after it, like sync `getRepo?since=`; a source
+   * that cannot tell sends every block (the destination verifies either over what it holds).
+   */
+  snapshotRepo(did: string, options?: { since?: string }): Promise<RepoSnapshot>
   /** Rev of the current head, to tell whether writes happened after a snapshot. */
   currentRev(did: string): Promise<string>
   /**

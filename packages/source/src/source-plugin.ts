@@ -115,6 +115,7 @@ export const sourcePlugin = fp(
       EXTENSION.resume,
       EXTENSION.plcTokenRefresh,
       EXTENSION.sizeHint,
+      EXTENSION.repoDiff,
     ]
     const completion = new SourceCompletionFlow({
       source: opts.source,
@@ -150,7 +151,7 @@ export const sourcePlugin = fp(
         const account = await opts.source.getAccount(did)
         if (!account)
           return reply.code(404).send({ error: 'RepoNotFound', message: `${did} is not hosted here` })
-        if (account.status !== 'active') {
+        if (account.status !== 'active' && !(await pausedForCaller(request, reply, did))) {
           return reply.code(400).send({ error: 'RepoDeactivated', message: `${did} is ${account.status}` })
         }
         const body = await opts.source.openBlob(did, cid)
@@ -158,6 +159,26 @@ export const sourcePlugin = fp(
         reply.header('content-type', 'application/octet-stream')
         return reply.send(Readable.from(body))
       })
+    }
+
+    /**
+     * Whether the account is paused by completeTransfer for the caller's own transfer: its
+     * destination still fetches, by getBlob, blobs written before the pause that its catch-up
+     * stream skipped (they sort before its cursor). Nobody else reads a paused account (C9).
+     */
+    async function pausedForCaller(request: FastifyRequest, reply: FastifyReply, did: string) {
+      if (!request.headers.authorization) return false
+      try {
+        const caller = await opts.auth.verify(request, 'com.atproto.sync.getBlob', reply)
+        const transfer = await opts.store.findActive(did)
+        return (
+          caller.did === did &&
+          transfer?.clientId === caller.clientId &&
+          transfer.completion?.deactivatedAt !== undefined
+        )
+      } catch {
+        return false
+      }
     }
 
     app.post(`/xrpc/${NSID.exportAccount}`, async (request, reply) => {
@@ -245,7 +266,10 @@ export const sourcePlugin = fp(
         })
       }
 
-      const snapshot = await opts.source.snapshotRepo(input.did)
+      // Extension repo-diff: the destination holds the repo at resume.repoRev, so a moved head
+      // needs only what was written since (the source may still send it whole).
+      const since = applied.includes(EXTENSION.repoDiff) ? input.resume?.repoRev : undefined
+      const snapshot = await opts.source.snapshotRepo(input.did, since === undefined ? {} : { since })
       try {
         const { enc, keys } = await setupSender({
           algorithm: key.alg,
