@@ -232,7 +232,7 @@ describe('plain-PDS reader', () => {
     expect(await held.getAccount(alice.did)).toMatchObject({ status: 'deactivated' })
   })
 
-  it('reads with an OAuth session at the plain PDS’s own provider: atproto plus one rpc scope for preferences', async () => {
+  it('reads with an OAuth session at the plain PDS’s own provider: atproto, one rpc scope for preferences, identity:* for the code', async () => {
     const signIn = (scope: string) =>
       oauthSourceClient({
         pdsUrl: plain.url,
@@ -241,11 +241,19 @@ describe('plain-PDS reader', () => {
         account: { username: alice.handle, password: alice.password },
         scope,
       })
-    const scope = 'atproto rpc:app.bsky.actor.getPreferences?aud=*'
+    const scope = 'atproto rpc:app.bsky.actor.getPreferences?aud=* identity:*'
     const full = await signIn(scope)
     expect(full.grantedScope.split(' ').sort()).toEqual(scope.split(' ').sort())
     const dest = await destination()
     await expectIdentical(dest, await move(dest, full.client))
+
+    // Without identity:* the data moves, and the record says by name why no code was emailed.
+    const dataOnly = await signIn('atproto rpc:app.bsky.actor.getPreferences?aud=*')
+    const noCode = await destination()
+    const pulled = await move(noCode, dataOnly.client)
+    expect(pulled.transfer).toMatchObject({ stage: 'awaitingPlcToken', missingBlobs: [] })
+    expect(pulled.transfer.plcCodeRequestedAt).toBeUndefined()
+    expect(pulled.transfer.failure?.message).toContain('identity:*')
 
     // `atproto` alone reads the repo and blobs (public while the account is active) but not the
     // preferences: the pull stops by name, the reference PDS's message naming the missing scope.

@@ -6,7 +6,13 @@ import { loadOrCreateSecrets } from '@pds-transfer/atproto-pds'
 import { freePort } from './destination-server.ts'
 
 /** A reference PDS as shipped, without our routes: a source that does not speak 0014. */
-export async function startPlainPds(plcUrl: string): Promise<{ url: string; close(): Promise<void> }> {
+export async function startPlainPds(plcUrl: string): Promise<{
+  url: string
+  pds: PDS
+  /** The PLC code last "emailed" to the account (the PDS keeps it in its account database). */
+  plcToken(did: string): Promise<string | undefined>
+  close(): Promise<void>
+}> {
   const dir = await mkdtemp(join(tmpdir(), 'pds-transfer-plain-'))
   const port = await freePort()
   const secrets = await loadOrCreateSecrets(dir)
@@ -31,6 +37,16 @@ export async function startPlainPds(plcUrl: string): Promise<{ url: string; clos
   await pds.start()
   return {
     url: pds.ctx.cfg.service.publicUrl,
+    pds,
+    async plcToken(did) {
+      const row = await pds.ctx.accountManager.db.db
+        .selectFrom('email_token')
+        .select('token')
+        .where('did', '=', did as never)
+        .where('purpose', '=', 'plc_operation')
+        .executeTakeFirst()
+      return row?.token
+    },
     async close() {
       await pds.destroy()
       await rm(dir, { recursive: true, force: true })

@@ -75,6 +75,10 @@ export interface InboundTransfer {
   sourceUrl: string
   /** Source PDS service DID (its well-known document). */
   sourceDid?: string
+  /** What kind of source it is: `plain`, a PDS with nothing of ours (sync endpoints); absent, v1. */
+  dialect?: 'plain'
+  /** When the PLC code was last requested from a plain source (once the data had moved). */
+  plcCodeRequestedAt?: number
   algorithm?: string
   kid?: string
   status: TransferStatus
@@ -89,6 +93,11 @@ export interface InboundTransfer {
   catchUps?: number
   /** Plaintext bytes the catch-up exports brought, in all and of it repo CAR (repo-diff keeps both small). */
   catchUpBytes?: { repo: number; total: number }
+  /**
+   * A plain source that could not be deactivated after the move, and why: the user should
+   * deactivate the old account there themselves (it still takes writes no one will see).
+   */
+  sourceLeftActive?: string
   /** Whether the password the user chose in /migrate was set at activation (D24). */
   passwordChosen?: boolean
   /** Last blob committed, in the source's listing order: where a resumed export continues. */

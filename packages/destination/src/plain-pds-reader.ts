@@ -18,6 +18,7 @@ import { EngineError } from './engine-error.ts'
 import { DEFAULT_LIMITS, type EngineLimits } from './engine-limits.ts'
 import { ImportFailure } from './import-failure.ts'
 import type { InboundTransfer, InboundTransferStore, TransferProgress } from './inbound-transfer.ts'
+import { requestPlainPlcCode } from './plain-pds-signer.ts'
 import type { VerifiedRepo } from './repo-verifier.ts'
 import type { SourceClient } from './source-client.ts'
 import { type BlobFetchOutcome, fetchBlob } from './sync-blob-fetch.ts'
@@ -94,7 +95,7 @@ export class PlainPdsReader {
   async start(params: { did: string; client: SourceClient }): Promise<InboundTransfer> {
     const { did, client } = params
     await checkNewTransfer(this.options, did, client.url)
-    const transfer = newTransfer(did, client.url)
+    const transfer: InboundTransfer = { ...newTransfer(did, client.url), dialect: 'plain' }
     const refusal = await this.options.store.create(transfer, {
       source: normalizeUrl(client.url),
       maxPerSource: this.limits.maxPerSource,
@@ -187,13 +188,27 @@ export class PlainPdsReader {
       await this.options.sink.putPreferences(t.did, preferences)
 
       const missing = report.missing.map((m) => m.cid)
-      const done = await store.update(transferId, {
+      let done = await store.update(transferId, {
         status: 'importing',
         stage: 'awaitingPlcToken',
         retry: undefined,
         missingBlobs: missing,
         progress: { ...progress, blobsMissing: missing.length },
       })
+      // The code is asked for once the data has moved (decision 8), and once: a resumed pull
+      // leaves the user with the code they have (a new one is theirs to ask for).
+      if (done.plcCodeRequestedAt === undefined) {
+        done = await requestPlainPlcCode(client).then(
+          () => store.update(transferId, { plcCodeRequestedAt: Date.now() }),
+          (err: unknown) =>
+            store.update(transferId, {
+              failure: {
+                reason: 'SourceRefused',
+                message: `your current server did not email the code: ${(err as Error).message}`,
+              },
+            }),
+        )
+      }
       return { transfer: done, blobs: report, repoFetched }
     } catch (err) {
       const failure = toFailure(err instanceof TransientSourceError ? exhausted(err) : err)

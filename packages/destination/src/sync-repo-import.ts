@@ -8,6 +8,7 @@
 import type { AccountSink, RepoStaging } from './account-sink.ts'
 import { InvalidRepoError, verifiedCarBatches } from './car-blocks.ts'
 import { ImportFailure } from './import-failure.ts'
+import { IncompleteDiffError, LayeredStaging } from './layered-staging.ts'
 import { type VerifiedRepo, verifyStagedRepo } from './repo-verifier.ts'
 import type { SourceClient } from './source-client.ts'
 import { fetchStreaming } from './sync-retry.ts'
@@ -24,14 +25,26 @@ export async function importRepoFromSync(params: {
   /** The DID document's `#atproto` key (`did:key`): the commit must be signed with it. */
   signingKey: string
   stallTimeoutMs: number
+  /**
+   * A rev whose repo is committed here: ask only for the blocks written after it
+   * (`getRepo?since=`) and verify them over the held repo (`AccountSink.openRepoBlocks`).
+   * Throws `IncompleteDiffError` when the diff lacks a block the held repo lacks too.
+   */
+  since?: string
 }): Promise<{ repo: VerifiedRepo; bytes: number }> {
   const { client, sink, did, signingKey } = params
   const staging: RepoStaging = await sink.stageRepo(did)
+  let layered: LayeredStaging | undefined
   try {
+    const since = params.since !== undefined && sink.openRepoBlocks ? params.since : undefined
+    if (since !== undefined && sink.openRepoBlocks) {
+      layered = new LayeredStaging(staging, await sink.openRepoBlocks(did))
+    }
+    const query = new URLSearchParams({ did, ...(since !== undefined && { since }) })
     let root: Parameters<typeof verifyStagedRepo>[0]['root'] | undefined
     let bytes = 0
     await fetchStreaming(
-      (signal) => client.fetch(`/xrpc/com.atproto.sync.getRepo?did=${encodeURIComponent(did)}`, { signal }),
+      (signal) => client.fetch(`/xrpc/com.atproto.sync.getRepo?${query}`, { signal }),
       'getRepo',
       params.stallTimeoutMs,
       async (_res, body) => {
@@ -43,12 +56,18 @@ export async function importRepoFromSync(params: {
       },
     )
     if (!root) throw new InvalidRepoError('repo CAR has no root')
-    const repo = await verifyStagedRepo({ staging, root, did, signingKey })
+    const repo = await verifyStagedRepo({ staging: layered ?? staging, root, did, signingKey })
+    await layered?.finish()
     await sink.commitRepo(did, staging, { commitCid: repo.commitCid, rev: repo.rev })
     return { repo, bytes }
   } catch (err) {
     // The pull's own error is what the user must see; a failing cleanup is the sink's to retry.
-    await staging.discard().catch(() => {})
+    await (layered ?? staging).discard().catch(() => {})
+    if (err instanceof InvalidRepoError && layered && layered.missing > 0) {
+      throw new IncompleteDiffError(`getRepo since ${params.since} does not verify over what is held`, {
+        cause: err,
+      })
+    }
     if (err instanceof InvalidRepoError) throw new ImportFailure('RepoInvalid', err.message, { cause: err })
     throw err
   }

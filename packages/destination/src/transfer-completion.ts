@@ -9,6 +9,7 @@ import type {
   InboundTransferStore,
   TransferStage,
 } from './inbound-transfer.ts'
+import { type OperationSigner, SigningRefusal } from './plain-pds-signer.ts'
 import { checkPlcMove, PlcOperationError } from './plc-check.ts'
 import { type SourceClient, SourceError } from './source-client.ts'
 
@@ -50,6 +51,8 @@ export interface CompletionContext {
   forget(transferId: string): void
   /** The password the user chose with their code, if this process still holds it (once). */
   takePassword(transferId: string): string | undefined
+  /** The signer of a transfer whose source is not a v1 one (a plain PDS); v1's completeTransfer otherwise. */
+  signer?(transfer: InboundTransfer): OperationSigner | undefined
 }
 
 /**
@@ -130,6 +133,18 @@ export class TransferCompletion {
     if (!completion || !client) {
       await this.backToCode(t, 'Interrupted', 'the destination lost its session with your current server')
       throw new EngineError('InvalidState', 'no authorized session with the source; sign in again')
+    }
+    const signer = this.ctx.signer?.(t)
+    if (signer) {
+      let body: unknown
+      try {
+        body = await signer.sign(t, client, completion)
+      } catch (err) {
+        if (!(err instanceof SigningRefusal)) throw err
+        await this.backToCode(t, err.reason, err.message)
+        throw new EngineError('InvalidState', err.message)
+      }
+      return this.acceptOperation(t, body, completion)
     }
     for (let round = 1; ; round++) {
       await store.update(t.transferId, { status: 'completing', stage: 'signing' })
@@ -259,11 +274,17 @@ export class TransferCompletion {
         () => false,
       )
     }
+    const signer = this.ctx.signer?.(t)
+    const client = this.ctx.session(t.transferId)
+    // The move is done; a source that could not be deactivated is the user's to do, and said.
+    const sourceLeftActive =
+      signer?.afterActivation && client ? await signer.afterActivation(t, client) : undefined
     this.ctx.forget(t.transferId)
     return store.update(t.transferId, {
       failure: undefined,
       completion: undefined,
       ...(passwordChosen !== undefined && { passwordChosen }),
+      ...(sourceLeftActive !== undefined && { sourceLeftActive }),
       status: 'completed',
       stage: 'activated',
       watchUntil: Date.now() + (this.ctx.options.watchHours ?? 72) * 3600_000,

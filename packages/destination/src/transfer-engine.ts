@@ -13,6 +13,7 @@ import {
   type InboundTransferStore,
 } from './inbound-transfer.ts'
 import type { KeyRing } from './key-ring.ts'
+import { PlainPdsSigner, requestPlainPlcCode } from './plain-pds-signer.ts'
 import type { VerifiedRepo } from './repo-verifier.ts'
 import { checkRollbacks } from './rollback-watch.ts'
 import { moveRotationKeys, RotationKeyError } from './rotation-keys.ts'
@@ -99,6 +100,7 @@ export class TransferEngine {
       aborts: this.aborts,
       closing: () => this.closing,
     })
+    const plainSigner = new PlainPdsSigner({ ...options, limits: this.limits })
     this.completion = new TransferCompletion({
       options,
       limits: this.limits,
@@ -111,6 +113,7 @@ export class TransferEngine {
         this.passwords.delete(id)
         return password
       },
+      signer: (t) => (t.dialect === 'plain' ? plainSigner : undefined),
     })
   }
 
@@ -388,6 +391,11 @@ export class TransferEngine {
     }
     const client = this.sessions.get(transferId)
     if (!client) throw new EngineError('InvalidState', 'no authorized session with the source; sign in again')
+    if (t.dialect === 'plain') {
+      await requestPlainPlcCode(client)
+      await this.options.store.update(transferId, { plcCodeRequestedAt: Date.now(), failure: undefined })
+      return
+    }
     const res = await client.fetch(`/xrpc/${NSID.requestPlcToken}`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
