@@ -49,7 +49,7 @@ describe('/migrate errors on reference PDSes', () => {
     expect(body).toMatch(/Could not find an account for .{1,6}nobody\.test/)
   })
 
-  it('a source without transfer support', async () => {
+  it('a source without transfer support is offered the plain-PDS move, and nothing changes before sign-in', async () => {
     const dave = await seedReferenceAccount(plain.url, {
       handle: 'dave.test',
       email: 'dave@example.com',
@@ -59,8 +59,10 @@ describe('/migrate errors on reference PDSes', () => {
       follows: 0,
     })
     const res = await fetch(`${pair.b.url}/migrate/check?identifier=${dave.did}`)
-    expect(res.status).toBe(400)
-    expect(text(await res.text())).toContain('does not offer PDS-to-PDS transfers')
+    expect(res.status).toBe(200)
+    const body = text(await res.text())
+    expect(body).toContain('has no direct-transfer support')
+    expect(body).toContain('Sign in at')
     expect(await activeAt(plain.url, dave.did)).toBe(true)
   })
 

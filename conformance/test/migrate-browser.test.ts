@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { type SeededAccount, seedReferenceAccount } from '../src/fixtures/seed-reference-account.ts'
 import { launchChromium } from '../src/harness/chromium.ts'
 import { headlessAuthorize } from '../src/harness/headless-oauth.ts'
+import { startPlainPds } from '../src/harness/plain-pds.ts'
 import { type ReferencePdsPair, startReferencePdsPair } from '../src/harness/reference-pds.ts'
 
 /** Screenshots of each step, kept as artifacts of the run. */
@@ -226,6 +227,73 @@ describe('/migrate in Chromium', () => {
       await mobileShot('moved')
     } finally {
       await context.close()
+    }
+  }, 120_000)
+
+  it('moves an account from a plain PDS (nothing of ours installed) through the same pages', async () => {
+    const plain = await startPlainPds(pair.plc.namedUrl)
+    try {
+      const gina = await seedReferenceAccount(plain.url, {
+        handle: 'gina.test',
+        email: 'gina@example.com',
+        password: 'gina-password-1',
+        posts: 40,
+        images: 2,
+        follows: 3,
+      })
+      await page.goto(`${pair.b.url}/migrate`)
+      // Her handle is known only to her own server: she gives her DID.
+      await page.fill('#identifier', gina.did)
+      await page.click('button[type=submit]')
+      await page.waitForURL(/\/migrate\/check/)
+      // The checklist says what kind of source it is, and what does not move from it.
+      await expect(page.textContent('main')).resolves.toContain('has no direct-transfer support')
+      await expect(page.textContent('main')).resolves.toContain('Invite codes and other private settings')
+      await shot('plain-checklist')
+      await page.click('form[action="/migrate/authorize"] button')
+      await page.waitForURL((url) => url.origin === plain.url)
+      await page.waitForLoadState('networkidle')
+      await page.fill('input[autocomplete="current-password"]', gina.password)
+      await page.click('button[type=submit]')
+      const authorize = page.getByRole('button', { name: 'Authorize' })
+      await authorize.waitFor()
+      await shot('plain-source-consent')
+      await authorize.click()
+      await page.waitForURL(
+        (url) => url.origin === pair.b.url && url.pathname.startsWith('/migrate/transfer/'),
+      )
+      const transferPage = page.url()
+      await page.waitForSelector('input[name="token"]', { timeout: 60_000 })
+      await shot('plain-code-form')
+      // The code her own server emailed once her data had moved.
+      const token = (await plain.plcToken(gina.did)) as string
+      await page.fill('input[name="token"]', token)
+      await page.fill('#password', 'gina-new-password')
+      await page.fill('#password2', 'gina-new-password')
+      await page.click('form[action$="/complete"] button[type=submit]')
+      await page.waitForSelector('h1:has-text("Moved")', { timeout: 60_000 })
+      await expect(page.textContent('main')).resolves.toContain(
+        'Your account at your old server is deactivated',
+      )
+      await shot('plain-moved')
+      const transferId = new URL(transferPage).pathname.split('/').at(-1) as string
+      expect(await pair.b.engine.get(transferId)).toMatchObject({ status: 'completed', dialect: 'plain' })
+      const plcData = (await (await fetch(`${pair.plc.url}/${gina.did}/data`)).json()) as {
+        services: { atproto_pds: { endpoint: string } }
+      }
+      expect(plcData.services.atproto_pds.endpoint).toBe(pair.b.url)
+      const session = await fetch(`${pair.b.url}/xrpc/com.atproto.server.createSession`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ identifier: gina.did, password: 'gina-new-password' }),
+      })
+      expect(
+        session.status,
+        `${JSON.stringify(await pair.b.engine.get(transferId))} ${await session.clone().text()}`,
+      ).toBe(200)
+      expect(violations).toEqual([])
+    } finally {
+      await plain.close()
     }
   }, 120_000)
 })

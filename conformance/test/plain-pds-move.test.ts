@@ -1,6 +1,7 @@
 import { AtpAgent } from '@atproto/api'
 import * as plcLib from '@did-plc/lib'
 import { openRepoSnapshot, type TransferPds } from '@pds-transfer/atproto-pds'
+import { PLAIN_PDS_OAUTH_SCOPE } from '@pds-transfer/core'
 import {
   PlainPdsReader,
   PlcDidResolver,
@@ -16,7 +17,7 @@ import { type PlcDirectory, startPlcDirectory } from '../src/harness/plc-directo
 import { startReferencePds } from '../src/harness/reference-pds.ts'
 
 /** What a move from a plain PDS asks its OAuth server for (spec/dialect-plain-pds.md, "Scopes"). */
-const SCOPE = 'atproto rpc:app.bsky.actor.getPreferences?aud=* identity:* account:status?action=manage'
+const SCOPE = PLAIN_PDS_OAUTH_SCOPE
 
 /**
  * A whole move from a plain `@atproto/pds` (nothing of ours in front, OAuth at its own
@@ -132,6 +133,11 @@ describe('a move from a plain PDS, completed', () => {
     )
     expect(((await there.json()) as { cid: string }).cid).toBe(late.data.cid)
     expect(await carOf(b.pds.ctx, alice.did)).toBeGreaterThan(0)
+    // The email came along (scope account:email), and with it a sign-in record for a password.
+    const account = await b.pds.ctx.accountManager.getAccount(alice.did as `did:plc:${string}`, {
+      includeDeactivated: true,
+    })
+    expect(account?.email).toBe('plainmove1@example.com')
   })
 
   it('a wrong code: the source never stopped, the user is back at the code step and can ask for a new one', async () => {

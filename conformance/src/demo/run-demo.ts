@@ -1,14 +1,17 @@
 /**
- * The main job: a real migration between two reference PDSes through the whole 0014 flow, then
- * a check of everything on arrival, and a short report. `--keep-running` leaves both PDSes up
- * with the /migrate URL and a second account for a person to move by hand.
+ * The main job: real migrations into a reference PDS (B) through /migrate, one from each kind of
+ * source: `v1`, a reference PDS with our transfer endpoints (the HPKE stream), and `plain`, a
+ * reference PDS with nothing of ours installed (sync endpoints, its own OAuth, its own PLC code).
+ * Each moved account is checked on arrival, and a short report printed per source.
+ * `--keep-running` leaves the PDSes up with the /migrate URL and a second account to move by hand.
  *
- *   bash scripts/dev demo [--keep-running] [--posts N] [--images N]
+ *   bash scripts/dev demo [--from v1|plain|all] [--keep-running] [--posts N] [--images N]
  */
 import { parseArgs } from 'node:util'
 import { type SeededAccount, seedReferenceAccount } from '../fixtures/seed-reference-account.ts'
 import { headlessAuthorize } from '../harness/headless-oauth.ts'
 import { listAllRecords } from '../harness/list-records.ts'
+import { startPlainPds } from '../harness/plain-pds.ts'
 import { startReferencePdsPair } from '../harness/reference-pds.ts'
 
 const { values: args } = parseArgs({
@@ -16,8 +19,16 @@ const { values: args } = parseArgs({
     'keep-running': { type: 'boolean', default: false },
     posts: { type: 'string', default: '1000' },
     images: { type: 'string', default: '40' },
+    from: { type: 'string', default: 'all' },
   },
 })
+const kinds = (args.from === 'all' ? ['v1', 'plain'] : [args.from]) as ('v1' | 'plain')[]
+for (const kind of kinds) {
+  if (kind !== 'v1' && kind !== 'plain') {
+    console.error(`--from must be v1, plain or all, not ${JSON.stringify(kind)}`)
+    process.exit(2)
+  }
+}
 
 const checks: { name: string; ok: boolean; detail: string }[] = []
 const check = (name: string, ok: boolean, detail = '') => {
@@ -38,39 +49,57 @@ const pair = await startReferencePdsPair({
   onPlcToken: (did, token) => console.log(`  [mail] PLC code for ${did}: ${token}`),
 })
 const { a, b } = pair
+const plain = kinds.includes('plain') ? await startPlainPds(pair.plc.namedUrl) : undefined
 console.log(
-  `  PDS A (source)      ${a.url}\n  PDS B (destination) ${b.url}\n  PLC directory       ${pair.plc.url}`,
+  `  PDS A (source, v1)  ${a.url}\n${plain ? `  PDS P (source, plain: nothing of ours installed) ${plain.url}\n` : ''}  PDS B (destination) ${b.url}\n  PLC directory       ${pair.plc.url}`,
 )
-lap('start PLC + 2 PDSes')
+lap('start PLC + PDSes')
 
 let exitCode = 0
-try {
+for (const kind of kinds) {
+  try {
+    await moveOne(kind)
+  } catch (err) {
+    exitCode = 1
+    console.error(`\n✗ ${(err as Error).stack ?? err}`)
+  }
+}
+
+/** One account seeded at the source of `kind`, moved to B through /migrate, checked at B. */
+async function moveOne(kind: 'v1' | 'plain'): Promise<void> {
+  const sourceUrl = kind === 'v1' ? a.url : (plain?.url as string)
+  const name = kind === 'v1' ? 'alice' : 'carol'
   console.log(
-    `Seeding alice.test on A: ${args.posts} posts, ${args.images} images, 50 follows, preferences, email…`,
+    `\n[${kind}] Seeding ${name}.test: ${args.posts} posts, ${args.images} images, 50 follows, preferences, email…`,
   )
-  const alice = await seedReferenceAccount(a.url, {
-    handle: 'alice.test',
-    email: 'alice@example.com',
-    password: 'alice-demo-password',
+  const account = await seedReferenceAccount(sourceUrl, {
+    handle: `${name}.test`,
+    email: `${name}@example.com`,
+    password: `${name}-demo-password`,
     posts: Number(args.posts),
     images: Number(args.images),
     imageSide: 160,
     follows: 50,
   })
   const before = new Map<string, unknown[]>()
-  for (const c of collections) before.set(c, await listAllRecords(a.url, alice.did, c))
-  lap('seed the account on A')
+  for (const c of collections) before.set(c, await listAllRecords(sourceUrl, account.did, c))
+  lap(`[${kind}] seed the account`)
 
-  console.log(`Migrating ${alice.did} to B: /migrate → OAuth sign-in at A → encrypted pull → PLC code…`)
+  console.log(
+    `[${kind}] Migrating ${account.did} to B: /migrate → OAuth sign-in at its server → ${kind === 'v1' ? 'encrypted pull' : 'pull over the sync endpoints'} → PLC code…`,
+  )
   const authorize = await fetch(`${b.url}/migrate/authorize`, {
     method: 'POST',
     redirect: 'manual',
     headers: { 'content-type': 'application/x-www-form-urlencoded', origin: b.url },
-    body: new URLSearchParams({ did: alice.did }),
+    body: new URLSearchParams({ did: account.did }),
   })
   const authorizeUrl = new URL(authorize.headers.get('location') ?? '')
-  const callback = await headlessAuthorize(authorizeUrl, { username: alice.handle, password: alice.password })
-  lap('OAuth sign-in at A (PAR, PKCE, DPoP)')
+  const callback = await headlessAuthorize(authorizeUrl, {
+    username: account.handle,
+    password: account.password,
+  })
+  lap(`[${kind}] OAuth sign-in at the source (PAR, PKCE, DPoP)`)
   const started = await fetch(callback, { redirect: 'manual' })
   const transferId = new URL(started.headers.get('location') ?? '').pathname.split('/').at(-1) as string
   let transfer = await b.engine.get(transferId)
@@ -83,11 +112,14 @@ try {
   }
   const p = transfer.progress
   console.log(
-    `  pulled ${p.framesReceived} frames, ${(p.bytesReceived / 1048576).toFixed(1)} MiB, ${p.records ?? 0} records, ${p.blobsReceived} blobs (end of stream: ${transfer.endOfStream})`,
+    `  pulled ${(p.bytesReceived / 1048576).toFixed(1)} MiB, ${p.records ?? 0} records, ${p.blobsReceived + p.blobsReconciled} blobs${kind === 'v1' ? ` in ${p.framesReceived} frames (end of stream: ${transfer.endOfStream})` : ''}`,
   )
-  lap('pull, decrypt, verify, import')
+  lap(`[${kind}] pull, verify, import`)
 
-  const token = pair.plcTokens.get(alice.did)?.at(-1) ?? ''
+  const token =
+    kind === 'v1'
+      ? (pair.plcTokens.get(account.did)?.at(-1) ?? '')
+      : ((await plain?.plcToken(account.did)) ?? '')
   const done = await fetch(`${b.url}/migrate/transfer/${transferId}/complete`, {
     method: 'POST',
     redirect: 'manual',
@@ -98,14 +130,11 @@ try {
   if (done.status >= 400 || transfer?.status !== 'completed') {
     throw new Error(`completion failed: ${JSON.stringify(transfer?.failure ?? transfer?.status)}`)
   }
-  lap('completeTransfer, PLC operation, activation')
+  lap(`[${kind}] ${kind === 'v1' ? 'completeTransfer' : 'signPlcOperation'}, PLC operation, activation`)
 
-  console.log('Checking the account on B:')
-  await verify(alice, before)
-  lap('verification')
-} catch (err) {
-  exitCode = 1
-  console.error(`\n✗ ${(err as Error).stack ?? err}`)
+  console.log(`[${kind}] Checking the account on B:`)
+  await verify(account, before, sourceUrl)
+  lap(`[${kind}] verification`)
 }
 
 const failed = checks.filter((c) => !c.ok)
@@ -114,7 +143,7 @@ console.log('\nReport')
 for (const [name, ms] of timings) console.log(`  ${(ms / 1000).toFixed(2).padStart(7)} s  ${name}`)
 console.log(
   exitCode === 0
-    ? `\n${checks.length} checks passed: the account moved with every record and blob intact.`
+    ? `\n${checks.length} checks passed: ${kinds.length === 1 ? 'the account' : `each of the ${kinds.length} accounts (${kinds.join(', ')})`} moved with every record and blob intact.`
     : `\nFAILED: ${failed.map((c) => c.name).join('; ') || 'see the error above'}`,
 )
 
@@ -135,17 +164,23 @@ Both PDSes keep running. Try it yourself:
   4. the PLC code appears here as "[mail]" when the data has arrived
 Ctrl-C stops everything.`)
   const stop = async () => {
+    await plain?.close()
     await pair.close()
     process.exit(0)
   }
   process.once('SIGINT', stop)
   process.once('SIGTERM', stop)
 } else {
+  await plain?.close()
   await pair.close()
   process.exit(exitCode)
 }
 
-async function verify(alice: SeededAccount, before: Map<string, unknown[]>): Promise<void> {
+async function verify(
+  alice: SeededAccount,
+  before: Map<string, unknown[]>,
+  sourceUrl: string,
+): Promise<void> {
   for (const c of collections) {
     const after = await listAllRecords(b.url, alice.did, c)
     check(
@@ -179,11 +214,11 @@ async function verify(alice: SeededAccount, before: Map<string, unknown[]>): Pro
   const key = (await b.pds.ctx.actorStore.keypair(alice.did)).did()
   check("PLC signing key is B's new key", data.verificationMethods.atproto === key)
 
-  const onA = await fetch(`${a.url}/xrpc/com.atproto.sync.getRepo?did=${alice.did}`)
+  const onA = await fetch(`${sourceUrl}/xrpc/com.atproto.sync.getRepo?did=${alice.did}`)
   const error = ((await onA.json()) as { error?: string }).error
-  check('A answers RepoDeactivated', error === 'RepoDeactivated', `HTTP ${onA.status} ${error}`)
+  check('the old server answers RepoDeactivated', error === 'RepoDeactivated', `HTTP ${onA.status} ${error}`)
 
-  // The password is not part of 0014's private state: the user resets it by email at B.
+  // Passwords do not move (D24): here the user resets theirs by email at B.
   const resetToken = await b.pds.ctx.accountManager.createEmailToken(
     alice.did as `did:plc:${string}`,
     'reset_password',
@@ -195,7 +230,7 @@ async function verify(alice: SeededAccount, before: Map<string, unknown[]>): Pro
   })) as { accessJwt: string; email?: string; active?: boolean }
   check(
     'email imported; sign-in at B works',
-    session.email === 'alice@example.com' && session.active === true,
+    session.email === alice.handle.replace(/\.test$/, '@example.com') && session.active === true,
   )
   const auth = `Bearer ${session.accessJwt}`
   const prefs = await fetch(`${b.url}/xrpc/app.bsky.actor.getPreferences`, {

@@ -14,3 +14,23 @@ export const TRANSFER_OAUTH_SCOPE = [
     (nsid) => `rpc:${nsid}?aud=*`,
   ),
 ].join(' ')
+
+/**
+ * What a destination asks a plain PDS (no transfer endpoints) for (spec/dialect-plain-pds.md,
+ * "Scopes", as the reference PDS enforces them): the repo and blobs are public while the account
+ * is active, preferences need their `rpc:` permission, the PLC code and signature `identity:*`,
+ * the deactivation at the end `account:status?action=manage`, the email (`getSession`)
+ * `account:email`.
+ */
+export const PLAIN_PDS_OAUTH_SCOPE = [
+  'atproto',
+  'rpc:app.bsky.actor.getPreferences?aud=*',
+  'identity:*',
+  'account:status?action=manage',
+  'account:email',
+].join(' ')
+
+/** Every scope a destination's client metadata lists: it may ask for either set. */
+export const MIGRATION_CLIENT_SCOPE = [
+  ...new Set([...TRANSFER_OAUTH_SCOPE.split(' '), ...PLAIN_PDS_OAUTH_SCOPE.split(' ')]),
+].join(' ')

@@ -115,18 +115,23 @@ ${error ? `<p class="error" role="alert" id="identifier-error">${esc(error)}</p>
           ),
         )
       }
-      let capabilities: ReturnType<typeof parseWellKnown>['document']
+      // A server without our transfer endpoints (404) is read over the sync endpoints every
+      // PDS serves (a "plain" source); any other failure is a server we cannot talk to now.
+      let capabilities: ReturnType<typeof parseWellKnown>['document'] | undefined
       try {
         const res = await fetch(`${source}${WELL_KNOWN_PATH}`, { signal: AbortSignal.timeout(10_000) })
-        if (!res.ok) throw new Error(`HTTP ${res.status}`)
-        capabilities = parseWellKnown(await res.json()).document
+        if (res.ok) capabilities = parseWellKnown(await res.json()).document
+        else if (res.status !== 404) throw new Error(`HTTP ${res.status}`)
+        else await res.body?.cancel()
       } catch (err) {
         return problem(
           reply,
-          `Your current server (${source}) does not offer PDS-to-PDS transfers (${(err as Error).message}). Use a client-side migration tool instead.`,
+          `Your current server (${source}) did not answer as expected (${(err as Error).message}). Try again in a few minutes; nothing has changed.`,
         )
       }
-      const algorithm = selectAlgorithm(opts.keys.algorithms, capabilities.algorithms)
+      const plain = capabilities === undefined
+      const algorithm = capabilities && selectAlgorithm(opts.keys.algorithms, capabilities.algorithms)
+      const canMove = plain || algorithm !== undefined
       const ownKeys = identity.rotationKeys.length > 1
       const checklist = [
         ownKeys
@@ -138,12 +143,26 @@ server can change your identity. If anything goes wrong with the move, you depen
 a rotation key of your own at the last step of this move, before your identity changes.</li>`,
         `<li>Back up first: <a href="${esc(`${source}/xrpc/com.atproto.sync.getRepo?did=${encodeURIComponent(did)}`)}" download>download your
 repository (CAR file)</a>.</li>`,
-        algorithm
-          ? `<li>Your data goes straight from your current server to <strong>${esc(new URL(origin).host)}</strong>, encrypted
+        plain
+          ? `<li>Your current server has no direct-transfer support, so <strong>${esc(new URL(origin).host)}</strong> reads your
+account through the standard endpoints every server has (each post and image is checked against your signature
+as it arrives), and your current server emails you a code to approve the identity change. Your data does not pass
+through this browser. Its sign-in page will warn that this server asks to manage your identity and your account's
+status: that is what lets it request the code, have the identity change signed, and deactivate the old copy at the
+end; nothing changes before you enter the code.</li>`
+          : algorithm
+            ? `<li>Your data goes straight from your current server to <strong>${esc(new URL(origin).host)}</strong>, encrypted
 end to end; it does not pass through this browser.</li>`
-          : `<li class="warn">Your current server and this one have no encryption method in common, so
+            : `<li class="warn">Your current server and this one have no encryption method in common, so
 they cannot move your account between them. Ask either server's operator, or use a client-side migration tool.</li>`,
-        `<li>Your email address, its confirmation and your settings are copied. Passwords are not: you choose the
+        plain
+          ? `<li>From this kind of server your posts, images, follows, settings and email address are copied (your current
+server asks you to allow sharing the email, and whether it is confirmed). Invite codes and other private settings of
+that server are not. Passwords are not copied either: you choose the password for this server during the move. App passwords
+and apps you signed in to must be set up again here.</li>
+<li>When the move is done, this server deactivates your account at your current server. Anything posted there in
+the last second of the move may not come along: avoid posting while the last step runs.</li>`
+          : `<li>Your email address, its confirmation and your settings are copied. Passwords are not: you choose the
 password for this server during the move (or later, by email). App passwords and apps you signed in to must
 be set up again here.</li>`,
         `<li>Your followers, likes and replies from others live in their own repositories: they keep pointing at your
@@ -164,11 +183,11 @@ move it away again.</li>`,
 <ul>${checklist.join('\n')}</ul>
 <details><summary>Technical details</summary><dl>
 <dt>Account DID</dt><dd><code>${esc(did)}</code></dd>
-<dt>Current server</dt><dd>${esc(source)} (<code>${esc(capabilities.did)}</code>), transfer protocol version ${esc(capabilities.version)}</dd>
+<dt>Current server</dt><dd>${esc(source)} ${capabilities ? `(<code>${esc(capabilities.did)}</code>), transfer protocol version ${esc(capabilities.version)}` : '(no transfer endpoints: read over the sync endpoints)'}</dd>
 <dt>New server</dt><dd><code>${esc(opts.serviceDid)}</code>${algorithm ? `, encryption <code>${esc(algorithm)}</code>` : ''}</dd>
 </dl></details>
 ${
-  algorithm
+  canMove
     ? `<form method="post" action="/migrate/authorize">
 <input type="hidden" name="did" value="${esc(did)}">
 <p>Next, your current server asks you to sign in and allow this server to copy your account.

@@ -49,7 +49,14 @@ export function transferPage(
       : ''
   let body: string
   if (t.status === 'completed') {
-    body = `<p class="ok" role="status">Your account now lives here. Your old server keeps a deactivated copy for 30 days.</p>
+    const old =
+      t.sourceLeftActive !== undefined
+        ? `<p class="warn" role="alert">Your old server did not accept the request to deactivate your account there (${esc(t.sourceLeftActive)}). Sign in there and deactivate it yourself (in the Bluesky app: Settings, Account, Deactivate account), so that nothing is posted to the old copy by mistake.</p>`
+        : t.dialect === 'plain'
+          ? '<p>Your account at your old server is deactivated; that server decides how long it keeps the copy.</p>'
+          : '<p>Your old server keeps a deactivated copy for 30 days.</p>'
+    body = `<p class="ok" role="status">Your account now lives here.</p>
+${old}
 ${signInSection(t, host, resetSent)}
 ${rotationKeysSection(t)}
 <p>For the next 72 hours this server watches your identity log and will warn you if anything moves it away.</p>

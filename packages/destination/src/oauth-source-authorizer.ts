@@ -7,9 +7,10 @@ import {
   type OAuthSession,
   requestLocalLock,
 } from '@atproto/oauth-client-node'
-import { TRANSFER_OAUTH_SCOPE } from '@pds-transfer/core'
+import { MIGRATION_CLIENT_SCOPE, PLAIN_PDS_OAUTH_SCOPE, TRANSFER_OAUTH_SCOPE } from '@pds-transfer/core'
 import type { SourceAuthorizer } from './source-authorizer.ts'
 import type { SourceClient } from './source-client.ts'
+import { sourceDialect } from './source-dialect.ts'
 import type { SqliteOAuthStore } from './sqlite-oauth-store.ts'
 
 /** Where the client metadata of a destination on a public (https) URL is served. */
@@ -62,7 +63,7 @@ export class OAuthSourceAuthorizer implements SourceAuthorizer {
     const keys = loopback ? [] : [await loadClientKey(options.store)]
     const metadata: OAuthClientMetadataInput = loopback
       ? buildAtprotoLoopbackClientMetadata({
-          scope: TRANSFER_OAUTH_SCOPE as never,
+          scope: MIGRATION_CLIENT_SCOPE as never,
           // Loopback redirects must use the IP literal (RFC 8252 §7.3).
           redirect_uris: [`http://127.0.0.1:${base.port || 80}${CALLBACK_PATH}`],
         })
@@ -75,7 +76,7 @@ export class OAuthSourceAuthorizer implements SourceAuthorizer {
           ...(options.tosUri && { tos_uri: options.tosUri }),
           ...(options.policyUri && { policy_uri: options.policyUri }),
           redirect_uris: [`${base.origin}${CALLBACK_PATH}`],
-          scope: TRANSFER_OAUTH_SCOPE,
+          scope: MIGRATION_CLIENT_SCOPE,
           grant_types: ['authorization_code', 'refresh_token'],
           response_types: ['code'],
           application_type: 'web',
@@ -105,8 +106,10 @@ export class OAuthSourceAuthorizer implements SourceAuthorizer {
     return { keys: this.keys.map((k) => k.publicJwk) }
   }
 
+  /** Asks for the scopes of the source's dialect: a plain PDS's own endpoints, or the v1 ones. */
   async authorize(params: { did: string; sourceUrl: string }): Promise<URL> {
-    return this.client.authorize(params.did, { scope: TRANSFER_OAUTH_SCOPE })
+    const plain = (await sourceDialect(params.sourceUrl)) === 'plain'
+    return this.client.authorize(params.did, { scope: plain ? PLAIN_PDS_OAUTH_SCOPE : TRANSFER_OAUTH_SCOPE })
   }
 
   async callback(query: URLSearchParams): Promise<{ did: string; client: SourceClient }> {

@@ -21,6 +21,7 @@ import type { InboundTransfer, InboundTransferStore, TransferProgress } from './
 import { requestPlainPlcCode } from './plain-pds-signer.ts'
 import type { VerifiedRepo } from './repo-verifier.ts'
 import type { SourceClient } from './source-client.ts'
+import { readAccountEmail } from './sync-account-email.ts'
 import { type BlobFetchOutcome, fetchBlob } from './sync-blob-fetch.ts'
 import { readPreferences } from './sync-preferences.ts'
 import { importRepoFromSync } from './sync-repo-import.ts'
@@ -186,6 +187,10 @@ export class PlainPdsReader {
         readPreferences(client, this.limits.stallTimeoutMs),
       )
       await this.options.sink.putPreferences(t.did, preferences)
+      const email = await this.retrying(transferId, () =>
+        readAccountEmail(client, this.limits.stallTimeoutMs),
+      )
+      if (email.email !== undefined) await this.options.sink.putAccountState(t.did, email)
 
       const missing = report.missing.map((m) => m.cid)
       let done = await store.update(transferId, {

@@ -13,11 +13,13 @@ import {
   type InboundTransferStore,
 } from './inbound-transfer.ts'
 import type { KeyRing } from './key-ring.ts'
+import { PlainPdsReader } from './plain-pds-reader.ts'
 import { PlainPdsSigner, requestPlainPlcCode } from './plain-pds-signer.ts'
 import type { VerifiedRepo } from './repo-verifier.ts'
 import { checkRollbacks } from './rollback-watch.ts'
 import { moveRotationKeys, RotationKeyError } from './rotation-keys.ts'
 import { type SourceClient, SourceError } from './source-client.ts'
+import { sourceDialect } from './source-dialect.ts'
 import { sourceHeadRev } from './source-head.ts'
 import { checkNewTransfer, newTransfer, refusalError } from './transfer-admission.ts'
 import { COMPLETION_STAGES, normalizeUrl, TransferCompletion } from './transfer-completion.ts'
@@ -78,6 +80,8 @@ export class TransferEngine {
   private readonly passwords = new Map<string, string>()
   private closing = false
   private readonly puller: TransferPuller
+  /** The reader of plain PDSes (no transfer endpoints): the sync endpoints, then PlainPdsSigner. */
+  private readonly plain: PlainPdsReader
   private readonly completion: TransferCompletion
 
   constructor(private readonly options: TransferEngineOptions) {
@@ -101,6 +105,7 @@ export class TransferEngine {
       closing: () => this.closing,
     })
     const plainSigner = new PlainPdsSigner({ ...options, limits: this.limits })
+    this.plain = new PlainPdsReader({ ...options, limits: this.limits })
     this.completion = new TransferCompletion({
       options,
       limits: this.limits,
@@ -128,7 +133,11 @@ export class TransferEngine {
     // A failure shown but not yet stored (the disk was full) still holds the DID in the store.
     await this.failures.flush()
     const identity = await checkNewTransfer(this.options, did, client.url)
-    const transfer = newTransfer(did, client.url)
+    const dialect = await sourceDialect(client.url)
+    const transfer: InboundTransfer = {
+      ...newTransfer(did, client.url),
+      ...(dialect === 'plain' && { dialect }),
+    }
     // The worker limit is this process's own: checked and the slot taken with no await between.
     if (this.running.size >= this.limits.maxConcurrent) {
       throw new EngineError('LimitExceeded', `${this.running.size} transfers are running; try again later`)
@@ -241,6 +250,15 @@ export class TransferEngine {
     const entry = this.running.get(transferId)
     if (!entry) return
     const { sink, store } = this.options
+    if (transfer.dialect === 'plain') {
+      // The reader records its failures itself, and resumes from the record on the next pull.
+      await this.plain.pull(transferId, client).catch(async (err: unknown) => {
+        if (this.closing) return
+        const failure = toFailure(err)
+        await this.fail(transferId, failure.reason, failure.message)
+      })
+      return
+    }
     const state: PullState = resumed
       ? await this.persistedState(transfer)
       : { progress: emptyProgress(), repo: undefined, blobCursor: undefined }
