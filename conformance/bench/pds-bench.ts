@@ -22,7 +22,7 @@ export interface PdsAccountShape {
   follows: number
 }
 
-export type MigrationFlow = 'client-orchestrated' | '0014 transfer'
+export type MigrationFlow = 'client-orchestrated' | '0014 transfer' | 'plain-PDS pull'
 
 /** One migration between two fresh reference PDSes, verified after the clock stopped. */
 export interface PdsMigrationResult {
@@ -61,7 +61,8 @@ export async function benchPdsMigration(
     const env = { DATA_DIR: join(dir, name), PORT: String(await freePort()), PLC_URL: plcUrl, ...extra }
     return ChildPeer.fork<PdsReady>(PDS_SCRIPT, env)
   }
-  const a = await fork('a')
+  // The plain-PDS pull leaves a PDS with nothing of ours installed; the destination is the same.
+  const a = await fork('a', flow === 'plain-PDS pull' ? { PLAIN: '1' } : {})
   let b: ChildPeer<PdsReady> | undefined
   try {
     const { url: aUrl } = await a.ready

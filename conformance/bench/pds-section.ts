@@ -13,9 +13,13 @@ export interface PdsSection {
   median: Record<MigrationFlow, PdsMigrationResult>
   /** Median client-orchestrated time over median 0014 time. */
   speedup: number
+  /** Median client-orchestrated time over median plain-PDS pull time (issue 19's target: 4). */
+  plainSpeedup: number
+  /** Median plain-PDS pull time over median 0014 time (issue 19's target: at most 1.5). */
+  plainOverV1: number
 }
 
-const FLOWS: MigrationFlow[] = ['client-orchestrated', '0014 transfer']
+const FLOWS: MigrationFlow[] = ['client-orchestrated', '0014 transfer', 'plain-PDS pull']
 
 /**
  * Issue 8's comparison on reference PDSes: the same account moved `repeat` times by each flow,
@@ -67,5 +71,7 @@ export async function runPdsSection(options: {
       })),
     )
   }
-  return { account: options.account, runs, median, speedup }
+  const plainSpeedup = median['client-orchestrated'].seconds / median['plain-PDS pull'].seconds
+  const plainOverV1 = median['plain-PDS pull'].seconds / median['0014 transfer'].seconds
+  return { account: options.account, runs, median, speedup, plainSpeedup, plainOverV1 }
 }

@@ -1,7 +1,8 @@
 /**
  * One reference PDS (`@atproto/pds` with our transfer roles, `startTransferPds`) in its own
  * process for the `pds` benchmark, so that its peak RSS and its CPU are its own, as they would
- * be on two real hosts. Env: DATA_DIR, PORT, PLC_URL, HANDLE_RESOLVER_URL (optional).
+ * be on two real hosts. Env: DATA_DIR, PORT, PLC_URL, HANDLE_RESOLVER_URL (optional), PLAIN (set:
+ * the PDS as shipped, without our routes, as a plain source).
  * Its first message is `{ ready, url, serviceDid }`; then it answers IPC requests
  * (`{ id, ... }` → `{ id, result }`, see `ChildPeer`):
  * - `{ plcToken: email }`: the newest PLC code "emailed" to that address, waiting for one;
@@ -19,6 +20,7 @@ import { Session } from 'node:inspector/promises'
 import { ReferencePdsSink, startTransferPds } from '@pds-transfer/atproto-pds'
 import type { InboundTransfer } from '@pds-transfer/destination'
 import { peakRssMiB } from '../../packages/core/bench/peak-rss.ts'
+import { startPlainPds } from '../src/harness/plain-pds.ts'
 import { epochMs, type TimelineEvent } from './timeline.ts'
 
 const env = (name: string): string => {
@@ -40,20 +42,36 @@ ReferencePdsSink.prototype.commitRepo = async function (this: ReferencePdsSink, 
   }
 }
 
-const pds = await startTransferPds({
-  dataDir: env('DATA_DIR'),
-  port: Number(env('PORT')),
-  plcUrl: env('PLC_URL'),
-  ...(process.env.HANDLE_RESOLVER_URL && { handleResolverUrl: process.env.HANDLE_RESOLVER_URL }),
-  // Preferences are app.bsky routes, served only with an AppView configured; none runs here.
-  env: { bskyAppViewUrl: 'http://127.0.0.1:9', bskyAppViewDid: 'did:web:appview.invalid' },
-})
+// PLAIN=1: the PDS as shipped, nothing of ours in front (a plain source: no engine either).
+const plain = process.env.PLAIN
+  ? await startPlainPds(env('PLC_URL'), { dataDir: env('DATA_DIR'), port: Number(env('PORT')) })
+  : undefined
+const transferPds = plain
+  ? undefined
+  : await startTransferPds({
+      dataDir: env('DATA_DIR'),
+      port: Number(env('PORT')),
+      plcUrl: env('PLC_URL'),
+      ...(process.env.HANDLE_RESOLVER_URL && { handleResolverUrl: process.env.HANDLE_RESOLVER_URL }),
+      // Preferences are app.bsky routes, served only with an AppView configured; none runs here.
+      env: { bskyAppViewUrl: 'http://127.0.0.1:9', bskyAppViewDid: 'did:web:appview.invalid' },
+    })
+const pds = {
+  url: (plain?.url ?? transferPds?.url) as string,
+  serviceDid: transferPds?.serviceDid ?? `did:web:localhost%3A${env('PORT')}`,
+  ctx: (plain?.pds ?? transferPds?.pds)?.ctx as NonNullable<typeof transferPds>['pds']['ctx'],
+  get engine() {
+    if (!transferPds) throw new Error('a plain PDS has no transfer engine')
+    return transferPds.engine
+  },
+  close: () => (plain ?? (transferPds as NonNullable<typeof transferPds>)).close(),
+}
 
 // Development mode has no SMTP server: catch the PLC codes at the mailer, whichever flow asked
 // for them (requestPlcOperationSignature of the client-orchestrated flow, or 0014's source role).
 const tokens = new Map<string, string>()
 const tokenWaiters = new Map<string, Array<(token: string) => void>>()
-const mailer = pds.pds.ctx.mailer
+const mailer = pds.ctx.mailer
 const sendPlcOperation = mailer.sendPlcOperation.bind(mailer)
 mailer.sendPlcOperation = async (params, mailOpts) => {
   await sendPlcOperation(params, mailOpts)

@@ -221,6 +221,17 @@ function targets(r: typeof report) {
       value: `${client.seconds.toFixed(2)} s / ${transfer.seconds.toFixed(2)} s = x${pds.speedup.toFixed(2)}`,
       verdict: pds.speedup >= 5 ? 'PASS' : 'MISS',
     })
+    const plain = pds.median['plain-PDS pull']
+    out.push({
+      target: 'plain-PDS pull >= 4x faster than client-orchestrated (issue 19, medians)',
+      value: `${client.seconds.toFixed(2)} s / ${plain.seconds.toFixed(2)} s = x${pds.plainSpeedup.toFixed(2)}`,
+      verdict: pds.plainSpeedup >= 4 ? 'PASS' : 'MISS',
+    })
+    out.push({
+      target: 'plain-PDS pull within 1.5x of 0014 (issue 19, medians)',
+      value: `${plain.seconds.toFixed(2)} s / ${transfer.seconds.toFixed(2)} s = x${pds.plainOverV1.toFixed(2)}`,
+      verdict: pds.plainOverV1 <= 1.5 ? 'PASS' : 'MISS',
+    })
   }
   return out
 }

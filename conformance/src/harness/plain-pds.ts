@@ -1,20 +1,27 @@
-import { mkdtemp, rm } from 'node:fs/promises'
+import { mkdir, mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { envToCfg, envToSecrets, PDS } from '@atproto/pds'
 import { loadOrCreateSecrets } from '@pds-transfer/atproto-pds'
 import { freePort } from './destination-server.ts'
 
-/** A reference PDS as shipped, without our routes: a source that does not speak 0014. */
-export async function startPlainPds(plcUrl: string): Promise<{
+/**
+ * A reference PDS as shipped, without our routes: a source that does not speak 0014. Its data
+ * goes to a fresh temporary directory (removed on close), or to `dataDir` (kept).
+ */
+export async function startPlainPds(
+  plcUrl: string,
+  options: { dataDir?: string; port?: number } = {},
+): Promise<{
   url: string
   pds: PDS
   /** The PLC code last "emailed" to the account (the PDS keeps it in its account database). */
   plcToken(did: string): Promise<string | undefined>
   close(): Promise<void>
 }> {
-  const dir = await mkdtemp(join(tmpdir(), 'pds-transfer-plain-'))
-  const port = await freePort()
+  const dir = options.dataDir ?? (await mkdtemp(join(tmpdir(), 'pds-transfer-plain-')))
+  await mkdir(dir, { recursive: true })
+  const port = options.port ?? (await freePort())
   const secrets = await loadOrCreateSecrets(dir)
   const env = {
     port,
@@ -49,7 +56,7 @@ export async function startPlainPds(plcUrl: string): Promise<{
     },
     async close() {
       await pds.destroy()
-      await rm(dir, { recursive: true, force: true })
+      if (!options.dataDir) await rm(dir, { recursive: true, force: true })
     },
   }
 }
