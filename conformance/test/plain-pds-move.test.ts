@@ -58,13 +58,16 @@ describe('a move from a plain PDS, completed', () => {
     return { store, reader, engine }
   }
 
-  async function seeded(n: number): Promise<{ alice: SeededAccount; client: SourceClient; agent: AtpAgent }> {
+  async function seeded(
+    n: number,
+    images = 3,
+  ): Promise<{ alice: SeededAccount; client: SourceClient; agent: AtpAgent }> {
     const alice = await seedReferenceAccount(plain.url, {
       handle: `plainmove${n}.test`,
       email: `plainmove${n}@example.com`,
       password: `plain-move-password-${n}`,
       posts: 40,
-      images: 3,
+      images,
       follows: 5,
     })
     const { client } = await oauthSourceClient({
@@ -162,5 +165,44 @@ describe('a move from a plain PDS, completed', () => {
     expect(second).not.toBe(first)
     const done = await engine.complete(t.transferId, { plcToken: second as string })
     expect(done).toMatchObject({ status: 'completed', stage: 'activated' })
+  })
+
+  it('the engine picks the plain dialect itself, and a cancel stops its pull at once', async () => {
+    // More images than the pull fetches at once (4): some are still to be asked when it stops.
+    const { alice, client } = await seeded(3, 12)
+    const { engine } = destination()
+    // Each blob answer waits until released: the pull is surely mid-blobs when cancelled.
+    let release: () => void = () => {}
+    const held = new Promise<void>((resolve) => {
+      release = resolve
+    })
+    let blobsAsked = 0
+    let cancelled = false
+    let askedAfterCancel = 0
+    const slow: SourceClient = {
+      url: client.url,
+      fetch: async (path, init) => {
+        if (path.includes('com.atproto.sync.getBlob')) {
+          blobsAsked++
+          if (cancelled) askedAfterCancel++
+          await held
+        }
+        return client.fetch(path, init)
+      },
+    }
+    const t = await engine.start({ did: alice.did, client: slow })
+    expect(t.dialect).toBe('plain')
+    while (blobsAsked === 0) await new Promise((r) => setTimeout(r, 10))
+    cancelled = true
+    const stopping = engine.cancel(t.transferId)
+    release()
+    const done = await stopping
+    expect(done).toMatchObject({ status: 'failed', failure: { reason: 'Cancelled' } })
+    // No blob was asked for after the cancel, and the pull did not come back to life.
+    expect(askedAfterCancel).toBe(0)
+    expect(await engine.wait(t.transferId)).toMatchObject({ status: 'failed', stage: 'failed' })
+    // Nothing changed at the source.
+    const data = await new plcLib.Client(plc.url).getDocumentData(alice.did)
+    expect(data.services.atproto_pds?.endpoint).toBe(plain.url)
   })
 })

@@ -80,6 +80,8 @@ export interface PlainPdsPullResult {
  */
 export class PlainPdsReader {
   readonly limits: EngineLimits
+  /** The stop signal of each pull running here, for its retries. */
+  private readonly signals = new Map<string, AbortSignal | undefined>()
 
   constructor(private readonly options: PlainPdsReaderOptions) {
     this.limits = {
@@ -111,7 +113,32 @@ export class PlainPdsReader {
    * cursor, then the records' refs not held), preferences. Ends at `awaitingPlcToken`; a
    * failure is recorded by name (`failed`) and returned, and `pull` may be called again.
    */
-  async pull(transferId: string, client: SourceClient): Promise<PlainPdsPullResult> {
+  async pull(
+    transferId: string,
+    source: SourceClient,
+    options: {
+      /**
+       * Stops the pull between requests and aborts the one in flight. The record is then left
+       * as it stands (what is held stays held) and the signal's reason is thrown: the caller
+       * records a cancellation, or leaves a shutdown for `recover`.
+       */
+      signal?: AbortSignal
+    } = {},
+  ): Promise<PlainPdsPullResult> {
+    this.signals.set(transferId, options.signal)
+    try {
+      return await this.pullOnce(transferId, source, options.signal)
+    } finally {
+      this.signals.delete(transferId)
+    }
+  }
+
+  private async pullOnce(
+    transferId: string,
+    source: SourceClient,
+    signal: AbortSignal | undefined,
+  ): Promise<PlainPdsPullResult> {
+    const client = signal ? abortable(source, signal) : source
     const { store } = this.options
     const report: BlobListingReport = {
       listed: 0,
@@ -216,6 +243,7 @@ export class PlainPdsReader {
       }
       return { transfer: done, blobs: report, repoFetched }
     } catch (err) {
+      if (signal?.aborted) throw signal.reason
       const failure = toFailure(err instanceof TransientSourceError ? exhausted(err) : err)
       const failed = await store.update(transferId, { status: 'failed', stage: 'failed', failure })
       return { transfer: failed, blobs: report, repoFetched }
@@ -330,7 +358,10 @@ export class PlainPdsReader {
   /** `withRetries` with this reader's policy, each wait recorded on the transfer. */
   private retrying<T>(transferId: string, attempt: () => Promise<T>): Promise<T> {
     const { retry } = this.limits
+    const signal = this.signals.get(transferId)
     return withRetries(retry, attempt, async ({ attempt: n, delayMs, error }) => {
+      // A cancelled or stopped pull is not retried: the abort was ours, not the source's.
+      signal?.throwIfAborted()
       await this.options.store.update(transferId, {
         retry: {
           attempt: n,
@@ -348,6 +379,15 @@ export class PlainPdsReader {
     if (!res?.ok) return undefined
     const body = (await res.json().catch(() => ({}))) as { did?: unknown }
     return typeof body.did === 'string' ? body.did : undefined
+  }
+}
+
+/** The client with every request also aborted by `signal`. */
+function abortable(client: SourceClient, signal: AbortSignal): SourceClient {
+  return {
+    url: client.url,
+    fetch: (path, init) =>
+      client.fetch(path, { ...init, signal: init?.signal ? AbortSignal.any([init.signal, signal]) : signal }),
   }
 }
 

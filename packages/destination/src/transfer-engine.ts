@@ -251,12 +251,21 @@ export class TransferEngine {
     if (!entry) return
     const { sink, store } = this.options
     if (transfer.dialect === 'plain') {
-      // The reader records its failures itself, and resumes from the record on the next pull.
-      await this.plain.pull(transferId, client).catch(async (err: unknown) => {
-        if (this.closing) return
+      // The reader records its own failures and resumes from the record on the next pull; a
+      // stop is ours: a cancellation is recorded by `cancel`, a shutdown left for `recover`.
+      const abort = new AbortController()
+      entry.abort = abort
+      this.aborts.add(abort)
+      if (entry.cancel) abort.abort(entry.cancel)
+      try {
+        await this.plain.pull(transferId, client, { signal: abort.signal })
+      } catch (err) {
+        if (this.closing || entry.cancel) return
         const failure = toFailure(err)
         await this.fail(transferId, failure.reason, failure.message)
-      })
+      } finally {
+        this.aborts.delete(abort)
+      }
       return
     }
     const state: PullState = resumed
