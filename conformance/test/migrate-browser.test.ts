@@ -45,6 +45,20 @@ describe('/migrate in Chromium', () => {
       )
   }
 
+  /** From the checklist: the source's own sign-in and consent pages, as the user goes through them. */
+  const signInAtSource = async (sourceUrl: string, password: string, shotPrefix: string) => {
+    await page.click('form[action="/migrate/authorize"] button')
+    await page.waitForURL((url) => url.origin === sourceUrl)
+    await page.waitForLoadState('networkidle')
+    await shot(`${shotPrefix}source-sign-in`)
+    await page.fill('input[autocomplete="current-password"]', password)
+    await page.click('button[type=submit]')
+    const authorize = page.getByRole('button', { name: 'Authorize' })
+    await authorize.waitFor()
+    await shot(`${shotPrefix}source-consent`)
+    await authorize.click()
+  }
+
   beforeAll(async () => {
     await mkdir(SHOTS, { recursive: true })
     pair = await startReferencePdsPair({ limits: { retry: { attempts: 3, baseDelayMs: 20 } } })
@@ -78,16 +92,7 @@ describe('/migrate in Chromium', () => {
     await expect(page.textContent('body')).resolves.toContain('Checklist')
     await shot('checklist')
 
-    await page.click('form[action="/migrate/authorize"] button')
-    await page.waitForURL((url) => url.origin === pair.a.url)
-    await page.waitForLoadState('networkidle')
-    await shot('source-sign-in')
-    await page.fill('input[autocomplete="current-password"]', erin.password)
-    await page.click('button[type=submit]')
-    const authorize = page.getByRole('button', { name: 'Authorize' })
-    await authorize.waitFor()
-    await shot('source-consent')
-    await authorize.click()
+    await signInAtSource(pair.a.url, erin.password, '')
 
     // Back at B, on our public origin, following the transfer until it needs the PLC code.
     await page.waitForURL((url) => url.origin === pair.b.url && url.pathname.startsWith('/migrate/transfer/'))
@@ -250,15 +255,7 @@ describe('/migrate in Chromium', () => {
       await expect(page.textContent('main')).resolves.toContain('has no direct-transfer support')
       await expect(page.textContent('main')).resolves.toContain('Invite codes and other private settings')
       await shot('plain-checklist')
-      await page.click('form[action="/migrate/authorize"] button')
-      await page.waitForURL((url) => url.origin === plain.url)
-      await page.waitForLoadState('networkidle')
-      await page.fill('input[autocomplete="current-password"]', gina.password)
-      await page.click('button[type=submit]')
-      const authorize = page.getByRole('button', { name: 'Authorize' })
-      await authorize.waitFor()
-      await shot('plain-source-consent')
-      await authorize.click()
+      await signInAtSource(plain.url, gina.password, 'plain-')
       await page.waitForURL(
         (url) => url.origin === pair.b.url && url.pathname.startsWith('/migrate/transfer/'),
       )
