@@ -1,5 +1,6 @@
 import { AtpAgent } from '@atproto/api'
 import { openRepoSnapshot } from '@pds-transfer/atproto-pds'
+import Database from 'better-sqlite3'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { fixturePng } from '../src/fixtures/png.ts'
 import { type SeededAccount, seedReferenceAccount } from '../src/fixtures/seed-reference-account.ts'
@@ -174,6 +175,21 @@ describe('moving an account that keeps writing', () => {
     expect(acks.length).toBeGreaterThan(WRITERS)
     for (const name of new Set(refusals))
       expect(name).toMatch(/AccountDeactivated|RepoDeactivated|deactivated/i)
+    // Images of posts edited or deleted during the move arrived with the first snapshot: none
+    // stays at B unreferenced (a deleted image is not retrievable there), as A drops them too.
+    const orphans = async (ctx: typeof a.pds.ctx) => {
+      const { dbLocation } = await ctx.actorStore.getLocation(alice.did)
+      const db = new Database(dbLocation, { readonly: true })
+      try {
+        const row = db
+          .prepare('SELECT count(*) AS n FROM blob WHERE cid NOT IN (SELECT blobCid FROM record_blob)')
+          .get() as { n: number }
+        return row.n
+      } finally {
+        db.close()
+      }
+    }
+    expect(await orphans(b.pds.ctx)).toBe(0)
     // Extension repo-diff: the catch-up re-sent exactly the blocks written since the verified
     // rev, read off A's own database, never the whole repo again.
     const { dbLocation } = await a.pds.ctx.actorStore.getLocation(alice.did)

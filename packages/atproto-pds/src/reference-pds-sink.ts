@@ -225,9 +225,28 @@ export class ReferencePdsSink implements AccountSink {
     // The PLC directory now names us: drop any DID document the PDS cached while it did not.
     await this.ctx.didCache.clearEntry(did)
     await this.resignHead(did)
+    await this.dropUnreferencedBlobs(did)
     // Sequences #identity, #account (active) and #sync with the head written above.
     await this.ctx.accountManager.activateAccount(did as Did)
     this.closeBlobIndex(did)
+  }
+
+  /**
+   * Deletes the blobs no record of the final repo uses: images of posts the user edited or
+   * deleted while the move ran arrived with an earlier snapshot, and the PDS itself drops a
+   * blob nothing references. A deleted image must not stay retrievable here.
+   */
+  private async dropUnreferencedBlobs(did: string): Promise<void> {
+    const cids = await this.ctx.actorStore.transact(did as Did, async (store) => {
+      const db = store.repo.db.db
+      const rows = await db
+        .deleteFrom('blob')
+        .where('cid', 'not in', db.selectFrom('record_blob').select('blobCid'))
+        .returning('cid')
+        .execute()
+      return rows.map((r) => r.cid)
+    })
+    if (cids.length > 0) await this.ctx.blobstore(did).deleteMany(cids.map((cid) => parseCid(cid)))
   }
 
   /**
