@@ -11,13 +11,12 @@ import {
   WireError,
   withoutCredentials,
 } from '@pds-transfer/core'
-import type { AccountSink, BlobUpload, RepoStaging } from './account-sink.ts'
-import { InvalidRepoError, verifiedCarBatches } from './car-blocks.ts'
+import type { AccountSink, BlobUpload } from './account-sink.ts'
 import { consumeFrame } from './frame-unit.ts'
 import { ImportFailure } from './import-failure.ts'
 import type { FailureReason } from './inbound-transfer.ts'
-import { IncompleteDiffError, LayeredStaging } from './layered-staging.ts'
-import { type VerifiedRepo, verifyStagedRepo } from './repo-verifier.ts'
+import type { VerifiedRepo } from './repo-verifier.ts'
+import { importStagedRepo } from './staged-repo-import.ts'
 
 /** Largest preferences or private-state frame we accept (they are small JSON / CBOR documents). */
 const MAX_DOCUMENT_FRAME = 16 * 1024 * 1024
@@ -152,47 +151,17 @@ export class FrameImporter {
   }
 
   private async importRepo(frame: DecodedFrame): Promise<void> {
-    const { sink, did } = this.options
-    const staging: RepoStaging = await sink.stageRepo(did)
-    let layered: LayeredStaging | undefined
-    try {
-      if (this.options.diffOverPrevious && this.previous && sink.openRepoBlocks) {
-        layered = new LayeredStaging(staging, await sink.openRepoBlocks(did))
-      }
-      let root: Parameters<typeof verifyStagedRepo>[0]['root'] | undefined
-      await consumeFrame(frame, async (plaintext) => {
-        for await (const batch of verifiedCarBatches(plaintext, { onRoot: (r) => (root = r) }))
-          await staging.put(batch)
-      })
-      if (!root) throw new InvalidRepoError('repo CAR has no root')
-      // consumeFrame returned, so the whole frame was read and its tag verified.
-      const repo = await verifyStagedRepo({
-        staging: layered ?? staging,
-        root,
-        did,
-        signingKey: this.options.signingKey,
-      })
-      // Now the staging holds every block the new commit reaches: committed like a full CAR.
-      await layered?.finish()
-      await sink.commitRepo(did, staging, { commitCid: repo.commitCid, rev: repo.rev })
-      this.repo = repo
-      await this.options.onProgress({
-        frames: 1,
-        bytes: frame.plaintextLength,
-        records: repo.records,
-        repo,
-      })
-    } catch (err) {
-      // The import's own error is what the user must see; a failing cleanup (a full disk) is the sink's to retry.
-      await (layered ?? staging).discard().catch(() => {})
-      if (err instanceof InvalidRepoError && layered && layered.missing > 0) {
-        throw new IncompleteDiffError(`the repo diff does not verify over what is held: ${err.message}`, {
-          cause: err,
-        })
-      }
-      if (err instanceof InvalidRepoError) throw new ImportFailure('RepoInvalid', err.message, { cause: err })
-      throw err
-    }
+    const { sink, did, signingKey } = this.options
+    const repo = await importStagedRepo({
+      sink,
+      did,
+      signingKey,
+      overHeld: this.options.diffOverPrevious === true && this.previous !== undefined,
+      // consumeFrame returns once the whole frame was read and its tag verified.
+      fill: (stageCar) => consumeFrame(frame, stageCar),
+    })
+    this.repo = repo
+    await this.options.onProgress({ frames: 1, bytes: frame.plaintextLength, records: repo.records, repo })
   }
 
   private async importBlobpack(frame: DecodedFrame): Promise<void> {

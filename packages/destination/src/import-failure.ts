@@ -11,3 +11,11 @@ export class ImportFailure extends Error {
     super(message, options)
   }
 }
+
+/** Blobs the verified records use that the source could not give (the user may move without them). */
+export function blobsMissing(cids: string[]): ImportFailure {
+  return new ImportFailure(
+    'BlobsMissing',
+    `${cids.length} blobs the records use could not be had from the source: ${cids.join(', ')}`,
+  )
+}

@@ -14,7 +14,7 @@ import type { AccountSink } from './account-sink.ts'
 import { forEachBounded } from './bounded-each.ts'
 import type { DidResolver } from './did-resolver.ts'
 import type { EngineLimits } from './engine-limits.ts'
-import { ImportFailure } from './import-failure.ts'
+import { blobsMissing } from './import-failure.ts'
 import type { FailureReason, InboundTransfer, InboundTransferStore } from './inbound-transfer.ts'
 import { IncompleteDiffError } from './layered-staging.ts'
 import { type SourceClient, SourceError } from './source-client.ts'
@@ -173,10 +173,7 @@ export class PlainPdsSigner implements OperationSigner {
       progress: { ...held.progress, records: repo.records, blobsMissing: missing.length },
     })
     if (missing.length > 0 && !completion.acceptMissingBlobs) {
-      throw new ImportFailure(
-        'BlobsMissing',
-        `${missing.length} blobs the records use could not be had from the source: ${missing.join(', ')}`,
-      )
+      throw blobsMissing(missing)
     }
   }
 

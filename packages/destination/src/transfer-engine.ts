@@ -5,7 +5,7 @@ import type { DidResolver } from './did-resolver.ts'
 import { EngineError } from './engine-error.ts'
 import { DEFAULT_LIMITS, type EngineLimits } from './engine-limits.ts'
 import { FailureLedger } from './failure-ledger.ts'
-import { ImportFailure } from './import-failure.ts'
+import { blobsMissing, ImportFailure } from './import-failure.ts'
 import {
   emptyProgress,
   type FailureReason,
@@ -475,10 +475,7 @@ export class TransferEngine {
       })
       const accepted = (await store.get(transferId))?.completion?.acceptMissingBlobs === true
       if (missing.length > 0 && !accepted) {
-        throw new ImportFailure(
-          'BlobsMissing',
-          `${missing.length} blobs the records use could not be had from the source: ${missing.join(', ')}`,
-        )
+        throw blobsMissing(missing)
       }
     } catch (err) {
       const failure = toFailure(err)
