@@ -1,0 +1,7 @@
+export * from './account-archive.ts'
+export * from './archive-error.ts'
+export * from './archive-keys.ts'
+export * from './archive-store.ts'
+export * from './backup-manifest.ts'
+export * from './fs-archive-store.ts'
+export * from './sealed-object.ts'

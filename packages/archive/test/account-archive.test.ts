@@ -1,0 +1,147 @@
+import { createHash, randomBytes } from 'node:crypto'
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { CID } from 'multiformats/cid'
+import * as raw from 'multiformats/codecs/raw'
+import { sha256 } from 'multiformats/hashes/sha2'
+import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import {
+  AccountArchive,
+  type ArchiveKeys,
+  FsArchiveStore,
+  generateArchiveKeys,
+  writerKeys,
+} from '../src/index.ts'
+
+const did = 'did:plc:ewvi7nxzyoun6zhxrhs64oiz'
+
+async function blobCid(bytes: Uint8Array): Promise<string> {
+  return CID.create(1, raw.code, await sha256.digest(bytes)).toString()
+}
+
+async function* one(bytes: Uint8Array): AsyncGenerator<Uint8Array> {
+  yield bytes
+}
+
+/** Two runs: the first with a repo, two blobs and preferences, the second with a new head and one blob. */
+async function twoRuns(archive: AccountArchive) {
+  const blobs = [randomBytes(3000), randomBytes(70_000), randomBytes(10)]
+  const cids = await Promise.all(blobs.map(blobCid))
+  let state = await archive.load()
+  const repo1 = await archive.writeRepo('3l000000000a2', one(Buffer.from('car one')))
+  const b0 = await archive.writeBlob(cids[0] as string, one(blobs[0] as Buffer))
+  const b1 = await archive.writeBlob(cids[1] as string, one(blobs[1] as Buffer))
+  const prefs = await archive.writePreferences(0, [
+    { $type: 'app.bsky.actor.defs#adultContentPref', enabled: false },
+  ])
+  const run = { createdAt: new Date().toISOString(), source: 'http://localhost:1' }
+  await archive.appendManifest(state, {
+    ...run,
+    repo: { rev: '3l000000000a2', commitCid: 'bafyone', records: 1, signingKey: 'did:key:z', object: repo1 },
+    blobs: [
+      { cid: cids[0] as string, object: b0 },
+      { cid: cids[1] as string, object: b1 },
+    ],
+    blobCount: 2,
+    missingBlobs: [],
+    preferences: prefs,
+  })
+  state = await archive.load()
+  const repo2 = await archive.writeRepo('3l000000000b2', one(Buffer.from('car two')))
+  const b2 = await archive.writeBlob(cids[2] as string, one(blobs[2] as Buffer))
+  await archive.appendManifest(state, {
+    ...run,
+    repo: { rev: '3l000000000b2', commitCid: 'bafytwo', records: 2, signingKey: 'did:key:z', object: repo2 },
+    blobs: [{ cid: cids[2] as string, object: b2 }],
+    blobCount: 3,
+    missingBlobs: [{ cid: 'bafkmissing', reason: 'the source has no such blob' }],
+    preferences: prefs,
+  })
+  return { blobs, cids }
+}
+
+describe('account archive: signed manifests over sealed objects', () => {
+  let dir: string
+  let keys: ArchiveKeys
+  let archive: AccountArchive
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'archive-'))
+    keys = await generateArchiveKeys()
+    archive = new AccountArchive(new FsArchiveStore(dir), keys, did)
+  })
+  afterEach(() => rm(dir, { recursive: true, force: true }))
+
+  it('reads back what two runs stored, and verifies at rest and deep', async () => {
+    const { blobs, cids } = await twoRuns(archive)
+    const state = await archive.load()
+    expect(state.manifests.map((m) => m.seq)).toEqual([0, 1])
+    expect(state.latest?.repo.rev).toBe('3l000000000b2')
+    expect([...state.blobs.keys()].sort()).toEqual([...cids].sort())
+    const entry = state.blobs.get(cids[1] as string)
+    const parts: Uint8Array[] = []
+    for await (const chunk of archive.read(entry!.object, 'application/octet-stream')) parts.push(chunk)
+    expect(Buffer.concat(parts).equals(blobs[1] as Buffer)).toBe(true)
+    expect(await archive.readPreferences(state.latest!.preferences!)).toHaveLength(1)
+    expect((await archive.verify()).problems).toEqual([])
+    const deep = await archive.verify({ deep: true })
+    expect(deep).toMatchObject({ manifests: 2, objects: 6, problems: [], deep: true })
+    // A writer without the decryption key still checks at rest, and can append.
+    const writer = new AccountArchive(archive.store, writerKeys(keys), did)
+    expect((await writer.verify()).problems).toEqual([])
+  })
+
+  it('finds every stored object changed in turn, a changed or dropped manifest, a stray, a missing object', async () => {
+    await twoRuns(archive)
+    const files: string[] = []
+    const walk = async (d: string): Promise<void> => {
+      for (const e of await readdir(d, { withFileTypes: true }))
+        e.isDirectory() ? await walk(join(d, e.name)) : files.push(join(d, e.name))
+    }
+    await walk(dir)
+    expect(files).toHaveLength(8) // 2 repos, 3 blobs, 1 preferences, 2 manifests
+    for (const file of files) {
+      const original = await readFile(file)
+      const changed = Buffer.from(original)
+      const at = Math.floor(changed.length / 2)
+      changed[at] = (changed[at] as number) ^ 0x40
+      await writeFile(file, changed)
+      const atRest = await archive.verify()
+      expect(atRest.problems.length, file).toBeGreaterThan(0)
+      expect((await archive.verify({ deep: true })).problems.length, file).toBeGreaterThan(0)
+      await writeFile(file, original)
+    }
+    expect((await archive.verify()).problems).toEqual([])
+
+    // A manifest re-signed by someone else's key is refused, though it is well formed.
+    const first = AccountArchive.manifestKey(did, 0)
+    const forged = new AccountArchive(
+      new FsArchiveStore(join(dir, 'forged')),
+      await generateArchiveKeys(),
+      did,
+    )
+    await twoRuns(forged)
+    const firstPath = join(dir, ...first.split('/'))
+    const original = await readFile(firstPath)
+    await writeFile(firstPath, await readFile(join(dir, 'forged', ...first.split('/'))))
+    expect((await archive.verify()).problems[0]).toMatch(/signed by did:key:.*not by this archive's key/)
+    await writeFile(firstPath, original)
+    await rm(join(dir, 'forged'), { recursive: true })
+
+    // The first manifest dropped: the chain no longer starts at 0.
+    await rm(firstPath)
+    expect((await archive.verify()).problems[0]).toMatch(/expected manifest 0/)
+    await writeFile(firstPath, original)
+
+    await writeFile(join(dir, did, 'blobs', 'bafkstray'), 'x')
+    expect((await archive.verify()).problems).toEqual([
+      `${did}/blobs/bafkstray: stray object no manifest names (a backup run that did not finish)`,
+    ])
+    await rm(join(dir, did, 'blobs', 'bafkstray'))
+
+    const state = await archive.load()
+    await rm(join(dir, ...state.latest!.repo.object.key.split('/')))
+    expect((await archive.verify()).problems[0]).toMatch(/is not in the store/)
+    expect(createHash('sha256').update(original).digest('hex')).toBe(state.latest!.prev)
+  })
+})
