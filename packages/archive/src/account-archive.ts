@@ -7,7 +7,7 @@
 import { createHash } from 'node:crypto'
 import { CID } from 'multiformats/cid'
 import { ArchiveError } from './archive-error.ts'
-import { type ArchiveKeys, manifestSigner } from './archive-keys.ts'
+import { type ArchiveKeys, encryptionPrivateKey, manifestSigner } from './archive-keys.ts'
 import type { ArchiveStore } from './archive-store.ts'
 import {
   type BackupManifest,
@@ -173,6 +173,7 @@ export class AccountArchive {
    * manifest names are reported as strays (a run that did not finish).
    */
   async verify(options: { deep?: boolean } = {}): Promise<VerifyReport> {
+    if (options.deep) encryptionPrivateKey(this.keys) // `InvalidKey` before any work, not once per object
     const report: VerifyReport = {
       manifests: 0,
       objects: 0,

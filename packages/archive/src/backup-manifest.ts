@@ -27,7 +27,13 @@ export interface RepoEntry {
   records: number
   /** did:key the commit was verified with when it was backed up. */
   signingKey: string
-  /** The repo as a full CAR. */
+  /**
+   * `full`: the object is the repo's whole CAR. `diff`: only the blocks written after `since`
+   * (what `getRepo?since=` returned), verified over the repo of the run before; the repo is then
+   * the union of the chain back to the last `full` (spec/archive-format.md).
+   */
+  kind: 'full' | 'diff'
+  since: string | null
   object: ObjectRef
 }
 

@@ -1,5 +1,4 @@
 import { createHash, randomBytes } from 'node:crypto'
-import { createReadStream } from 'node:fs'
 import { mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises'
 import { dirname, join, relative, sep } from 'node:path'
 import { ArchiveError } from './archive-error.ts'
@@ -48,13 +47,8 @@ export class FsArchiveStore implements ArchiveStore {
       throw err
     })
     if (!handle) return undefined
-    return createReadStream('', { fd: handle.fd, highWaterMark: 1 << 20, autoClose: true }).on(
-      'close',
-      () => {
-        // The stream closes the descriptor; the handle must not close it a second time.
-        void handle.close().catch(() => {})
-      },
-    )
+    // The stream closes the handle when it ends or is destroyed.
+    return handle.createReadStream({ highWaterMark: 1 << 20 })
   }
 
   async has(key: string): Promise<boolean> {

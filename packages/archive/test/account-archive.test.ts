@@ -38,7 +38,15 @@ async function twoRuns(archive: AccountArchive) {
   const run = { createdAt: new Date().toISOString(), source: 'http://localhost:1' }
   await archive.appendManifest(state, {
     ...run,
-    repo: { rev: '3l000000000a2', commitCid: 'bafyone', records: 1, signingKey: 'did:key:z', object: repo1 },
+    repo: {
+      rev: '3l000000000a2',
+      commitCid: 'bafyone',
+      records: 1,
+      signingKey: 'did:key:z',
+      kind: 'full',
+      since: null,
+      object: repo1,
+    },
     blobs: [
       { cid: cids[0] as string, object: b0 },
       { cid: cids[1] as string, object: b1 },
@@ -52,7 +60,15 @@ async function twoRuns(archive: AccountArchive) {
   const b2 = await archive.writeBlob(cids[2] as string, one(blobs[2] as Buffer))
   await archive.appendManifest(state, {
     ...run,
-    repo: { rev: '3l000000000b2', commitCid: 'bafytwo', records: 2, signingKey: 'did:key:z', object: repo2 },
+    repo: {
+      rev: '3l000000000b2',
+      commitCid: 'bafytwo',
+      records: 2,
+      signingKey: 'did:key:z',
+      kind: 'diff',
+      since: '3l000000000a2',
+      object: repo2,
+    },
     blobs: [{ cid: cids[2] as string, object: b2 }],
     blobCount: 3,
     missingBlobs: [{ cid: 'bafkmissing', reason: 'the source has no such blob' }],

@@ -14,6 +14,7 @@ import {
   type HeldBlocks,
   ImportFailure,
   type RepoStaging,
+  RepoStagingFile,
   stagedRecords,
 } from '@pds-transfer/destination'
 import { importAccountState } from './account-state.ts'
@@ -22,7 +23,7 @@ import { openActorDb } from './actor-db.ts'
 import { BlobStoreUpload } from './blob-store-upload.ts'
 import { DiskBlobUpload } from './disk-blob-upload.ts'
 import { type Backlink, getBacklinks } from './pds-backlinks.ts'
-import { RepoStagingFile } from './repo-staging-file.ts'
+
 import { WriteFreeze } from './write-freeze.ts'
 
 type Did = `did:${string}:${string}`

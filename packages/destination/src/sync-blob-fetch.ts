@@ -23,7 +23,7 @@ export type BlobFetchOutcome = { stored: number } | { missing: string }
  */
 export async function fetchBlob(params: {
   client: SourceClient
-  sink: AccountSink
+  sink: Pick<AccountSink, 'startBlob'>
   did: string
   cid: string
   maxBlobSize: number

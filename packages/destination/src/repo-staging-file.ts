@@ -1,6 +1,6 @@
 import { rm } from 'node:fs/promises'
-import type { RepoStaging, VerifiedBlock } from '@pds-transfer/destination'
 import Database from 'better-sqlite3'
+import type { RepoStaging, VerifiedBlock } from './account-sink.ts'
 
 /**
  * Staged blocks of one repo import in a SQLite file of their own, outside the account's actor

@@ -1,0 +1,135 @@
+/**
+ * One backup run of one account, from any PDS. Invariant: the run becomes part of the archive
+ * only when its manifest is appended, after every object it names has been verified and
+ * stored; a run that fails midway changes nothing a reader sees (it may leave strays, which
+ * the next run overwrites). Public data (repo, blobs) needs no sign-in; preferences only come
+ * with an authorized client.
+ */
+import type { AccountArchive, BackupManifest, MissingBlob } from '@pds-transfer/archive'
+import {
+  DEFAULT_LIMITS,
+  type DidResolver,
+  readPreferences,
+  type SourceClient,
+  SourceError,
+} from '@pds-transfer/destination'
+import { backupBlobs } from './blob-backup.ts'
+import { backupRepo } from './repo-backup.ts'
+
+/** Where a run is, for a progress line. */
+export type BackupProgress =
+  | { phase: 'head'; pds: string }
+  | { phase: 'repo'; since: string | undefined }
+  | { phase: 'blobs'; done: number; total: number; bytes: number }
+
+export interface BackupOptions {
+  archive: AccountArchive
+  resolver: DidResolver
+  /** A directory for temporary block files (deleted after the run). */
+  workDir: string
+  /**
+   * The account's own authorized client at its PDS (OAuth), for preferences. Without it the
+   * run backs up what is public and keeps the preferences of earlier runs.
+   */
+  authorized?: SourceClient
+  onProgress?: (progress: BackupProgress) => void
+  /** How the PDS is reached (default: the global fetch); for a proxy, or to count requests. */
+  fetch?: typeof fetch
+  now?: () => Date
+}
+
+export interface BackupResult {
+  manifest: BackupManifest
+  /** True when the head had not moved since the last run (no repo fetched). */
+  unchanged: boolean
+  fetched: { repoBytes: number; blobs: number; blobBytes: number }
+  /** Stored (sealed) bytes this run added to the archive. */
+  storedBytes: number
+  missing: MissingBlob[]
+}
+
+/** A client for the public sync endpoints of a PDS (no credentials). */
+export function publicClient(pds: string, fetchImpl: typeof fetch = fetch): SourceClient {
+  const url = pds.replace(/\/+$/, '')
+  return { url, fetch: (path, init) => fetchImpl(`${url}${path}`, init) }
+}
+
+/** Backs up `did` into `options.archive`; throws `SourceError` when its PDS does not serve it. */
+export async function backupAccount(did: string, options: BackupOptions): Promise<BackupResult> {
+  const { archive } = options
+  if (archive.did !== did) throw new Error(`the archive is ${archive.did}'s, not ${did}'s`)
+  const identity = await options.resolver.resolve(did)
+  const client = publicClient(identity.pds, options.fetch)
+  options.onProgress?.({ phase: 'head', pds: client.url })
+  const head = await latestCommit(client, did)
+  const state = await archive.load()
+  const unchanged = state.latest?.repo.rev === head.rev
+  let storedBytes = 0
+
+  let repo = state.latest?.repo
+  let repoBytes = 0
+  let wanted: string[]
+  if (unchanged && state.latest) {
+    // Nothing new can be referenced; only the blobs missing last time are asked for again.
+    wanted = state.latest.missingBlobs.map((m) => m.cid)
+  } else {
+    options.onProgress?.({ phase: 'repo', since: state.latest?.repo.rev })
+    const fetched = await backupRepo({
+      archive,
+      state,
+      client,
+      did,
+      signingKey: identity.signingKey,
+      workDir: options.workDir,
+    })
+    repo = fetched.entry
+    repoBytes = fetched.fetchedBytes
+    storedBytes += fetched.entry.object.size
+    wanted = [...fetched.blobCids].filter((cid) => !state.blobs.has(cid)).sort()
+  }
+  if (!repo) throw new Error('unreachable: a run without a repo')
+
+  const blobs = await backupBlobs({
+    archive,
+    client,
+    did,
+    cids: wanted,
+    onBlob: (done, total, bytes) => options.onProgress?.({ phase: 'blobs', done, total, bytes }),
+  })
+  storedBytes += blobs.stored.reduce((n, b) => n + b.object.size, 0)
+
+  let preferences = state.latest?.preferences ?? null
+  if (options.authorized) {
+    const prefs = await readPreferences(options.authorized, DEFAULT_LIMITS.stallTimeoutMs)
+    preferences = await archive.writePreferences(state.manifests.length, prefs)
+    storedBytes += preferences.size
+  }
+
+  const manifest = await archive.appendManifest(state, {
+    createdAt: (options.now?.() ?? new Date()).toISOString(),
+    source: client.url,
+    repo,
+    blobs: blobs.stored,
+    blobCount: state.blobs.size + blobs.stored.length,
+    missingBlobs: blobs.missing,
+    preferences,
+  })
+  return {
+    manifest,
+    unchanged,
+    fetched: { repoBytes, blobs: blobs.stored.length, blobBytes: blobs.fetchedBytes },
+    storedBytes,
+    missing: blobs.missing,
+  }
+}
+
+async function latestCommit(client: SourceClient, did: string): Promise<{ cid: string; rev: string }> {
+  const res = await client.fetch(`/xrpc/com.atproto.sync.getLatestCommit?did=${encodeURIComponent(did)}`, {
+    signal: AbortSignal.timeout(DEFAULT_LIMITS.stallTimeoutMs),
+  })
+  if (!res.ok) throw await SourceError.from(res, 'getLatestCommit')
+  const body = (await res.json().catch(() => ({}))) as { cid?: unknown; rev?: unknown }
+  if (typeof body.cid !== 'string' || typeof body.rev !== 'string')
+    throw new SourceError(502, 'InvalidResponse', 'getLatestCommit: no cid and rev')
+  return { cid: body.cid, rev: body.rev }
+}
