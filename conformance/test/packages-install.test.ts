@@ -8,9 +8,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 const run = promisify(execFile)
 const ROOT = join(import.meta.dirname, '..', '..')
 /** Dependency order: a package's build reads the declarations its dependencies built into dist/. */
-const PACKED = ['core', 'source', 'destination', 'atproto-pds'] as const
+const PACKED = ['core', 'source', 'destination', 'atproto-pds', 'archive', 'backup'] as const
 /** Installed into the fresh project, their README examples run (atproto-pds: packed only, so far). */
-const PACKAGES = ['core', 'source', 'destination'] as const
+const PACKAGES = ['core', 'source', 'destination', 'archive', 'backup'] as const
 type Pkg = (typeof PACKED)[number]
 /** Marks the README block that is run; the block must follow it. */
 const MARKER = '<!-- example: run as is by conformance/test/packages-install.test.ts -->'
@@ -149,14 +149,19 @@ describe('packages: pack, install with npm, run the README examples', () => {
       expect(files).toContain('package/CHANGELOG.md')
       expect(files).toContain('package/LICENSE')
       expect(
-        files.filter((f) => !/^package\/(dist\/|package\.json$|README\.md$|CHANGELOG\.md$|LICENSE$)/.test(f)),
+        files.filter(
+          (f) =>
+            !/^package\/(dist\/|package\.json$|README\.md$|CHANGELOG\.md$|LICENSE$)/.test(f) &&
+            !(pkg === 'backup' && f === 'package/bin/pds-backup.mjs'),
+        ),
       ).toEqual([])
       expect(files.filter((f) => f.endsWith('.ts') && !f.endsWith('.d.ts'))).toEqual([])
       if (pkg === 'core') expect(files).toContain('package/dist/lexicons/com/atproto/transfer/defs.json')
 
       const manifest = JSON.parse((await run('tar', ['-xzOf', tarball, 'package/package.json'])).stdout)
       expect(manifest.exports['.']).toEqual({ types: './dist/index.d.ts', default: './dist/index.js' })
-      expect(manifest).toMatchObject({ type: 'module', license: 'MIT', engines: { node: '>=22' } })
+      expect(manifest).toMatchObject({ type: 'module', license: 'MIT' })
+      expect(manifest.engines.node).toMatch(/^>=22(\.\d+)?$/)
       expect(manifest.repository?.url).toBeTruthy()
       expect(JSON.stringify(manifest.dependencies)).not.toContain('workspace:')
     }
@@ -177,6 +182,15 @@ describe('packages: pack, install with npm, run the README examples', () => {
     const { stdout } = await run(process.execPath, [file], { cwd: project, env: freshEnv(), timeout: MINUTE })
     expect(readme.expected.length).toBeGreaterThan(0)
     expect(stdout.trimEnd().split('\n')).toEqual(readme.expected)
+  })
+
+  it('the pds-backup command runs from the installed package (npx)', async () => {
+    const { stdout } = await run('npx', ['--no-install', 'pds-backup', '--help'], {
+      cwd: project,
+      env: freshEnv(),
+      timeout: MINUTE,
+    })
+    expect(stdout).toMatch(/^usage: pds-backup <command>/)
   })
 
   it('the README examples type-check against the packed declarations (checkJs, strict)', async () => {

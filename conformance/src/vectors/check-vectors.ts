@@ -6,6 +6,7 @@ import {
   type TransferAlgorithm,
   WireError,
 } from '@pds-transfer/core'
+import { type ArchiveVectors, checkArchiveVectors } from './archive-vectors.ts'
 import type { BlobpackNegativeVector, FrameNegativeVector } from './negative-vectors.ts'
 import type { TransferVector } from './transfer-vectors.ts'
 import { buildVectorDocuments, FILES, readVectorFile, serialize } from './vector-files.ts'
@@ -156,6 +157,8 @@ export async function checkVectors(): Promise<VectorResult[]> {
   for (const v of negative.blobpackVectors) {
     record(FILES.negative, `blobpack: ${v.name}`, await checkBlobpackNegative(v), v.expectedError)
   }
+  const archive = await readVectorFile<ArchiveVectors>(FILES.archive)
+  for (const r of await checkArchiveVectors(archive)) record(FILES.archive, r.name, r.failure)
   const rebuilt = await buildVectorDocuments()
   for (const [file, doc] of Object.entries(rebuilt)) {
     const committed = serialize(await readVectorFile(file))

@@ -1,4 +1,5 @@
 import { readFile, writeFile } from 'node:fs/promises'
+import { ARCHIVE_DOC, buildArchiveVectors } from './archive-vectors.ts'
 import { buildBlobpackNegatives, buildFrameNegatives } from './negative-vectors.ts'
 import { buildTransferVector } from './transfer-vectors.ts'
 
@@ -7,6 +8,7 @@ export const FILES = {
   rfc9180: 'rfc9180-base.json',
   transfer: 'transfer-vectors.json',
   negative: 'negative-vectors.json',
+  archive: 'archive-vectors.json',
 } as const
 
 const TRANSFER_DOC = {
@@ -58,6 +60,7 @@ export async function buildVectorDocuments() {
       frameVectors: buildFrameNegatives(transfer[0]!),
       blobpackVectors: buildBlobpackNegatives(),
     },
+    [FILES.archive]: { ...ARCHIVE_DOC, ...(await buildArchiveVectors()) },
   }
 }
 
