@@ -10,8 +10,9 @@ import {
   generateArchiveKeys,
   writerKeys,
 } from '@pds-transfer/archive'
-import { backupAccount, exportPlain, runBackupCli } from '@pds-transfer/backup'
+import { backupAccount, backupReadApi, exportPlain, runBackupCli } from '@pds-transfer/backup'
 import { PlcDidResolver } from '@pds-transfer/destination'
+import Fastify from 'fastify'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { fixtureBytes } from '../src/fixtures/build-account.ts'
 import { type SeededAccount, seedReferenceAccount } from '../src/fixtures/seed-reference-account.ts'
@@ -240,6 +241,42 @@ describe('backups of an account on a plain PDS', () => {
     expect(exported.code, exported.err).toBe(0)
     expect(exported.out).toMatch(/repo\.car \(\d+ records\), 4 blobs/)
     expect((await cli('run', 'not-a-did', '--archive', dir, '--key', key)).code).toBe(2)
+
+    // serve: the operator reads the backup over the sync endpoints until the server is stopped.
+    process.env.PDS_BACKUP_OPERATOR_TOKEN = 'cli-operator'
+    const stop = new AbortController()
+    let served: unknown
+    const serving = runBackupCli(
+      [
+        'serve',
+        '--archive',
+        dir,
+        '--key',
+        key,
+        '--port',
+        '0',
+        '--service-did',
+        'did:web:backups.test',
+        '--plc',
+        plc.url,
+        '--work',
+        work,
+      ],
+      { out: () => {}, err: () => {} },
+      {
+        signal: stop.signal,
+        onListening: async (url) => {
+          const res = await fetch(`${url}/xrpc/com.atproto.sync.getRepoStatus?did=${alice.did}`, {
+            headers: { authorization: 'Bearer cli-operator' },
+          })
+          served = await res.json()
+          stop.abort()
+        },
+      },
+    )
+    expect(await serving).toBe(0)
+    delete process.env.PDS_BACKUP_OPERATOR_TOKEN
+    expect(served).toMatchObject({ did: alice.did, active: true })
   })
 
   it('backs up every account of a PDS with one command', async () => {
@@ -263,4 +300,120 @@ describe('backups of an account on a plain PDS', () => {
     expect(run.out).toMatch(new RegExp(`^${n + 1} of ${n + 1} accounts backed up$`, 'm'))
     console.log(`backed up ${n + 1} accounts in ${Date.now() - started} ms`)
   }, 300_000)
+
+  it('serves a backup over the sync endpoints, to its account or the operator only', async () => {
+    const keys = await generateArchiveKeys()
+    const dir = join(work, 'served')
+    const archive = new AccountArchive(new FsArchiveStore(dir), keys, alice.did)
+    await backupAccount(alice.did, { archive, resolver: resolver(), workDir: work })
+    const serviceDid = 'did:web:backups.example.com'
+    const app = Fastify()
+    await app.register(backupReadApi, {
+      store: new FsArchiveStore(dir),
+      keys,
+      resolver: resolver(),
+      serviceDid,
+      operatorToken: 'operator-secret',
+      workDir: work,
+    })
+    const url = await app.listen({ port: 0, host: '127.0.0.1' })
+    try {
+      const get = (path: string, token?: string) =>
+        fetch(`${url}/xrpc/${path}`, { headers: token ? { authorization: `Bearer ${token}` } : {} })
+      const serviceAuth = async (lxm: string, aud = serviceDid) =>
+        (await agent.com.atproto.server.getServiceAuth({ aud, lxm })).data.token
+
+      // The account's own token, minted by its PDS for this method and this service.
+      const head = await get(
+        `com.atproto.sync.getLatestCommit?did=${alice.did}`,
+        await serviceAuth('com.atproto.sync.getLatestCommit'),
+      )
+      expect(await head.json()).toEqual({
+        cid: archive && (await archive.load()).latest?.repo.commitCid,
+        rev: (await archive.load()).latest?.repo.rev,
+      })
+      const car = await get(
+        `com.atproto.sync.getRepo?did=${alice.did}`,
+        await serviceAuth('com.atproto.sync.getRepo'),
+      )
+      expect(car.headers.get('content-type')).toBe('application/vnd.ipld.car')
+      const served = await verifyRepoCar(new Uint8Array(await car.arrayBuffer()), alice.did)
+      const live = await verifyRepoCar(await pdsRepo(), alice.did)
+      expect(served.commit.cid.toString()).toBe(live.commit.cid.toString())
+      const listed = (await (
+        await get(`com.atproto.sync.listBlobs?did=${alice.did}&limit=2`, 'operator-secret')
+      ).json()) as { cids: string[]; cursor?: string }
+      expect(listed.cids).toHaveLength(2)
+      const rest = (await (
+        await get(`com.atproto.sync.listBlobs?did=${alice.did}&cursor=${listed.cursor}`, 'operator-secret')
+      ).json()) as { cids: string[] }
+      const all = [...listed.cids, ...rest.cids]
+      expect(all.length).toBe((await archive.load()).blobs.size)
+      for (const cid of all) {
+        const ours = await get(`com.atproto.sync.getBlob?did=${alice.did}&cid=${cid}`, 'operator-secret')
+        const theirs = await fetch(`${pds.url}/xrpc/com.atproto.sync.getBlob?did=${alice.did}&cid=${cid}`)
+        expect(
+          Buffer.from(await ours.arrayBuffer()).equals(Buffer.from(await theirs.arrayBuffer())),
+          cid,
+        ).toBe(true)
+      }
+
+      // Refusals, each named.
+      const refusal = async (res: Response) => ({
+        status: res.status,
+        error: ((await res.json()) as { error: string }).error,
+      })
+      expect(await refusal(await get(`com.atproto.sync.getRepo?did=${alice.did}`))).toEqual({
+        status: 401,
+        error: 'AuthenticationRequired',
+      })
+      expect(
+        await refusal(
+          await get(
+            `com.atproto.sync.getRepo?did=${alice.did}`,
+            await serviceAuth('com.atproto.sync.getBlob'),
+          ),
+        ),
+      ).toEqual({
+        status: 401,
+        error: 'BadJwtLexiconMethod',
+      })
+      expect(
+        await refusal(
+          await get(
+            `com.atproto.sync.getRepo?did=${alice.did}`,
+            await serviceAuth('com.atproto.sync.getRepo', 'did:web:other.example.com'),
+          ),
+        ),
+      ).toEqual({
+        status: 401,
+        error: 'BadJwtAudience',
+      })
+      expect(
+        await refusal(
+          await get(
+            `com.atproto.sync.getRepo?did=did:plc:someoneelse`,
+            await serviceAuth('com.atproto.sync.getRepo'),
+          ),
+        ),
+      ).toEqual({
+        status: 401,
+        error: 'InvalidToken',
+      })
+      expect(
+        await refusal(await get(`com.atproto.sync.getRepo?did=did:plc:someoneelse`, 'operator-secret')),
+      ).toEqual({ status: 400, error: 'RepoNotFound' })
+      expect(
+        await refusal(
+          await get(`com.atproto.sync.getBlob?did=${alice.did}&cid=bafkreinothere`, 'operator-secret'),
+        ),
+      ).toEqual({ status: 400, error: 'BlobNotFound' })
+      expect(await refusal(await get(`com.atproto.sync.getRepo?did=${alice.did}`, 'wrong-secret'))).toEqual({
+        status: 401,
+        error: 'InvalidToken',
+      })
+    } finally {
+      await app.close()
+    }
+  })
 })

@@ -15,10 +15,12 @@ import {
   writerKeys,
 } from '@pds-transfer/archive'
 import { type DidResolver, PlcDidResolver, SourceError } from '@pds-transfer/destination'
+import Fastify from 'fastify'
 import { type BackupProgress, backupAccount } from './account-backup.ts'
 import { archiveStatus, formatStatus } from './archive-status.ts'
 import { listPdsAccounts } from './pds-accounts.ts'
 import { exportPlain } from './plain-export.ts'
+import { backupReadApi } from './read-api.ts'
 
 export const USAGE = `usage: pds-backup <command> [options]
 
@@ -37,6 +39,12 @@ commands
       every object and checks blobs against their CIDs (needs the full key)
   export DID --archive DIR --key FILE --out DIR
       write the latest backup as plain files: repo.car, blobs/<cid>, prefs.json
+  serve --archive DIR --key FILE [--port 2590] [--host 127.0.0.1] [--service-did DID]
+        [--account DID ... --every HOURS]
+      serve the archives over com.atproto.sync.getRepo, getBlob, listBlobs, getLatestCommit and
+      getRepoStatus, to each account (a service-auth JWT for --service-did, default
+      did:web:<host>%3A<port>) or to the operator (PDS_BACKUP_OPERATOR_TOKEN); with --account
+      and --every, also back those accounts up every HOURS hours (the first run at once)
 
 options
   --plc URL       PLC directory (default https://plc.directory)
@@ -58,7 +66,13 @@ class UsageError extends Error {}
 export async function runBackupCli(
   argv: string[],
   io: CliIo,
-  deps: { resolver?: DidResolver } = {},
+  deps: {
+    resolver?: DidResolver
+    /** Ends `serve` (default: SIGINT or SIGTERM). */
+    signal?: AbortSignal
+    /** Told where `serve` listens, once it does. */
+    onListening?: (url: string) => void
+  } = {},
 ): Promise<number> {
   let parsed: ReturnType<typeof parse>
   try {
@@ -108,6 +122,50 @@ export async function runBackupCli(
         io.out(`next run at ${new Date(Date.now() + every * 3_600_000).toISOString()}`)
         await new Promise((resolve) => setTimeout(resolve, every * 3_600_000))
       }
+    }
+    if (command === 'serve') {
+      const port = Number(values.port ?? 2590)
+      const host = values.host ?? '127.0.0.1'
+      const serviceDid =
+        values['service-did'] ?? `did:web:${host === '127.0.0.1' ? 'localhost' : host}%3A${port}`
+      const app = Fastify({ logger: false })
+      await app.register(backupReadApi, {
+        store,
+        keys,
+        resolver,
+        serviceDid,
+        workDir,
+        ...(process.env.PDS_BACKUP_OPERATOR_TOKEN && {
+          operatorToken: process.env.PDS_BACKUP_OPERATOR_TOKEN,
+        }),
+      })
+      const url = await app.listen({ port, host })
+      io.out(`serving the backups in ${values.archive} at ${url} (service DID ${serviceDid})`)
+      deps.onListening?.(url)
+      const stop = deps.signal ?? processSignal()
+      const every = values.every === undefined ? undefined : Number(values.every)
+      const accounts = values.account ?? []
+      if (accounts.length > 0 && !(every !== undefined && every > 0))
+        throw new UsageError('--account needs --every HOURS')
+      let timer: NodeJS.Timeout | undefined
+      const schedule = async () => {
+        for (const one of accounts) {
+          if (stop.aborted) return
+          await runOne(one, new AccountArchive(store, keys, one), resolver, workDir, io)
+        }
+        if (!stop.aborted && every) {
+          io.out(`next backups at ${new Date(Date.now() + every * 3_600_000).toISOString()}`)
+          timer = setTimeout(schedule, every * 3_600_000)
+        }
+      }
+      const scheduled = accounts.length > 0 ? schedule() : Promise.resolve()
+      await new Promise<void>((resolve) =>
+        stop.aborted ? resolve() : stop.addEventListener('abort', () => resolve()),
+      )
+      clearTimeout(timer)
+      await scheduled
+      await app.close()
+      return 0
     }
     const archive = new AccountArchive(store, keys, need(did, 'a DID'))
     if (command === 'status') {
@@ -211,6 +269,12 @@ function explain(err: unknown): string {
   return (err as Error).message ?? String(err)
 }
 
+function processSignal(): AbortSignal {
+  const controller = new AbortController()
+  for (const name of ['SIGINT', 'SIGTERM'] as const) process.once(name, () => controller.abort())
+  return controller.signal
+}
+
 function mib(bytes: number): string {
   return bytes < 1024 * 1024 ? `${(bytes / 1024).toFixed(1)} KiB` : `${(bytes / 1048576).toFixed(1)} MiB`
 }
@@ -235,12 +299,16 @@ function parse(argv: string[]) {
       every: { type: 'string' },
       deep: { type: 'boolean' },
       work: { type: 'string' },
+      port: { type: 'string' },
+      host: { type: 'string' },
+      'service-did': { type: 'string' },
+      account: { type: 'string', multiple: true },
       help: { type: 'boolean', short: 'h' },
     },
   })
   const [command = 'help', did, ...rest] = positionals
   if (values.help) return { command: 'help', did: undefined, values }
-  if (!['keygen', 'run', 'status', 'verify', 'export', 'help'].includes(command))
+  if (!['keygen', 'run', 'status', 'verify', 'export', 'serve', 'help'].includes(command))
     throw new Error(`unknown command ${command}`)
   if (rest.length > 0) throw new Error(`unexpected ${rest.join(' ')}`)
   if (did !== undefined && !did.startsWith('did:')) throw new Error(`${did} is not a DID (did:plc:…)`)
