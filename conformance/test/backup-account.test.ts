@@ -13,6 +13,7 @@ import {
 import { backupAccount, backupReadApi, exportPlain, runBackupCli } from '@pds-transfer/backup'
 import { PlcDidResolver } from '@pds-transfer/destination'
 import Fastify from 'fastify'
+import S3rver from 's3rver'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { fixtureBytes } from '../src/fixtures/build-account.ts'
 import { type SeededAccount, seedReferenceAccount } from '../src/fixtures/seed-reference-account.ts'
@@ -414,6 +415,65 @@ describe('backups of an account on a plain PDS', () => {
       })
     } finally {
       await app.close()
+    }
+  })
+
+  it('backs up into an S3-compatible bucket (s3rver) with the CLI, incrementally, and verifies there', async () => {
+    const dir = await mkdtemp(join(work, 's3rver-'))
+    const server = new S3rver({
+      port: 0,
+      address: '127.0.0.1',
+      silent: true,
+      directory: dir,
+      configureBuckets: [{ name: 'backups' }],
+    })
+    const { port } = await server.run()
+    const env = { ...process.env }
+    Object.assign(process.env, {
+      PDS_BACKUP_S3_ENDPOINT: `http://127.0.0.1:${port}`,
+      AWS_ACCESS_KEY_ID: 'S3RVER',
+      AWS_SECRET_ACCESS_KEY: 'S3RVER',
+      AWS_REGION: 'us-east-1',
+    })
+    try {
+      const key = join(work, 's3-key.json')
+      await cli('keygen', '--out', key)
+      const first = await cli('run', alice.did, '--archive', 's3://backups/daily', '--key', key)
+      expect(first.code, first.err).toBe(0)
+      expect(first.out).toMatch(/whole repo/)
+      await agent.post({ text: 'between two S3 backups', createdAt: new Date().toISOString() })
+      const second = await cli('run', alice.did, '--archive', 's3://backups/daily', '--key', key)
+      expect(second.out).toMatch(/diff since/)
+      const verified = await cli(
+        'verify',
+        alice.did,
+        '--archive',
+        's3://backups/daily',
+        '--key',
+        key,
+        '--deep',
+      )
+      expect(verified.out).toMatch(/^intact: 2 manifests/)
+      const exported = await cli(
+        'export',
+        alice.did,
+        '--archive',
+        's3://backups/daily',
+        '--key',
+        key,
+        '--out',
+        join(work, 's3-export'),
+      )
+      expect(exported.code, exported.err).toBe(0)
+      const live = await verifyRepoCar(await pdsRepo(), alice.did)
+      const ours = await verifyRepoCar(
+        new Uint8Array(await readFile(join(work, 's3-export', 'repo.car'))),
+        alice.did,
+      )
+      expect(ours.commit.cid.toString()).toBe(live.commit.cid.toString())
+    } finally {
+      process.env = env
+      await new Promise((resolve) => server.close(resolve))
     }
   })
 })

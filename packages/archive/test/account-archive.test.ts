@@ -1,16 +1,19 @@
 import { createHash, randomBytes } from 'node:crypto'
-import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises'
+import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { CID } from 'multiformats/cid'
 import * as raw from 'multiformats/codecs/raw'
 import { sha256 } from 'multiformats/hashes/sha2'
-import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import S3rver from 's3rver'
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest'
 import {
   AccountArchive,
   type ArchiveKeys,
+  type ArchiveStore,
   FsArchiveStore,
   generateArchiveKeys,
+  S3ArchiveStore,
   writerKeys,
 } from '../src/index.ts'
 
@@ -77,14 +80,64 @@ async function twoRuns(archive: AccountArchive) {
   return { blobs, cids }
 }
 
-describe('account archive: signed manifests over sealed objects', () => {
+async function bytesOf(store: ArchiveStore, key: string): Promise<Buffer> {
+  const parts: Uint8Array[] = []
+  for await (const chunk of (await store.get(key)) ?? []) parts.push(chunk)
+  return Buffer.concat(parts)
+}
+
+async function keysOf(store: ArchiveStore): Promise<string[]> {
+  const keys: string[] = []
+  for await (const key of store.list('')) keys.push(key)
+  return keys
+}
+
+/** A local S3-compatible server (s3rver) for the S3 store: started once, a bucket per test. */
+let s3: { server: S3rver; endpoint: string; dir: string } | undefined
+let bucketCount = 0
+beforeAll(async () => {
+  const dir = await mkdtemp(join(tmpdir(), 's3rver-'))
+  const server = new S3rver({ port: 0, address: '127.0.0.1', silent: true, directory: dir })
+  const { port } = (await server.run()) as { port: number }
+  s3 = { server, endpoint: `http://127.0.0.1:${port}`, dir }
+})
+afterAll(async () => {
+  await new Promise((resolve) => s3?.server.close(resolve))
+  if (s3) await rm(s3.dir, { recursive: true, force: true })
+})
+
+const STORES: [string, (dir: string) => Promise<ArchiveStore>][] = [
+  ['filesystem', async (dir) => new FsArchiveStore(dir)],
+  [
+    'S3 (s3rver)',
+    async (dir) => {
+      const store = new S3ArchiveStore({
+        bucket: `archive-${++bucketCount}`,
+        prefix: 'backups/',
+        spoolDir: dir,
+        client: {
+          endpoint: s3?.endpoint,
+          region: 'us-east-1',
+          credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' },
+        },
+      })
+      const { CreateBucketCommand } = await import('@aws-sdk/client-s3')
+      await store.client.send(new CreateBucketCommand({ Bucket: `archive-${bucketCount}` }))
+      return store
+    },
+  ],
+]
+
+describe.each(STORES)('account archive on %s: signed manifests over sealed objects', (_name, makeStore) => {
   let dir: string
   let keys: ArchiveKeys
+  let store: ArchiveStore
   let archive: AccountArchive
   beforeEach(async () => {
     dir = await mkdtemp(join(tmpdir(), 'archive-'))
     keys = await generateArchiveKeys()
-    archive = new AccountArchive(new FsArchiveStore(dir), keys, did)
+    store = await makeStore(dir)
+    archive = new AccountArchive(store, keys, did)
   })
   afterEach(() => rm(dir, { recursive: true, force: true }))
 
@@ -105,27 +158,23 @@ describe('account archive: signed manifests over sealed objects', () => {
     // A writer without the decryption key still checks at rest, and can append.
     const writer = new AccountArchive(archive.store, writerKeys(keys), did)
     expect((await writer.verify()).problems).toEqual([])
+    expect(await store.has(entry!.object.key)).toBe(true)
+    expect(await store.get(`${did}/blobs/bafknothere`)).toBeUndefined()
   })
 
   it('finds every stored object changed in turn, a changed or dropped manifest, a stray, a missing object', async () => {
     await twoRuns(archive)
-    const files: string[] = []
-    const walk = async (d: string): Promise<void> => {
-      for (const e of await readdir(d, { withFileTypes: true }))
-        e.isDirectory() ? await walk(join(d, e.name)) : files.push(join(d, e.name))
-    }
-    await walk(dir)
-    expect(files).toHaveLength(8) // 2 repos, 3 blobs, 1 preferences, 2 manifests
-    for (const file of files) {
-      const original = await readFile(file)
+    const keys = await keysOf(store)
+    expect(keys).toHaveLength(8) // 2 repos, 3 blobs, 1 preferences, 2 manifests
+    for (const key of keys) {
+      const original = await bytesOf(store, key)
       const changed = Buffer.from(original)
       const at = Math.floor(changed.length / 2)
       changed[at] = (changed[at] as number) ^ 0x40
-      await writeFile(file, changed)
-      const atRest = await archive.verify()
-      expect(atRest.problems.length, file).toBeGreaterThan(0)
-      expect((await archive.verify({ deep: true })).problems.length, file).toBeGreaterThan(0)
-      await writeFile(file, original)
+      await store.put(key, [changed])
+      expect((await archive.verify()).problems.length, key).toBeGreaterThan(0)
+      expect((await archive.verify({ deep: true })).problems.length, key).toBeGreaterThan(0)
+      await store.put(key, [original])
     }
     expect((await archive.verify()).problems).toEqual([])
 
@@ -137,26 +186,24 @@ describe('account archive: signed manifests over sealed objects', () => {
       did,
     )
     await twoRuns(forged)
-    const firstPath = join(dir, ...first.split('/'))
-    const original = await readFile(firstPath)
-    await writeFile(firstPath, await readFile(join(dir, 'forged', ...first.split('/'))))
+    const original = await bytesOf(store, first)
+    await store.put(first, [await bytesOf(forged.store, first)])
     expect((await archive.verify()).problems[0]).toMatch(/signed by did:key:.*not by this archive's key/)
-    await writeFile(firstPath, original)
-    await rm(join(dir, 'forged'), { recursive: true })
+    await store.put(first, [original])
 
     // The first manifest dropped: the chain no longer starts at 0.
-    await rm(firstPath)
+    await store.delete(first)
     expect((await archive.verify()).problems[0]).toMatch(/expected manifest 0/)
-    await writeFile(firstPath, original)
+    await store.put(first, [original])
 
-    await writeFile(join(dir, did, 'blobs', 'bafkstray'), 'x')
+    await store.put(`${did}/blobs/bafkstray`, [Buffer.from('x')])
     expect((await archive.verify()).problems).toEqual([
       `${did}/blobs/bafkstray: stray object no manifest names (a backup run that did not finish)`,
     ])
-    await rm(join(dir, did, 'blobs', 'bafkstray'))
+    await store.delete(`${did}/blobs/bafkstray`)
 
     const state = await archive.load()
-    await rm(join(dir, ...state.latest!.repo.object.key.split('/')))
+    await store.delete(state.latest!.repo.object.key)
     expect((await archive.verify()).problems[0]).toMatch(/is not in the store/)
     expect(createHash('sha256').update(original).digest('hex')).toBe(state.latest!.prev)
   })

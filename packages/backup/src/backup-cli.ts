@@ -8,7 +8,6 @@ import { parseArgs } from 'node:util'
 import {
   AccountArchive,
   ArchiveError,
-  FsArchiveStore,
   generateArchiveKeys,
   readArchiveKeys,
   writeArchiveKeys,
@@ -17,6 +16,7 @@ import {
 import { type DidResolver, PlcDidResolver, SourceError } from '@pds-transfer/destination'
 import Fastify from 'fastify'
 import { type BackupProgress, backupAccount } from './account-backup.ts'
+import { openArchiveStore } from './archive-location.ts'
 import { archiveStatus, formatStatus } from './archive-status.ts'
 import { listPdsAccounts } from './pds-accounts.ts'
 import { exportPlain } from './plain-export.ts'
@@ -45,6 +45,10 @@ commands
       getRepoStatus, to each account (a service-auth JWT for --service-did, default
       did:web:<host>%3A<port>) or to the operator (PDS_BACKUP_OPERATOR_TOKEN); with --account
       and --every, also back those accounts up every HOURS hours (the first run at once)
+
+--archive is a directory, or s3://bucket[/prefix] (credentials and region from the AWS
+environment: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION; PDS_BACKUP_S3_ENDPOINT for
+an S3-compatible server other than AWS)
 
 options
   --plc URL       PLC directory (default https://plc.directory)
@@ -100,9 +104,9 @@ export async function runBackupCli(
       return 0
     }
     const keys = await readArchiveKeys(need(values.key, '--key'))
-    const store = new FsArchiveStore(need(values.archive, '--archive'))
     const workDir = values.work ?? tmpdir()
     await mkdir(workDir, { recursive: true })
+    const store = openArchiveStore(need(values.archive, '--archive'), { spoolDir: workDir })
     const resolver = deps.resolver ?? new PlcDidResolver(values.plc ?? 'https://plc.directory')
 
     if (command === 'run') {
