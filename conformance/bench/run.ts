@@ -4,7 +4,7 @@
  * the single-frame memory bound. Prints a table, writes `.bench/results-<time>.json` and
  * `.bench/latest.json`, and says PASS/MISS per target of issue 8.
  *   --quick        small sizes (a smoke test of the benchmark itself)
- *   --only <name>  one section: limits, transfer, growth, frame, pds, large
+ *   --only <name>  one section: limits, transfer, growth, frame, pds, backup, large
  *   --large        also run issue 4's sizes (200k records, 2 GiB of blobs; ~4.5 GiB temp disk)
  *   --repeat <n>   pds section: each flow n times, alternating; medians are judged (default 1)
  *   --cpu-prof <dir>  pds section: a CPU profile of each PDS process's timed window into <dir>
@@ -17,6 +17,7 @@ import type { TransferAlgorithm } from '@pds-transfer/core'
 import type { FrameMemoryResult } from '../../packages/core/bench/frame-memory.ts'
 import type { AccountShape } from '../src/fixtures/build-account.ts'
 import { startPlcDirectory } from '../src/harness/plc-directory.ts'
+import { benchBackups } from './backup-bench.ts'
 import { benchLargeAccounts } from './large-accounts.ts'
 import { machineLimits } from './machine-limits.ts'
 import type { PdsAccountShape } from './pds-bench.ts'
@@ -118,6 +119,22 @@ try {
       repeat: Number(values.repeat ?? 1),
       ...(cpuProfDir && { cpuProfDir }),
     })
+  }
+
+  if (wants('backup')) {
+    const plcUrl = plc.url.replace('//127.0.0.1:', '//localhost:')
+    const rows = await benchBackups(plcUrl, PDS_ACCOUNT)
+    report.backup = rows
+    console.table(
+      rows.map((r) => ({
+        run: r.run,
+        seconds: Number(r.seconds.toFixed(2)),
+        requests: r.requests,
+        'fetched MB': Number(r.fetchedMB.toFixed(2)),
+        'stored MB': Number(r.storedMB.toFixed(2)),
+        note: r.note,
+      })),
+    )
   }
 
   if (wantsLarge) {
