@@ -476,4 +476,40 @@ describe('backups of an account on a plain PDS', () => {
       await new Promise((resolve) => server.close(resolve))
     }
   })
+
+  it('with an app password, the preferences too (pds-backup run, then export prefs.json)', async () => {
+    const { data } = await agent.com.atproto.server.createAppPassword({ name: 'backups' })
+    const key = join(work, 'prefs-key.json')
+    await cli('keygen', '--out', key)
+    process.env.PDS_BACKUP_APP_PASSWORD = data.password
+    try {
+      const run = await cli('run', alice.did, '--archive', join(work, 'prefs'), '--key', key)
+      expect(run.code, run.err).toBe(0)
+      expect(run.out).toMatch(/preferences included/)
+    } finally {
+      delete process.env.PDS_BACKUP_APP_PASSWORD
+    }
+    expect((await cli('status', alice.did, '--archive', join(work, 'prefs'), '--key', key)).out).toMatch(
+      /preferences {3}backed up/,
+    )
+    const out = join(work, 'prefs-export')
+    expect(
+      (await cli('export', alice.did, '--archive', join(work, 'prefs'), '--key', key, '--out', out)).out,
+    ).toMatch(/prefs\.json/)
+    const live = (await agent.app.bsky.actor.getPreferences()).data.preferences
+    const exported = JSON.parse(await readFile(join(out, 'prefs.json'), 'utf8')) as { preferences: unknown[] }
+    expect(exported.preferences.length).toBeGreaterThan(0)
+    expect(exported.preferences).toEqual(
+      live.filter((p) => p.$type !== 'app.bsky.actor.defs#declaredAgePref'),
+    )
+    // A wrong app password: the run fails by name and keeps nothing.
+    process.env.PDS_BACKUP_APP_PASSWORD = 'aaaa-bbbb-cccc-dddd'
+    try {
+      const refused = await cli('run', alice.did, '--archive', join(work, 'prefs'), '--key', key)
+      expect(refused.code).toBe(1)
+      expect(refused.err).toMatch(/backup failed, nothing of this run was kept: AuthenticationRequired/)
+    } finally {
+      delete process.env.PDS_BACKUP_APP_PASSWORD
+    }
+  })
 })

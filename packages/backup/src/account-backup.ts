@@ -28,8 +28,9 @@ export interface BackupOptions {
   /** A directory for temporary block files (deleted after the run). */
   workDir: string
   /**
-   * The account's own authorized client at its PDS (OAuth), for preferences. Without it the
-   * run backs up what is public and keeps the preferences of earlier runs.
+   * The account's own authorized client at its PDS, for preferences: an OAuth session with the
+   * scope `atproto rpc:app.bsky.actor.getPreferences?aud=*`, or `appPasswordClient`. Without it
+   * the run backs up what is public and keeps the preferences of earlier runs.
    */
   authorized?: SourceClient
   onProgress?: (progress: BackupProgress) => void
@@ -89,6 +90,14 @@ export async function backupAccount(did: string, options: BackupOptions): Promis
   }
   if (!repo) throw new Error('unreachable: a run without a repo')
 
+  // Before the blobs, which may take long: an access token read now is still valid.
+  let preferences = state.latest?.preferences ?? null
+  if (options.authorized) {
+    const prefs = await readPreferences(options.authorized, DEFAULT_LIMITS.stallTimeoutMs)
+    preferences = await archive.writePreferences(state.manifests.length, prefs)
+    storedBytes += preferences.size
+  }
+
   const blobs = await backupBlobs({
     archive,
     client,
@@ -97,13 +106,6 @@ export async function backupAccount(did: string, options: BackupOptions): Promis
     onBlob: (done, total, bytes) => options.onProgress?.({ phase: 'blobs', done, total, bytes }),
   })
   storedBytes += blobs.stored.reduce((n, b) => n + b.object.size, 0)
-
-  let preferences = state.latest?.preferences ?? null
-  if (options.authorized) {
-    const prefs = await readPreferences(options.authorized, DEFAULT_LIMITS.stallTimeoutMs)
-    preferences = await archive.writePreferences(state.manifests.length, prefs)
-    storedBytes += preferences.size
-  }
 
   const manifest = await archive.appendManifest(state, {
     createdAt: (options.now?.() ?? new Date()).toISOString(),

@@ -16,6 +16,7 @@ import {
 import { type DidResolver, PlcDidResolver, SourceError } from '@pds-transfer/destination'
 import Fastify from 'fastify'
 import { type BackupProgress, backupAccount } from './account-backup.ts'
+import { appPasswordClient } from './app-password-session.ts'
 import { openArchiveStore } from './archive-location.ts'
 import { archiveStatus, formatStatus } from './archive-status.ts'
 import { listPdsAccounts } from './pds-accounts.ts'
@@ -30,7 +31,8 @@ commands
       same key without its decryption part, for a backup service that must not read backups
   run DID --archive DIR --key FILE [--every HOURS]
       back up an account from its PDS (repo and blobs over the public sync endpoints, verified);
-      again every HOURS hours with --every
+      again every HOURS hours with --every; with PDS_BACKUP_APP_PASSWORD set (an app password of
+      the account, never its main password), its preferences too
   run --pds URL --all --archive DIR --key FILE
       back up every active account a PDS lists (com.atproto.sync.listRepos)
   status DID --archive DIR --key FILE      last backup, size, blobs, missing blobs, history
@@ -215,7 +217,17 @@ async function runOne(
 ): Promise<boolean> {
   const started = Date.now()
   try {
-    const result = await backupAccount(did, { archive, resolver, workDir, onProgress: progress(io) })
+    const appPassword = process.env.PDS_BACKUP_APP_PASSWORD
+    const authorized = appPassword
+      ? await appPasswordClient((await resolver.resolve(did)).pds, did, appPassword)
+      : undefined
+    const result = await backupAccount(did, {
+      archive,
+      resolver,
+      workDir,
+      onProgress: progress(io),
+      ...(authorized && { authorized }),
+    })
     const { fetched, manifest } = result
     if (io.tty) io.err('\r\x1b[K')
     io.out(
@@ -223,7 +235,8 @@ async function runOne(
         ? `${did}: unchanged since ${manifest.repo.rev}; checked in ${Date.now() - started} ms`
         : `${did}: rev ${manifest.repo.rev} (${manifest.repo.kind === 'diff' ? `diff since ${manifest.repo.since}` : 'whole repo'}, ` +
             `${manifest.repo.records} records), ${fetched.blobs} new blobs; fetched ${mib(fetched.repoBytes + fetched.blobBytes)}, ` +
-            `stored ${mib(result.storedBytes)} in ${((Date.now() - started) / 1000).toFixed(1)} s`,
+            `stored ${mib(result.storedBytes)} in ${((Date.now() - started) / 1000).toFixed(1)} s` +
+            (authorized ? ', preferences included' : ''),
     )
     if (result.missing.length > 0)
       io.out(

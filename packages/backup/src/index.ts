@@ -1,4 +1,5 @@
 export * from './account-backup.ts'
+export * from './app-password-session.ts'
 export * from './archive-location.ts'
 export * from './archive-status.ts'
 export * from './backup-cli.ts'
