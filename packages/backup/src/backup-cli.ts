@@ -22,6 +22,7 @@ import { archiveStatus, formatStatus } from './archive-status.ts'
 import { listPdsAccounts } from './pds-accounts.ts'
 import { exportPlain } from './plain-export.ts'
 import { backupReadApi } from './read-api.ts'
+import { backupStatusPage } from './status-page.ts'
 
 export const USAGE = `usage: pds-backup <command> [options]
 
@@ -145,8 +146,25 @@ export async function runBackupCli(
           operatorToken: process.env.PDS_BACKUP_OPERATOR_TOKEN,
         }),
       })
+      const running = new Map<string, BackupProgress>()
+      let nextRunAt: Date | undefined
+      if (process.env.PDS_BACKUP_OPERATOR_TOKEN) {
+        await app.register(backupStatusPage, {
+          store,
+          keys,
+          resolver,
+          operatorToken: process.env.PDS_BACKUP_OPERATOR_TOKEN,
+          running: () => running,
+          nextRunAt: () => nextRunAt,
+        })
+      }
       const url = await app.listen({ port, host })
-      io.out(`serving the backups in ${values.archive} at ${url} (service DID ${serviceDid})`)
+      io.out(
+        `serving the backups in ${values.archive} at ${url} (service DID ${serviceDid})` +
+          (process.env.PDS_BACKUP_OPERATOR_TOKEN
+            ? `; status page at ${url}/ (the operator token as password)`
+            : ''),
+      )
       deps.onListening?.(url)
       const stop = deps.signal ?? processSignal()
       const every = values.every === undefined ? undefined : Number(values.every)
@@ -155,12 +173,17 @@ export async function runBackupCli(
         throw new UsageError('--account needs --every HOURS')
       let timer: NodeJS.Timeout | undefined
       const schedule = async () => {
+        nextRunAt = undefined
         for (const one of accounts) {
           if (stop.aborted) return
-          await runOne(one, new AccountArchive(store, keys, one), resolver, workDir, io)
+          await runOne(one, new AccountArchive(store, keys, one), resolver, workDir, io, (p) =>
+            running.set(one, p),
+          )
+          running.delete(one)
         }
         if (!stop.aborted && every) {
-          io.out(`next backups at ${new Date(Date.now() + every * 3_600_000).toISOString()}`)
+          nextRunAt = new Date(Date.now() + every * 3_600_000)
+          io.out(`next backups at ${nextRunAt.toISOString()}`)
           timer = setTimeout(schedule, every * 3_600_000)
         }
       }
@@ -214,8 +237,10 @@ async function runOne(
   resolver: DidResolver,
   workDir: string,
   io: CliIo,
+  onProgress?: (progress: BackupProgress) => void,
 ): Promise<boolean> {
   const started = Date.now()
+  const report = progress(io)
   try {
     const appPassword = process.env.PDS_BACKUP_APP_PASSWORD
     const authorized = appPassword
@@ -225,7 +250,10 @@ async function runOne(
       archive,
       resolver,
       workDir,
-      onProgress: progress(io),
+      onProgress: (p) => {
+        report(p)
+        onProgress?.(p)
+      },
       ...(authorized && { authorized }),
     })
     const { fetched, manifest } = result

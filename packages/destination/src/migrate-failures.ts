@@ -1,5 +1,5 @@
+import { esc } from './html-page.ts'
 import type { FailureReason, InboundTransfer } from './inbound-transfer.ts'
-import { esc } from './migrate-html.ts'
 import { RESUMABLE } from './transfer-failure.ts'
 
 /** A failure as the person moving their account is told it: what happened, whose it is, what to do. */

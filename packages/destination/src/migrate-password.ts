@@ -1,5 +1,5 @@
+import { esc } from './html-page.ts'
 import type { InboundTransfer } from './inbound-transfer.ts'
-import { esc } from './migrate-html.ts'
 
 /**
  * Signing in after a move (D24: no credential moves). The password is chosen in the code

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest'
+import { size } from '../src/html-page.ts'
 import type { InboundTransfer } from '../src/inbound-transfer.ts'
-import { pace, progressBar, received, size } from '../src/migrate-html.ts'
+import { pace, progressBar, received } from '../src/migrate-html.ts'
 
 const MiB = 1048576
 const transfer = (bytesReceived: number, expected?: { bytes: number; blobs: number }) =>
