@@ -88,7 +88,13 @@ describe('the backup status page in Chromium', () => {
           ...common,
         ],
         { out: (t) => out.push(t), err: () => {} },
-        { signal: stop.signal, onListening: (u) => ((url = u), resolve()) },
+        {
+          signal: stop.signal,
+          onListening: (u) => {
+            url = u
+            resolve()
+          },
+        },
       )
     })
     try {
