@@ -10,6 +10,7 @@ import { launchChromium } from '../src/harness/chromium.ts'
 import { headlessAuthorize } from '../src/harness/headless-oauth.ts'
 import { startPlainPds } from '../src/harness/plain-pds.ts'
 import { type ReferencePdsPair, startReferencePdsPair } from '../src/harness/reference-pds.ts'
+import { unzip } from '../src/harness/unzip.ts'
 
 /** Screenshots of each step, kept as artifacts of the run. */
 const SHOTS = join(import.meta.dirname, '..', '..', 'test-artifacts', 'migrate-browser')
@@ -91,6 +92,17 @@ describe('/migrate in Chromium', () => {
     await page.waitForURL(/\/migrate\/check/)
     await expect(page.textContent('body')).resolves.toContain('Checklist')
     await shot('checklist')
+    // The backup the checklist offers: one zip with a name she recognises, its README naming the image A lost.
+    const [backup] = await Promise.all([
+      page.waitForEvent('download'),
+      page.click('a[href^="/migrate/backup"]'),
+    ])
+    expect(backup.suggestedFilename()).toBe(`${erin.handle}-${new Date().toISOString().slice(0, 10)}.zip`)
+    const saved = await unzip(await readFile((await backup.path()) as string))
+    expect([...saved.keys()].filter((n) => n.startsWith('blobs/'))).toHaveLength(erin.blobs.size - 1)
+    expect(saved.get('README.txt')?.toString()).toContain(
+      `NOT INCLUDED: 1 file(s) your server could not send:\n  ${lostCid}`,
+    )
 
     await signInAtSource(pair.a.url, erin.password, '')
 

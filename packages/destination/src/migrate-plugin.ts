@@ -5,6 +5,7 @@ import type { DidResolver } from './did-resolver.ts'
 import { esc, page } from './html-page.ts'
 import type { InboundTransfer } from './inbound-transfer.ts'
 import type { KeyRing } from './key-ring.ts'
+import { accountZip } from './migrate-backup-download.ts'
 import { accountOf, looksPrivate, normalizeCode, readPassword } from './migrate-form.ts'
 import { liveProgress } from './migrate-html.ts'
 import { type PageExtra, transferPage } from './migrate-transfer-page.ts'
@@ -142,8 +143,9 @@ a bad move within 72 hours.</li>`
           : `<li class="warn"><strong>You hold no rotation key of your own.</strong> Only your current
 server can change your identity. If anything goes wrong with the move, you depend on it to undo it. You can add
 a rotation key of your own at the last step of this move, before your identity changes.</li>`,
-        `<li>Back up first: <a href="${esc(`${source}/xrpc/com.atproto.sync.getRepo?did=${encodeURIComponent(did)}`)}" download>download your
-repository (CAR file)</a>.</li>`,
+        `<li>Back up first: <a href="/migrate/backup?did=${encodeURIComponent(did)}" download>download your posts and
+images</a> as one zip file (a few seconds for most accounts, longer with many images). Keep it: with it your posts and
+images can be imported into an account on any server (its README.txt says how).</li>`,
         plain
           ? `<li>Your current server has no direct-transfer support, so <strong>${esc(new URL(origin).host)}</strong> reads your
 account through the standard endpoints every server has (each post and image is checked against your signature
@@ -199,6 +201,28 @@ If you already started a move here, signing in again takes you back to it.</p>
 }`,
         ),
       )
+    })
+
+    // The checklist's backup: the account's public data from its current server, as one zip.
+    app.get('/migrate/backup', async (request, reply) => {
+      const did = String((request.query as { did?: unknown }).did ?? '')
+      let identity: Awaited<ReturnType<DidResolver['resolve']>>
+      try {
+        identity = await opts.resolver.resolve(did)
+      } catch (err) {
+        return problem(reply, `Could not read the identity of ${did}: ${(err as Error).message}`, 404)
+      }
+      const zip = accountZip({
+        source: identity.pds,
+        did,
+        ...(identity.handle && { handle: identity.handle }),
+        madeBy: new URL(origin).host,
+      })
+      return reply
+        .header('content-type', 'application/zip')
+        .header('content-disposition', `attachment; filename="${zip.fileName}"`)
+        .header('cache-control', 'no-store')
+        .send(zip.stream)
     })
 
     app.post('/migrate/authorize', async (request, reply) => {
