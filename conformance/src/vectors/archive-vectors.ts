@@ -164,6 +164,7 @@ export async function buildArchiveVectors(): Promise<ArchiveVectors> {
       blobCount: 1,
       missingBlobs: [],
       preferences: object(1),
+      accountState: null,
     },
     signer,
   )

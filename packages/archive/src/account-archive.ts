@@ -5,6 +5,7 @@
  * no manifest names (`verify` lists them as strays), never a manifest naming what is not there.
  */
 import { createHash } from 'node:crypto'
+import { type AccountState, CONTENT_TYPE, decodeAccountState, encodeAccountState } from '@pds-transfer/core'
 import { CID } from 'multiformats/cid'
 import { ArchiveError } from './archive-error.ts'
 import { type ArchiveKeys, encryptionPrivateKey, manifestSigner } from './archive-keys.ts'
@@ -25,6 +26,8 @@ export const OBJECT_TYPE = {
   repo: 'application/vnd.ipld.car',
   blob: 'application/octet-stream',
   preferences: 'application/json',
+  /** The transfer's private-state encoding (@pds-transfer/core `encodeAccountState`). */
+  accountState: CONTENT_TYPE.accountState,
 } as const
 
 /** The archive of one account as its verified manifests describe it. */
@@ -68,6 +71,9 @@ export class AccountArchive {
   static preferencesKey(did: string, seq: number): string {
     return `${did}/preferences/${String(seq).padStart(12, '0')}.json`
   }
+  static accountStateKey(did: string, seq: number): string {
+    return `${did}/account-state/${String(seq).padStart(12, '0')}.cbor`
+  }
 
   /** Reads and checks every manifest; throws `ManifestInvalid` at the first that fails. */
   async load(): Promise<ArchiveState> {
@@ -109,6 +115,13 @@ export class AccountArchive {
   writePreferences(seq: number, preferences: unknown[]): Promise<ObjectRef> {
     const json = Buffer.from(JSON.stringify({ preferences }))
     return this.write(AccountArchive.preferencesKey(this.did, seq), OBJECT_TYPE.preferences, true, [json])
+  }
+
+  /** The account's private state the PDS shared (its email), as a transfer carries it. */
+  writeAccountState(seq: number, state: AccountState): Promise<ObjectRef> {
+    return this.write(AccountArchive.accountStateKey(this.did, seq), OBJECT_TYPE.accountState, false, [
+      encodeAccountState(state),
+    ])
   }
 
   /** Signs and stores the manifest that makes a run part of the archive. */
@@ -166,6 +179,16 @@ export class AccountArchive {
     return value.preferences
   }
 
+  async readAccountState(ref: ObjectRef): Promise<AccountState> {
+    const parts: Uint8Array[] = []
+    for await (const chunk of this.read(ref, OBJECT_TYPE.accountState)) parts.push(chunk)
+    try {
+      return decodeAccountState(Buffer.concat(parts)).state
+    } catch (err) {
+      throw new ArchiveError('ObjectCorrupt', `${ref.key}: ${(err as Error).message}`, { cause: err })
+    }
+  }
+
   /**
    * Checks the archive at rest: the manifest chain, and every object it names against its
    * recorded size and SHA-256 (needs only the signing did:key). With `deep`, also decrypts each
@@ -193,6 +216,8 @@ export class AccountArchive {
     for (const m of state.manifests) {
       named.set(m.repo.object.key, { ref: m.repo.object, type: OBJECT_TYPE.repo })
       if (m.preferences) named.set(m.preferences.key, { ref: m.preferences, type: OBJECT_TYPE.preferences })
+      if (m.accountState)
+        named.set(m.accountState.key, { ref: m.accountState, type: OBJECT_TYPE.accountState })
       for (const b of m.blobs) named.set(b.object.key, { ref: b.object, type: OBJECT_TYPE.blob, cid: b.cid })
     }
     for (const { ref, type, cid } of named.values()) {

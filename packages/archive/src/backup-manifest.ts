@@ -68,6 +68,8 @@ export interface BackupManifest {
   missingBlobs: MissingBlob[]
   /** The account's preferences (needs the user's grant); null when not backed up. */
   preferences: ObjectRef | null
+  /** The account's private state its PDS shared (the email; needs the user's grant); null when not backed up. */
+  accountState: ObjectRef | null
   /** did:key of the key that signed this manifest. */
   signer: string
   sig: Uint8Array

@@ -57,6 +57,7 @@ async function twoRuns(archive: AccountArchive) {
     blobCount: 2,
     missingBlobs: [],
     preferences: prefs,
+    accountState: await archive.writeAccountState(0, { email: 'a@example.com', emailConfirmed: true }),
   })
   state = await archive.load()
   const repo2 = await archive.writeRepo('3l000000000b2', one(Buffer.from('car two')))
@@ -76,6 +77,7 @@ async function twoRuns(archive: AccountArchive) {
     blobCount: 3,
     missingBlobs: [{ cid: 'bafkmissing', reason: 'the source has no such blob' }],
     preferences: prefs,
+    accountState: null,
   })
   return { blobs, cids }
 }
@@ -154,7 +156,11 @@ describe.each(STORES)('account archive on %s: signed manifests over sealed objec
     expect(await archive.readPreferences(state.latest!.preferences!)).toHaveLength(1)
     expect((await archive.verify()).problems).toEqual([])
     const deep = await archive.verify({ deep: true })
-    expect(deep).toMatchObject({ manifests: 2, objects: 6, problems: [], deep: true })
+    expect(deep).toMatchObject({ manifests: 2, objects: 7, problems: [], deep: true })
+    expect(await archive.readAccountState(state.manifests[0]!.accountState!)).toEqual({
+      email: 'a@example.com',
+      emailConfirmed: true,
+    })
     // A writer without the decryption key still checks at rest, and can append.
     const writer = new AccountArchive(archive.store, writerKeys(keys), did)
     expect((await writer.verify()).problems).toEqual([])
@@ -165,7 +171,7 @@ describe.each(STORES)('account archive on %s: signed manifests over sealed objec
   it('finds every stored object changed in turn, a changed or dropped manifest, a stray, a missing object', async () => {
     await twoRuns(archive)
     const keys = await keysOf(store)
-    expect(keys).toHaveLength(8) // 2 repos, 3 blobs, 1 preferences, 2 manifests
+    expect(keys).toHaveLength(9) // 2 repos, 3 blobs, 1 preferences, 1 account state, 2 manifests
     for (const key of keys) {
       const original = await bytesOf(store, key)
       const changed = Buffer.from(original)

@@ -9,6 +9,7 @@ import type { AccountArchive, BackupManifest, MissingBlob } from '@pds-transfer/
 import {
   DEFAULT_LIMITS,
   type DidResolver,
+  readAccountEmail,
   readPreferences,
   type SourceClient,
   SourceError,
@@ -28,9 +29,11 @@ export interface BackupOptions {
   /** A directory for temporary block files (deleted after the run). */
   workDir: string
   /**
-   * The account's own authorized client at its PDS, for preferences: an OAuth session with the
-   * scope `atproto rpc:app.bsky.actor.getPreferences?aud=*`, or `appPasswordClient`. Without it
-   * the run backs up what is public and keeps the preferences of earlier runs.
+   * The account's own authorized client at its PDS, for what is not public: the preferences and
+   * the email (`getSession`). An OAuth session with the scope
+   * `atproto rpc:app.bsky.actor.getPreferences?aud=* account:email` (read-only), or
+   * `appPasswordClient`. Without it the run backs up what is public and keeps what earlier runs
+   * had of the rest.
    */
   authorized?: SourceClient
   onProgress?: (progress: BackupProgress) => void
@@ -92,10 +95,16 @@ export async function backupAccount(did: string, options: BackupOptions): Promis
 
   // Before the blobs, which may take long: an access token read now is still valid.
   let preferences = state.latest?.preferences ?? null
+  let accountState = state.latest?.accountState ?? null
   if (options.authorized) {
     const prefs = await readPreferences(options.authorized, DEFAULT_LIMITS.stallTimeoutMs)
     preferences = await archive.writePreferences(state.manifests.length, prefs)
     storedBytes += preferences.size
+    const shared = await readAccountEmail(options.authorized, DEFAULT_LIMITS.stallTimeoutMs)
+    if (shared.email !== undefined) {
+      accountState = await archive.writeAccountState(state.manifests.length, shared)
+      storedBytes += accountState.size
+    }
   }
 
   const blobs = await backupBlobs({
@@ -115,6 +124,7 @@ export async function backupAccount(did: string, options: BackupOptions): Promis
     blobCount: state.blobs.size + blobs.stored.length,
     missingBlobs: blobs.missing,
     preferences,
+    accountState,
   })
   return {
     manifest,

@@ -10,6 +10,8 @@ export interface ArchiveStatus {
   storedBytes: number
   missingBlobs: { cid: string; reason: string }[]
   preferences: boolean
+  /** Whether the email (private state) is backed up. */
+  accountState: boolean
   history: { at: string; rev: string; kind: 'full' | 'diff'; newBlobs: number; storedBytes: number }[]
 }
 
@@ -20,7 +22,7 @@ export async function archiveStatus(archive: AccountArchive): Promise<ArchiveSta
   const history: ArchiveStatus['history'] = []
   for (const m of state.manifests) {
     let run = 0
-    for (const ref of [m.repo.object, m.preferences, ...m.blobs.map((b) => b.object)]) {
+    for (const ref of [m.repo.object, m.preferences, m.accountState, ...m.blobs.map((b) => b.object)]) {
       if (!ref || seen.has(ref.key)) continue
       seen.add(ref.key)
       run += ref.size
@@ -50,6 +52,7 @@ export async function archiveStatus(archive: AccountArchive): Promise<ArchiveSta
     storedBytes,
     missingBlobs: latest?.missingBlobs ?? [],
     preferences: latest?.preferences != null,
+    accountState: latest?.accountState != null,
     history,
   }
 }
@@ -62,6 +65,7 @@ export function formatStatus(s: ArchiveStatus): string {
     `  repo          rev ${s.last.rev}, ${s.last.records} records`,
     `  blobs         ${s.blobs} held${s.missingBlobs.length ? `, ${s.missingBlobs.length} missing at the PDS` : ''}`,
     `  preferences   ${s.preferences ? 'backed up' : "not backed up (needs the account's sign-in)"}`,
+    `  email         ${s.accountState ? 'backed up' : "not backed up (needs the account's sign-in)"}`,
     `  stored        ${(s.storedBytes / 1048576).toFixed(1)} MiB in ${s.runs} runs`,
     ...s.missingBlobs.map((m) => `  missing       ${m.cid}: ${m.reason}`),
     '  history',

@@ -1,7 +1,8 @@
 /**
  * An archive's latest backup written out as plain files, the layout goat and other tools read
  * ("nobody is locked in"): `repo.car` (the whole repo at the latest rev, verified again while it
- * is written), `blobs/<cid>` (each blob the repo references), `prefs.json` (when backed up).
+ * is written), `blobs/<cid>` (each blob the repo references), `prefs.json` and `account.json`
+ * (the email), when backed up.
  * Each file is written under a temporary name and renamed once its object fully verified.
  */
 import { createWriteStream } from 'node:fs'
@@ -18,6 +19,8 @@ export interface PlainExport {
   /** Blobs the repo references that the archive does not hold (missing at the PDS when backed up). */
   missingBlobs: string[]
   preferences: boolean
+  /** Whether `account.json` (the email the PDS shared) was written. */
+  accountState: boolean
 }
 
 /** Writes the latest backup of `archive` into `outDir` (created if needed). */
@@ -46,12 +49,17 @@ export async function exportPlain(
     const preferences = await archive.readPreferences(latest.preferences)
     await writeFile(join(outDir, 'prefs.json'), `${JSON.stringify({ preferences }, null, 2)}\n`)
   }
+  if (latest.accountState) {
+    const account = await archive.readAccountState(latest.accountState)
+    await writeFile(join(outDir, 'account.json'), `${JSON.stringify(account, null, 2)}\n`)
+  }
   return {
     rev: repo.rev,
     records: repo.records,
     blobs,
     missingBlobs,
     preferences: latest.preferences !== null,
+    accountState: latest.accountState !== null,
   }
 }
 

@@ -144,6 +144,7 @@ ${running}
 <dt>Live</dt><dd>${liveText}</dd>
 <dt>Blobs</dt><dd>${s.blobs} held${s.missingBlobs.length ? `, <strong>${s.missingBlobs.length} missing at the PDS</strong>` : ', none missing'}</dd>
 <dt>Preferences</dt><dd>${s.preferences ? 'backed up' : "not backed up (needs the account's grant)"}</dd>
+<dt>Email</dt><dd>${s.accountState ? 'backed up' : "not backed up (needs the account's grant)"}</dd>
 <dt>Stored</dt><dd>${size(s.storedBytes)} in ${s.runs} run${s.runs === 1 ? '' : 's'}</dd>
 </dl>
 ${
