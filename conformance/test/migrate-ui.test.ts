@@ -72,7 +72,7 @@ describe('/migrate web UI', () => {
     expect(check.status).toBe(200)
     const checklist = await check.text()
     expect(checklist).toContain(source.url) // the current server and its capabilities
-    expect(checklist).toContain('com.atproto.sync.getRepo') // one-click backup
+    expect(checklist).toContain(`/migrate/backup?did=${encodeURIComponent(account.did)}`) // one-click backup (a zip)
     expect(checklist).toContain(account.recoveryKey.did()) // the user's own rotation key
     expect(checklist).toMatch(/HPKE-[34]/)
     expect(checklist).toContain('72 hours')
