@@ -8,9 +8,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 const run = promisify(execFile)
 const ROOT = join(import.meta.dirname, '..', '..')
 /** Dependency order: a package's build reads the declarations its dependencies built into dist/. */
-const PACKED = ['core', 'source', 'destination', 'atproto-pds', 'archive', 'backup'] as const
+const PACKED = ['core', 'source', 'destination', 'atproto-pds', 'archive', 'backup', 'identity'] as const
 /** Installed into the fresh project, their README examples run (atproto-pds: packed only, so far). */
-const PACKAGES = ['core', 'source', 'destination', 'archive', 'backup'] as const
+const PACKAGES = ['core', 'source', 'destination', 'archive', 'backup', 'identity'] as const
 type Pkg = (typeof PACKED)[number]
 /** Marks the README block that is run; the block must follow it. */
 const MARKER = '<!-- example: run as is by conformance/test/packages-install.test.ts -->'
@@ -152,7 +152,8 @@ describe('packages: pack, install with npm, run the README examples', () => {
         files.filter(
           (f) =>
             !/^package\/(dist\/|package\.json$|README\.md$|CHANGELOG\.md$|LICENSE$)/.test(f) &&
-            !(pkg === 'backup' && f === 'package/bin/pds-backup.mjs'),
+            !(pkg === 'backup' && f === 'package/bin/pds-backup.mjs') &&
+            !(pkg === 'identity' && f === 'package/bin/pds-identity.mjs'),
         ),
       ).toEqual([])
       expect(files.filter((f) => f.endsWith('.ts') && !f.endsWith('.d.ts'))).toEqual([])
@@ -184,13 +185,19 @@ describe('packages: pack, install with npm, run the README examples', () => {
     expect(stdout.trimEnd().split('\n')).toEqual(readme.expected)
   })
 
-  it('the pds-backup command runs from the installed package (npx)', async () => {
+  it('the pds-backup and pds-identity commands run from the installed packages (npx)', async () => {
     const { stdout } = await run('npx', ['--no-install', 'pds-backup', '--help'], {
       cwd: project,
       env: freshEnv(),
       timeout: MINUTE,
     })
     expect(stdout).toMatch(/^usage: pds-backup <command>/)
+    const identity = await run('npx', ['--no-install', 'pds-identity', '--help'], {
+      cwd: project,
+      env: freshEnv(),
+      timeout: MINUTE,
+    })
+    expect(identity.stdout).toMatch(/^usage: pds-identity <command>/)
   })
 
   it('the README examples type-check against the packed declarations (checkJs, strict)', async () => {

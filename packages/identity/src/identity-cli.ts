@@ -1,0 +1,154 @@
+/**
+ * The pds-identity command line (bin: `src/cli.ts`), as a function so tests run it in-process.
+ * The private key is read from the user's file and used here; it is never sent anywhere.
+ */
+import { parseArgs } from 'node:util'
+import * as plc from '@did-plc/lib'
+import { IdentityError } from './identity-error.ts'
+import { recoveryOperation } from './recovery-operation.ts'
+import { planRecovery } from './recovery-plan.ts'
+import { generateRotationKey, readRotationKeyFile, writeRotationKeyFile } from './rotation-key-file.ts'
+import { describeRotationKeys } from './rotation-keys.ts'
+
+export const USAGE = `usage: pds-identity <command> [options]
+
+commands
+  keygen --out FILE [--curve p256|k256] [--account DID]
+      a new rotation key pair, as a key file (keep it private: it can take your identity back)
+  keys DID [--key FILE ...]
+      the identity's rotation keys by rank (yours marked), and its changes of the last 72 hours
+      with how long each can still be undone
+  recover DID --key FILE --pds URL --signing-key DID_KEY [--pds-rotation-key DID_KEY] [--submit]
+      with your own rotation key, point the identity at a new PDS (its URL and the signing key it
+      made for the account); undoes changes made without you in the last 72 hours where PLC
+      allows. Prints the signed operation; --submit sends it to PLC
+
+options
+  --plc URL       PLC directory (default https://plc.directory)
+
+exit code: 0 on success, 1 when PLC or the rules refuse (the reason and what is still possible
+are printed), 2 on bad usage`
+
+export interface CliIo {
+  out(text: string): void
+  err(text: string): void
+}
+
+/** Runs the CLI with `argv` (without node and script) and returns the exit code. */
+export async function runIdentityCli(
+  argv: string[],
+  io: CliIo,
+  deps: { now?: () => Date } = {},
+): Promise<number> {
+  let values: ReturnType<typeof parse>['values']
+  let command: string
+  let did: string | undefined
+  try {
+    ;({ values, command, did } = parse(argv))
+  } catch (err) {
+    io.err(`${(err as Error).message}\n\n${USAGE}\n`)
+    return 2
+  }
+  if (command === 'help') {
+    io.out(USAGE)
+    return 0
+  }
+  const now = deps.now?.() ?? new Date()
+  const client = new plc.Client(values.plc ?? 'https://plc.directory')
+  try {
+    if (command === 'keygen') {
+      if (!values.out) throw new UsageError('missing --out FILE')
+      const curve = values.curve === 'k256' ? 'k256' : 'p256'
+      const { file } = await generateRotationKey({
+        curve,
+        ...(values.account && { account: values.account }),
+      })
+      await writeRotationKeyFile(values.out, file)
+      io.out(`wrote ${values.out}; public key ${file.publicKey}`)
+      io.out("keep the file private and safe; put the public key first in your identity's rotation keys")
+      return 0
+    }
+    if (!did) throw new UsageError('missing DID')
+    const log = await client.getAuditableLog(did)
+    if (command === 'keys') {
+      const yours = await Promise.all(
+        (values.key ?? []).map(async (k) => (await readRotationKeyFile(k)).file.publicKey),
+      )
+      const { keys, recent } = await describeRotationKeys(log, yours, now)
+      for (const k of keys) io.out(`${k.rank}. ${k.key}${k.yours ? '  (yours)' : ''}`)
+      if (!keys.some((k) => k.yours))
+        io.out(yours.length ? 'none of these is yours' : 'pass --key FILE to see which of these is yours')
+      for (const c of recent)
+        io.out(
+          `changed ${c.createdAt} by ${c.signedBy}: a key ranked above it can undo this until ${c.undoableUntil}`,
+        )
+      return 0
+    }
+    // recover
+    const keyPath = values.key?.[0]
+    if (!keyPath || !values.pds || !values['signing-key'])
+      throw new UsageError('recover needs --key FILE, --pds URL and --signing-key DID_KEY')
+    const { keypair } = await readRotationKeyFile(keyPath)
+    const plan = await planRecovery(log, keypair.did(), now)
+    const op = await recoveryOperation(plan, keypair, {
+      pds: values.pds,
+      signingKey: values['signing-key'],
+      ...(values['pds-rotation-key'] && { pdsRotationKey: values['pds-rotation-key'] }),
+    })
+    io.err(
+      plan.kind === 'update'
+        ? `your key can change this identity: a new operation after ${plan.prev}\n`
+        : `undoing ${plan.nullifies.length} change(s) made without you (the first signed by ${plan.signedBy}); PLC allows this until ${plan.deadline.toISOString()}\n`,
+    )
+    io.out(JSON.stringify(op, null, 2))
+    if (values.submit) {
+      await client.sendOperation(did, op)
+      const data = await client.getDocumentData(did)
+      io.err(
+        `PLC accepted it: ${did} now names ${data.services.atproto_pds?.endpoint}, rotation keys ${data.rotationKeys.join(', ')}\n`,
+      )
+    }
+    return 0
+  } catch (err) {
+    if (err instanceof UsageError) {
+      io.err(`${err.message}\n\n${USAGE}\n`)
+      return 2
+    }
+    if (err instanceof IdentityError) {
+      io.err(`refused (${err.reason}): ${err.message}\nwhat you can do: ${err.next}\n`)
+      return 1
+    }
+    const plcMessage = (err as { data?: { message?: unknown } }).data?.message
+    io.err(
+      `error: ${typeof plcMessage === 'string' ? `PLC refused: ${plcMessage}` : (err as Error).message}\n`,
+    )
+    return 1
+  }
+}
+
+class UsageError extends Error {}
+
+function parse(argv: string[]) {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      out: { type: 'string' },
+      curve: { type: 'string' },
+      account: { type: 'string' },
+      key: { type: 'string', multiple: true },
+      pds: { type: 'string' },
+      'signing-key': { type: 'string' },
+      'pds-rotation-key': { type: 'string' },
+      submit: { type: 'boolean' },
+      plc: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  })
+  const [command = 'help', did, ...rest] = positionals
+  if (values.help) return { values, command: 'help', did: undefined }
+  if (!['keygen', 'keys', 'recover', 'help'].includes(command)) throw new Error(`unknown command ${command}`)
+  if (rest.length > 0) throw new Error(`unexpected ${rest.join(' ')}`)
+  if (did !== undefined && !did.startsWith('did:plc:')) throw new Error(`${did} is not a did:plc`)
+  return { values, command, did }
+}

@@ -1,0 +1,24 @@
+/** Why an identity operation cannot be made, each with what the person can still do. */
+export type IdentityErrorReason =
+  /** A key file that is malformed, or whose private and public parts do not match. */
+  | 'InvalidKeyFile'
+  /** The key was never among the identity's rotation keys. */
+  | 'NoUserKey'
+  /** The change to undo was signed by a key ranked above (or equal to) the user's. */
+  | 'KeyTooWeak'
+  /** The change to undo is older than the 72 hours in which PLC lets a higher key undo it. */
+  | 'WindowClosed'
+  /** The identity was deleted (tombstoned) at PLC. */
+  | 'Tombstoned'
+
+export class IdentityError extends Error {
+  override readonly name = 'IdentityError'
+  constructor(
+    readonly reason: IdentityErrorReason,
+    message: string,
+    /** What is still possible, in words. */
+    readonly next: string,
+  ) {
+    super(message)
+  }
+}

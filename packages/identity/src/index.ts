@@ -1,0 +1,6 @@
+export * from './identity-cli.ts'
+export * from './identity-error.ts'
+export * from './recovery-operation.ts'
+export * from './recovery-plan.ts'
+export * from './rotation-key-file.ts'
+export * from './rotation-keys.ts'
