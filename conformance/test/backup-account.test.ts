@@ -8,6 +8,7 @@ import {
   type ArchiveKeys,
   FsArchiveStore,
   generateArchiveKeys,
+  parseArchiveKeys,
   writerKeys,
 } from '@pds-transfer/archive'
 import { backupAccount, backupReadApi, exportPlain, runBackupCli } from '@pds-transfer/backup'
@@ -502,6 +503,59 @@ describe('backups of an account on a plain PDS', () => {
     expect(exported.preferences).toEqual(
       live.filter((p) => p.$type !== 'app.bsky.actor.defs#declaredAgePref'),
     )
+    // The read API serves them as a PDS would (the account by its did), and the email; an
+    // archive made without the sign-in says it has no preferences instead of an empty list.
+    const app = Fastify()
+    await app.register(backupReadApi, {
+      store: new FsArchiveStore(join(work, 'prefs')),
+      keys: parseArchiveKeys(JSON.parse(await readFile(key, 'utf8'))),
+      resolver: resolver(),
+      serviceDid: 'did:web:backups.example.com',
+      operatorToken: 'operator-secret',
+      workDir: work,
+    })
+    const url = await app.listen({ port: 0, host: '127.0.0.1' })
+    try {
+      const read = async (path: string) =>
+        (await fetch(`${url}/xrpc/${path}`, { headers: { authorization: 'Bearer operator-secret' } })).json()
+      expect(await read(`app.bsky.actor.getPreferences?did=${alice.did}`)).toEqual({
+        preferences: exported.preferences,
+      })
+      const session = (await agent.com.atproto.server.getSession()).data
+      expect(await read(`com.atproto.server.getSession?did=${alice.did}`)).toEqual({
+        did: alice.did,
+        email: session.email,
+        emailConfirmed: session.emailConfirmed ?? false,
+      })
+    } finally {
+      await app.close()
+    }
+    const bareKeys = await generateArchiveKeys()
+    await backupAccount(alice.did, {
+      archive: new AccountArchive(new FsArchiveStore(join(work, 'no-prefs')), bareKeys, alice.did),
+      resolver: resolver(),
+      workDir: work,
+    })
+    const bare = Fastify()
+    await bare.register(backupReadApi, {
+      store: new FsArchiveStore(join(work, 'no-prefs')),
+      keys: bareKeys,
+      resolver: resolver(),
+      serviceDid: 'did:web:backups.example.com',
+      operatorToken: 'operator-secret',
+      workDir: work,
+    })
+    const bareUrl = await bare.listen({ port: 0, host: '127.0.0.1' })
+    try {
+      const res = await fetch(`${bareUrl}/xrpc/app.bsky.actor.getPreferences?did=${alice.did}`, {
+        headers: { authorization: 'Bearer operator-secret' },
+      })
+      expect(res.status).toBe(400)
+      expect(((await res.json()) as { error: string }).error).toBe('PreferencesNotBackedUp')
+    } finally {
+      await bare.close()
+    }
+
     // A wrong app password: the run fails by name and keeps nothing.
     process.env.PDS_BACKUP_APP_PASSWORD = 'aaaa-bbbb-cccc-dddd'
     try {

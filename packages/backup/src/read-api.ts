@@ -5,6 +5,12 @@
  * authorized as the account itself (a service-auth JWT: `iss` the account, `aud` this service,
  * `lxm` the method, not expired, signed with the DID document's key) or with the operator's
  * token. Errors are XRPC error bodies; nothing here writes to an archive.
+ *
+ * The account's preferences (`app.bsky.actor.getPreferences`) and email
+ * (`com.atproto.server.getSession`, with only `did`, `email` and `emailConfirmed`) are served
+ * too, where the backup holds them, so that a restore pulls the whole account from here with the
+ * same reader as from a PDS. A PDS answers these for the signed-in account; here, as on every
+ * route, the account is the `did` parameter (spec/archive-format.md, "Read API").
  */
 import { timingSafeEqual } from 'node:crypto'
 import { createReadStream } from 'node:fs'
@@ -45,6 +51,8 @@ const NSID = {
   getRepo: 'com.atproto.sync.getRepo',
   getBlob: 'com.atproto.sync.getBlob',
   listBlobs: 'com.atproto.sync.listBlobs',
+  getPreferences: 'app.bsky.actor.getPreferences',
+  getSession: 'com.atproto.server.getSession',
 } as const
 
 /** The read API as a fastify plugin (routes under `/xrpc/`). */
@@ -133,6 +141,29 @@ export const backupReadApi = fp(
         .filter((c) => c > cursor)
         .slice(0, limit)
       return { cids, ...(cids.length === limit && { cursor: cids.at(-1) }) }
+    })
+
+    app.get(`/xrpc/${NSID.getPreferences}`, async (request) => {
+      const { archive, state } = await archiveFor(request, NSID.getPreferences)
+      if (!state.latest.preferences)
+        throw new InvalidRequestError(
+          `the backup of ${archive.did} has no preferences (it was made without the account's sign-in)`,
+          'PreferencesNotBackedUp',
+        )
+      return { preferences: await archive.readPreferences(state.latest.preferences) }
+    })
+
+    app.get(`/xrpc/${NSID.getSession}`, async (request) => {
+      const { archive, state } = await archiveFor(request, NSID.getSession)
+      const account = state.latest.accountState
+        ? await archive.readAccountState(state.latest.accountState)
+        : {}
+      // Only what the backup holds: an email when it was granted, nothing invented.
+      return {
+        did: archive.did,
+        ...(account.email !== undefined && { email: account.email }),
+        ...(account.emailConfirmed !== undefined && { emailConfirmed: account.emailConfirmed }),
+      }
     })
 
     app.setErrorHandler((err, _request, reply: FastifyReply) => {
