@@ -4,6 +4,7 @@
  */
 import { parseArgs } from 'node:util'
 import * as plc from '@did-plc/lib'
+import { addRotationKey, requestRotationKeyCode } from './add-rotation-key.ts'
 import { IdentityError } from './identity-error.ts'
 import { recoveryOperation } from './recovery-operation.ts'
 import { planRecovery } from './recovery-plan.ts'
@@ -15,6 +16,10 @@ export const USAGE = `usage: pds-identity <command> [options]
 commands
   keygen --out FILE [--curve p256|k256] [--account DID]
       a new rotation key pair, as a key file (keep it private: it can take your identity back)
+  add-key DID --key FILE [--code CODE] [--pds URL]
+      put your key first in the identity's rotation keys, through its PDS while it still works
+      (the account password in PDS_IDENTITY_PASSWORD; app passwords are refused). Without --code
+      the PDS emails you a code; run again with it
   keys DID [--key FILE ...]
       the identity's rotation keys by rank (yours marked), and its changes of the last 72 hours
       with how long each can still be undone
@@ -84,6 +89,7 @@ export async function runIdentityCli(
         )
       return 0
     }
+    if (command === 'add-key') return await addKeyCommand(did, values, client, io)
     // recover
     const keyPath = values.key?.[0]
     if (!keyPath || !values.pds || !values['signing-key'])
@@ -126,6 +132,38 @@ export async function runIdentityCli(
   }
 }
 
+/** `add-key`: the code requested, or the key added with it. */
+async function addKeyCommand(
+  did: string,
+  values: ReturnType<typeof parse>['values'],
+  client: plc.Client,
+  io: CliIo,
+): Promise<number> {
+  const keyPath = values.key?.[0]
+  if (!keyPath) throw new UsageError('add-key needs --key FILE')
+  const password = process.env.PDS_IDENTITY_PASSWORD
+  if (!password) throw new UsageError('add-key needs the account password in PDS_IDENTITY_PASSWORD')
+  const userKey = (await readRotationKeyFile(keyPath)).file.publicKey
+  const pds = values.pds ?? (await client.getDocumentData(did)).services.atproto_pds?.endpoint
+  if (!pds) throw new UsageError(`${did} names no PDS; pass --pds URL`)
+  if (!values.code) {
+    await requestRotationKeyCode({ pds, did, password })
+    io.out(`${pds} has emailed the account a code; run again with --code CODE (it expires in minutes)`)
+    return 0
+  }
+  const { rotationKeys, changed } = await addRotationKey({
+    pds,
+    did,
+    password,
+    userKey,
+    code: values.code,
+    plc: client,
+  })
+  io.out(changed ? `PLC now lists your key first:` : `your key is already first:`)
+  for (const [i, k] of rotationKeys.entries()) io.out(`${i + 1}. ${k}${k === userKey ? '  (yours)' : ''}`)
+  return 0
+}
+
 class UsageError extends Error {}
 
 function parse(argv: string[]) {
@@ -138,6 +176,7 @@ function parse(argv: string[]) {
       account: { type: 'string' },
       key: { type: 'string', multiple: true },
       pds: { type: 'string' },
+      code: { type: 'string' },
       'signing-key': { type: 'string' },
       'pds-rotation-key': { type: 'string' },
       submit: { type: 'boolean' },
@@ -147,7 +186,8 @@ function parse(argv: string[]) {
   })
   const [command = 'help', did, ...rest] = positionals
   if (values.help) return { values, command: 'help', did: undefined }
-  if (!['keygen', 'keys', 'recover', 'help'].includes(command)) throw new Error(`unknown command ${command}`)
+  if (!['keygen', 'add-key', 'keys', 'recover', 'help'].includes(command))
+    throw new Error(`unknown command ${command}`)
   if (rest.length > 0) throw new Error(`unexpected ${rest.join(' ')}`)
   if (did !== undefined && !did.startsWith('did:plc:')) throw new Error(`${did} is not a did:plc`)
   return { values, command, did }

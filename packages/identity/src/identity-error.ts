@@ -10,6 +10,12 @@ export type IdentityErrorReason =
   | 'WindowClosed'
   /** The identity was deleted (tombstoned) at PLC. */
   | 'Tombstoned'
+  /** The identity already has as many rotation keys as PLC allows (5). */
+  | 'KeyLimit'
+  /** The PDS refused a sign-in, a code or an operation (its own words in the message). */
+  | 'PdsRefused'
+  /** The operation the PDS signed changes more than was asked; it was not submitted. */
+  | 'UnexpectedOperation'
 
 export class IdentityError extends Error {
   override readonly name = 'IdentityError'

@@ -1,3 +1,4 @@
+export * from './add-rotation-key.ts'
 export * from './identity-cli.ts'
 export * from './identity-error.ts'
 export * from './recovery-operation.ts'
