@@ -1,8 +1,8 @@
 import { decode as cborDecode } from '@atproto/lex-cbor'
 import { def, readCarWithRoot, verifyCommitSig, verifyRepoCar } from '@atproto/repo'
-import { Subscription } from '@atproto/xrpc-server'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { type SeededAccount, seedReferenceAccount } from '../src/fixtures/seed-reference-account.ts'
+import { type FirehoseEvent, follow, waitFor } from '../src/harness/firehose.ts'
 import { headlessAuthorize } from '../src/harness/headless-oauth.ts'
 import { listAllRecords } from '../src/harness/list-records.ts'
 import { postForm } from '../src/harness/migrate-forms.ts'
@@ -309,31 +309,3 @@ describe('two reference PDSes', () => {
     }, 60_000)
   })
 })
-
-type FirehoseEvent = { $type: string; did?: string; repo?: string; [field: string]: unknown }
-
-/**
- * Reads `subscribeRepos` at `pdsUrl` (a ws:// URL from its public http:// one) into `into`,
- * from the PDS's first event on (cursor 0), as a relay catching up would.
- */
-async function follow(pdsUrl: string, into: FirehoseEvent[], signal: AbortSignal): Promise<void> {
-  const sub = new Subscription<FirehoseEvent>({
-    service: pdsUrl.replace(/^http/, 'ws'),
-    method: 'com.atproto.sync.subscribeRepos',
-    getParams: () => ({ cursor: 0 }),
-    signal,
-    validate: (value) => value as FirehoseEvent,
-  })
-  try {
-    for await (const event of sub) into.push(event)
-  } catch (err) {
-    if (!signal.aborted) throw err
-  }
-}
-
-async function waitFor(done: () => boolean, ms = 10_000): Promise<void> {
-  for (const end = Date.now() + ms; !done(); ) {
-    if (Date.now() > end) throw new Error('timed out waiting for firehose events')
-    await new Promise((r) => setTimeout(r, 50))
-  }
-}

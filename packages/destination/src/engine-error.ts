@@ -15,7 +15,9 @@ export class EngineError extends Error {
       /** The source did not answer during completion; the transfer waits for a retry. */
       | 'SourceUnreachable'
       /** The PLC directory did not answer; the checked operation is kept and submitted on retry. */
-      | 'PlcUnreachable',
+      | 'PlcUnreachable'
+      /** The user's rotation key cannot take the identity back (`RestoreRefusal` says why and what is left). */
+      | 'RecoveryImpossible',
     message: string,
   ) {
     super(message)

@@ -1,3 +1,5 @@
+import type { RestoreIdentity } from './restore-admission.ts'
+
 /** Status values of section 2.3. */
 export type TransferStatus = 'pending' | 'exporting' | 'importing' | 'completing' | 'completed' | 'failed'
 
@@ -11,6 +13,8 @@ export type TransferStage =
   | 'retrying'
   | 'reconciling'
   | 'awaitingPlcToken'
+  /** A restore holds the data; it waits for the user's signed PLC operation (spec/recovery.md). */
+  | 'awaitingRecovery'
   | 'catchingUp'
   /** The code and requested keys are stored; the source is asked to sign the move (completeTransfer). */
   | 'signing'
@@ -75,8 +79,14 @@ export interface InboundTransfer {
   sourceUrl: string
   /** Source PDS service DID (its well-known document). */
   sourceDid?: string
-  /** What kind of source it is: `plain`, a PDS with nothing of ours (sync endpoints); absent, v1. */
-  dialect?: 'plain'
+  /**
+   * What kind of source it is: `plain`, a PDS with nothing of ours (sync endpoints); `restore`,
+   * a copy of the account (a backup, any getRepo/getBlob endpoint) while the identity is taken
+   * back with the user's key; absent, v1.
+   */
+  dialect?: 'plain' | 'restore'
+  /** A restore: the user's key and what the copy is verified against (decided at admission). */
+  restore?: RestoreIdentity
   /** When the PLC code was last requested from a plain source (once the data had moved). */
   plcCodeRequestedAt?: number
   algorithm?: string
@@ -98,6 +108,8 @@ export interface InboundTransfer {
    * deactivate the old account there themselves (it still takes writes no one will see).
    */
   sourceLeftActive?: string
+  /** A restore: what its copy did not hold, with why (preferences, email); the rest is restored. */
+  notRestored?: string[]
   /** Whether the password the user chose in /migrate was set at activation (D24). */
   passwordChosen?: boolean
   /** Last blob committed, in the source's listing order: where a resumed export continues. */

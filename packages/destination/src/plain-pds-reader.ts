@@ -20,6 +20,7 @@ import { ImportFailure } from './import-failure.ts'
 import type { InboundTransfer, InboundTransferStore, TransferProgress } from './inbound-transfer.ts'
 import { requestPlainPlcCode } from './plain-pds-signer.ts'
 import type { VerifiedRepo } from './repo-verifier.ts'
+import { isRestore } from './restore-admission.ts'
 import type { SourceClient } from './source-client.ts'
 import { readAccountEmail } from './sync-account-email.ts'
 import { type BlobFetchOutcome, fetchBlob } from './sync-blob-fetch.ts'
@@ -152,12 +153,17 @@ export class PlainPdsReader {
     let repoFetched = false
     const t = await store.get(transferId)
     if (!t) throw new EngineError('TransferNotFound', `no transfer ${transferId}`)
-    if (t.stage === 'awaitingPlcToken') return { transfer: t, blobs: report, repoFetched }
+    if (t.stage === 'awaitingPlcToken' || t.stage === 'awaitingRecovery')
+      return { transfer: t, blobs: report, repoFetched }
     if (t.status === 'completing' || t.status === 'completed') {
       throw new EngineError('InvalidState', `transfer ${transferId} is ${t.status}/${t.stage}`)
     }
     try {
-      const identity = await this.options.resolver.resolve(t.did)
+      // A restore's copy is verified against the state the user's key returns to, not the
+      // current one (a hostile change may have replaced the signing key).
+      const identity = isRestore(t)
+        ? { signingKey: t.restore.repoSigningKey, handle: t.restore.handle }
+        : await this.options.resolver.resolve(t.did)
       const { signingKey } = await this.options.sink.createDeactivatedAccount(
         t.did,
         identity.handle === undefined ? {} : { handle: identity.handle },
@@ -210,14 +216,34 @@ export class PlainPdsReader {
         if (await this.moveBlob(transferId, t.did, cid, client, progress, report)) progress.blobsReconciled++
       })
 
-      const preferences = await this.retrying(transferId, () =>
-        readPreferences(client, this.limits.stallTimeoutMs),
+      const notRestored: string[] = []
+      const preferences = await this.optionalForRestore(
+        t,
+        () => this.retrying(transferId, () => readPreferences(client, this.limits.stallTimeoutMs)),
+        (why) => notRestored.push(`preferences (${why})`),
       )
-      await this.options.sink.putPreferences(t.did, preferences)
-      const email = await this.retrying(transferId, () =>
-        readAccountEmail(client, this.limits.stallTimeoutMs),
+      if (preferences) await this.options.sink.putPreferences(t.did, preferences)
+      const email = await this.optionalForRestore(
+        t,
+        () => this.retrying(transferId, () => readAccountEmail(client, this.limits.stallTimeoutMs)),
+        (why) => notRestored.push(`email (${why})`),
       )
-      if (email.email !== undefined) await this.options.sink.putAccountState(t.did, email)
+      if (email?.email !== undefined) await this.options.sink.putAccountState(t.did, email)
+      else if (email && isRestore(t)) notRestored.push('email (the copy does not hold it)')
+
+      if (isRestore(t)) {
+        // No code to ask for: the user's own key signs the identity's move (spec/recovery.md).
+        const missing = report.missing.map((m) => m.cid)
+        const done = await store.update(transferId, {
+          status: 'importing',
+          stage: 'awaitingRecovery',
+          retry: undefined,
+          missingBlobs: missing,
+          notRestored,
+          progress: { ...progress, blobsMissing: missing.length },
+        })
+        return { transfer: done, blobs: report, repoFetched }
+      }
 
       const missing = report.missing.map((m) => m.cid)
       let done = await store.update(transferId, {
@@ -247,6 +273,26 @@ export class PlainPdsReader {
       const failure = toFailure(err instanceof TransientSourceError ? exhausted(err) : err)
       const failed = await store.update(transferId, { status: 'failed', stage: 'failed', failure })
       return { transfer: failed, blobs: report, repoFetched }
+    }
+  }
+
+  /**
+   * `read()`, except that a restore goes on without what its copy refuses to give (a backup
+   * made without the account's sign-in holds no preferences; another tool's service may not
+   * serve them): `skipped` hears why, and the user is told. A move from a PDS needs it all.
+   */
+  private async optionalForRestore<T>(
+    t: InboundTransfer,
+    read: () => Promise<T>,
+    skipped: (why: string) => void,
+  ): Promise<T | undefined> {
+    if (!isRestore(t)) return read()
+    try {
+      return await read()
+    } catch (err) {
+      if (err instanceof TransientSourceError || this.signals.get(t.transferId)?.aborted) throw err
+      skipped((err as Error).message)
+      return undefined
     }
   }
 

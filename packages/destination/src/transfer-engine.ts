@@ -16,6 +16,12 @@ import type { KeyRing } from './key-ring.ts'
 import { PlainPdsReader } from './plain-pds-reader.ts'
 import { PlainPdsSigner, requestPlainPlcCode } from './plain-pds-signer.ts'
 import type { VerifiedRepo } from './repo-verifier.ts'
+import { admitRestore, isRestore } from './restore-admission.ts'
+import {
+  checkRestoreOperation,
+  type RestoreOperationRequest,
+  restoreOperationRequest,
+} from './restore-completion.ts'
 import { checkRollbacks } from './rollback-watch.ts'
 import { moveRotationKeys, RotationKeyError } from './rotation-keys.ts'
 import { type SourceClient, SourceError } from './source-client.ts'
@@ -158,6 +164,123 @@ export class TransferEngine {
     return transfer
   }
 
+  /**
+   * Starts restoring an account from a copy of its data (`client`: a backup read API, or any
+   * getRepo/getBlob endpoint; `restoreSourceClient`) while its old PDS is gone or hostile: the
+   * user's rotation key `userKey` (a public did:key) must be able to take the identity back,
+   * which is checked over PLC's log first (`RestoreRefusal` says why not, and what is left).
+   * The copy is pulled and verified as a move from a plain PDS is, against the signing key of
+   * the state the recovery returns to, and the transfer waits at `awaitingRecovery` for the
+   * operation the user signs (`restoreOperation`, then `completeRestore`).
+   */
+  async startRestore(params: {
+    did: string
+    client: SourceClient
+    userKey: string
+  }): Promise<InboundTransfer> {
+    const { did, client, userKey } = params
+    await this.failures.flush()
+    const restore = await admitRestore(this.options, did, userKey)
+    const transfer: InboundTransfer = { ...newTransfer(did, client.url), dialect: 'restore', restore }
+    if (this.running.size >= this.limits.maxConcurrent) {
+      throw new EngineError('LimitExceeded', `${this.running.size} transfers are running; try again later`)
+    }
+    this.running.set(transfer.transferId, { bytes: 0, done: Promise.resolve() })
+    const refusal = await this.options.store
+      .create(transfer, { source: normalizeUrl(client.url), maxPerSource: this.limits.maxPerSource })
+      .catch((err: unknown) => {
+        this.running.delete(transfer.transferId)
+        throw err
+      })
+    if (refusal) {
+      this.running.delete(transfer.transferId)
+      throw refusalError(refusal, did, client.url)
+    }
+    this.launch(transfer, client, restore.repoSigningKey, restore.handle, false)
+    return transfer
+  }
+
+  /**
+   * What the user signs to finish a restore: the PLC operation that points the identity here,
+   * planned over PLC's log as it is now (a change made since the restore began is accounted
+   * for), with its bytes to sign. Refused unless the copy is wholly held (`awaitingRecovery`).
+   */
+  async restoreOperation(transferId: string): Promise<RestoreOperationRequest> {
+    const t = await this.awaitingRecovery(transferId)
+    return restoreOperationRequest(this.options.plc, t, this.options)
+  }
+
+  /**
+   * Finishes a restore: `signedOperation` (the user's, from `restoreOperation` or `pds-identity
+   * recover`) is checked by PLC's rules and for what it does, stored, submitted; then the account
+   * is activated here and watched as after a move. Without it, PLC must already name this server
+   * (the user submitted the operation themselves). Called again after an interruption, it
+   * continues from the recorded step.
+   */
+  async completeRestore(
+    transferId: string,
+    params: { signedOperation?: unknown; acceptMissingBlobs?: boolean } = {},
+  ): Promise<InboundTransfer> {
+    await this.completion.settled(transferId)
+    const current = await this.options.store.get(transferId)
+    if (current && isRestore(current) && COMPLETION_STAGES.has(current.stage))
+      return this.completion.run(transferId)
+    if (current?.stage === 'activated') return current
+    const t = await this.awaitingRecovery(transferId)
+    // What the copy lacks is lost unless another copy has it: the user decides, having seen the list.
+    if (t.missingBlobs.length > 0 && !params.acceptMissingBlobs)
+      throw new EngineError(
+        'InvalidState',
+        `${t.missingBlobs.length} blobs the records use are not in the copy: ${t.missingBlobs.join(', ')}`,
+      )
+    if (params.signedOperation === undefined) {
+      const data = await this.options.plc.getDocumentData(t.did).catch((err: unknown) => {
+        throw new EngineError(
+          'PlcUnreachable',
+          `the PLC directory did not answer (${(err as Error).message})`,
+        )
+      })
+      const namesUs =
+        normalizeUrl(data.services.atproto_pds?.endpoint ?? '') === normalizeUrl(this.options.serviceUrl) &&
+        data.verificationMethods.atproto === t.signingKey
+      if (!namesUs)
+        throw new EngineError(
+          'InvalidState',
+          'PLC does not name this server yet: sign the operation (restoreOperation) and send it, or submit it with pds-identity recover --submit',
+        )
+      await this.options.store.update(transferId, {
+        status: 'completing',
+        stage: 'activating',
+        failure: undefined,
+      })
+      return this.completion.run(transferId)
+    }
+    const op = await checkRestoreOperation(this.options.plc, t, params.signedOperation, this.options)
+    await this.options.store.update(transferId, {
+      status: 'completing',
+      stage: 'submittingPlc',
+      failure: undefined,
+      plcOperation: op as unknown as Record<string, unknown>,
+    })
+    return this.completion.run(transferId)
+  }
+
+  /** A restore whose copy is held, waiting for the user's operation; refused otherwise. */
+  private async awaitingRecovery(
+    transferId: string,
+  ): Promise<InboundTransfer & { restore: NonNullable<InboundTransfer['restore']>; signingKey: string }> {
+    const t = await this.options.store.get(transferId)
+    if (!t) throw new EngineError('TransferNotFound', `no transfer ${transferId}`)
+    if (!isRestore(t))
+      throw new EngineError('InvalidState', `transfer ${transferId} is a move, not a restore`)
+    if (t.stage !== 'awaitingRecovery' || !t.signingKey)
+      throw new EngineError(
+        'InvalidState',
+        `transfer ${transferId} is ${t.status}/${t.stage}, not holding the whole copy yet`,
+      )
+    return t as InboundTransfer & { restore: NonNullable<InboundTransfer['restore']>; signingKey: string }
+  }
+
   /** Runs a pull in the background, tracked in `running`. */
   private launch(
     transfer: InboundTransfer,
@@ -250,7 +373,7 @@ export class TransferEngine {
     const entry = this.running.get(transferId)
     if (!entry) return
     const { sink, store } = this.options
-    if (transfer.dialect === 'plain') {
+    if (transfer.dialect === 'plain' || transfer.dialect === 'restore') {
       // The reader records its own failures and resumes from the record on the next pull; a
       // stop is ours: a cancellation is recorded by `cancel`, a shutdown left for `recover`.
       const abort = new AbortController()
@@ -558,8 +681,11 @@ export class TransferEngine {
     if (this.running.size >= this.limits.maxConcurrent) {
       throw new EngineError('LimitExceeded', `${this.running.size} transfers are running; try again later`)
     }
-    const identity = await this.options.resolver.resolve(t.did)
-    if (normalizeUrl(identity.pds) !== normalizeUrl(client.url)) {
+    // A restore's source is a copy, not the PDS the DID names; its keys were fixed at admission.
+    const identity = isRestore(t)
+      ? { signingKey: t.restore.repoSigningKey, handle: t.restore.handle }
+      : await this.options.resolver.resolve(t.did)
+    if (!isRestore(t) && 'pds' in identity && normalizeUrl(identity.pds) !== normalizeUrl(client.url)) {
       throw new EngineError('SourceMismatch', `${t.did} is hosted at ${identity.pds}, not ${client.url}`)
     }
     const retrying = await this.options.store.update(transferId, {

@@ -13,20 +13,21 @@ export interface RecoveryTarget {
 }
 
 /**
- * The operation that takes the identity back, signed where the key is (this process): after
- * `plan.prev`, pointing at the new PDS and its signing key, with the user's key first in the
- * rotation keys and every other key of the old state dropped (whoever made the change being
- * undone must not be able to make it again). Handle and other services are kept.
+ * The operation that takes the identity back, unsigned: after `plan.prev`, pointing at the new
+ * PDS and its signing key, with the user's key (`userKey`, a did:key) first in the rotation
+ * keys and every other key of the old state dropped (whoever made the change being undone must
+ * not be able to make it again). Handle and other services are kept. A server prepares this for
+ * a page that signs it where the key is; `recoveryOperation` signs it here.
  */
-export async function recoveryOperation(
+export function unsignedRecoveryOperation(
   plan: RecoveryPlan,
-  userKey: Keypair,
+  userKey: string,
   target: RecoveryTarget,
-): Promise<Operation> {
-  const unsigned: UnsignedOperation = {
+): UnsignedOperation {
+  return {
     type: 'plc_operation',
     prev: plan.prev,
-    rotationKeys: [userKey.did(), ...(target.pdsRotationKey ? [target.pdsRotationKey] : [])],
+    rotationKeys: [userKey, ...(target.pdsRotationKey ? [target.pdsRotationKey] : [])],
     verificationMethods: { ...plan.base.verificationMethods, atproto: target.signingKey },
     alsoKnownAs: plan.base.alsoKnownAs,
     services: {
@@ -34,5 +35,13 @@ export async function recoveryOperation(
       atproto_pds: { type: 'AtprotoPersonalDataServer', endpoint: target.pds.replace(/\/+$/, '') },
     },
   }
-  return signOperation(unsigned, userKey)
+}
+
+/** `unsignedRecoveryOperation`, signed with the user's key in this process. */
+export async function recoveryOperation(
+  plan: RecoveryPlan,
+  userKey: Keypair,
+  target: RecoveryTarget,
+): Promise<Operation> {
+  return signOperation(unsignedRecoveryOperation(plan, userKey.did(), target), userKey)
 }
