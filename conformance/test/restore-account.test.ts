@@ -8,7 +8,13 @@ import * as plcLib from '@did-plc/lib'
 import { AccountArchive, FsArchiveStore, generateArchiveKeys } from '@pds-transfer/archive'
 import type { TransferPds } from '@pds-transfer/atproto-pds'
 import { appPasswordClient, backupAccount, backupReadApi } from '@pds-transfer/backup'
-import { PlcDidResolver, restoreSourceClient } from '@pds-transfer/destination'
+import {
+  type InboundTransfer,
+  PlcDidResolver,
+  restoreSourceClient,
+  SqliteInboundTransferStore,
+  TransferEngine,
+} from '@pds-transfer/destination'
 import Fastify, { type FastifyInstance } from 'fastify'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { type SeededAccount, seedReferenceAccount } from '../src/fixtures/seed-reference-account.ts'
@@ -126,7 +132,21 @@ describe('restore onto a new PDS after the old one died', () => {
     })
     readUrl = await readApi.listen({ port: 0, host: '127.0.0.1' })
 
-    const started = await c.engine.startRestore({
+    // C's engine on a durable store, so that it can be restarted while waiting for the user.
+    const storePath = join(work, 'c-transfers.sqlite')
+    const engineAt = (transfers: SqliteInboundTransferStore) =>
+      new TransferEngine({
+        sink: c.sink,
+        store: transfers,
+        keys: c.keys,
+        resolver: new PlcDidResolver(plc.url),
+        plc: directory,
+        serviceUrl: c.url,
+        rotationKey: c.pds.ctx.plcRotationKey.did(),
+      })
+    const firstStore = new SqliteInboundTransferStore(storePath)
+    let engine = engineAt(firstStore)
+    const started = await engine.startRestore({
       did: alice.did,
       client: restoreSourceClient(readUrl, alice.did, OPERATOR_TOKEN),
       userKey: user.did(),
@@ -135,7 +155,14 @@ describe('restore onto a new PDS after the old one died', () => {
       dialect: 'restore',
       restore: { userKey: user.did(), repoSigningKey: oldKey },
     })
-    const held = await c.engine.wait(started.transferId)
+    await engine.wait(started.transferId)
+    // C restarts while the user finds their key: the restore is still waiting for them, not lost.
+    await engine.close()
+    firstStore.close()
+    const store2 = new SqliteInboundTransferStore(storePath)
+    engine = engineAt(store2)
+    await engine.recover()
+    const held = (await engine.get(started.transferId)) as InboundTransfer
     expect(held.failure).toBeUndefined()
     expect(held).toMatchObject({
       status: 'importing',
@@ -146,7 +173,7 @@ describe('restore onto a new PDS after the old one died', () => {
     expect(held.plcCodeRequestedAt).toBeUndefined()
 
     // What the user signs, prepared by C; signed where the key is, over exactly those bytes.
-    const request = await c.engine.restoreOperation(started.transferId)
+    const request = await engine.restoreOperation(started.transferId)
     expect(request.kind).toBe('update')
     expect(request.operation.rotationKeys).toEqual([user.did(), c.pds.ctx.plcRotationKey.did()])
     const sig = await user.sign(new Uint8Array(Buffer.from(request.bytesToSign, 'base64')))
@@ -157,12 +184,13 @@ describe('restore onto a new PDS after the old one died', () => {
       ...signed,
       services: { atproto_pds: { type: 'AtprotoPersonalDataServer', endpoint: 'https://evil.example.com' } },
     }
-    await expect(
-      c.engine.completeRestore(started.transferId, { signedOperation: elsewhere }),
-    ).rejects.toThrow(/not signed by your key/)
+    await expect(engine.completeRestore(started.transferId, { signedOperation: elsewhere })).rejects.toThrow(
+      /not signed by your key/,
+    )
     expect((await directory.getDocumentData(alice.did)).verificationMethods.atproto).toBe(oldKey)
 
-    const done = await c.engine.completeRestore(started.transferId, { signedOperation: signed })
+    const done = await engine.completeRestore(started.transferId, { signedOperation: signed })
+    store2.close()
     expect(done.failure).toBeUndefined()
     expect(done).toMatchObject({ status: 'completed', stage: 'activated' })
 

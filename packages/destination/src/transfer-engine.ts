@@ -337,7 +337,8 @@ export class TransferEngine {
   private async recoverOne(t: InboundTransfer): Promise<InboundTransfer> {
     const client = await this.options.restoreClient?.(t).catch(() => undefined)
     if (client) this.sessions.set(t.transferId, client)
-    if (t.stage === 'awaitingPlcToken') return t
+    // Waiting for the user (a code, or a restore's signed operation) needs no session of ours.
+    if (t.stage === 'awaitingPlcToken' || t.stage === 'awaitingRecovery') return t
     if (COMPLETION_STAGES.has(t.stage)) {
       // Errors land on the record (back to the code step, or failed); the next `complete` retries.
       this.completion.run(t.transferId).catch(() => {})
