@@ -13,6 +13,7 @@ import {
   OAuthSourceAuthorizer,
   oauthClientRoutes,
   PlcDidResolver,
+  recoverPlugin,
   SqliteInboundTransferStore,
   SqliteKeyStore,
   SqliteOAuthStore,
@@ -128,12 +129,13 @@ export async function startTransferPds(options: TransferPdsOptions): Promise<Tra
   })
   const resolver = new PlcDidResolver(options.plcUrl)
   const sink = new ReferencePdsSink(ctx, { stagingDir: join(dataDir, 'transfer-staging') })
+  const directory = new plc.Client(options.plcUrl)
   const engine = new TransferEngine({
     sink,
     store: inbound,
     keys,
     resolver,
-    plc: new plc.Client(options.plcUrl),
+    plc: directory,
     serviceUrl: url,
     rotationKey: ctx.plcRotationKey.did(),
     restoreClient: (transfer) => authorizer.restore(transfer.did),
@@ -160,6 +162,13 @@ export async function startTransferPds(options: TransferPdsOptions): Promise<Tra
     serviceDid,
     resolveHandle: (handle) => resolveHandleVia(handleResolverUrl, handle),
   })
+  await destinationApp.register(recoverPlugin, {
+    engine,
+    plc: directory,
+    publicUrl: url,
+    serviceDid,
+    resolveHandle: (handle) => resolveHandleVia(handleResolverUrl, handle),
+  })
   await Promise.all([sourceApp.ready(), destinationApp.ready()])
 
   const route = (req: IncomingMessage, res: ServerResponse) => {
@@ -171,6 +180,8 @@ export async function startTransferPds(options: TransferPdsOptions): Promise<Tra
       path === WELL_KNOWN_PATH ||
       path === '/migrate' ||
       path.startsWith('/migrate/') ||
+      path === '/recover' ||
+      path.startsWith('/recover/') ||
       path.startsWith('/.well-known/oauth-client-metadata/')
     ) {
       destinationApp.routing(req, res)

@@ -12,6 +12,8 @@ export class EngineError extends Error {
       | 'InvalidRotationKey'
       /** The password the user chose cannot be used here (length, or no password support). */
       | 'InvalidPassword'
+      /** The email the user gave for a restored account is not an address. */
+      | 'InvalidEmail'
       /** The source did not answer during completion; the transfer waits for a retry. */
       | 'SourceUnreachable'
       /** The PLC directory did not answer; the checked operation is kept and submitted on retry. */

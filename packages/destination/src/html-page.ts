@@ -18,7 +18,7 @@ ${options.refreshSeconds ? `<noscript><meta http-equiv="refresh" content="${opti
 body { font: 16px/1.5 system-ui, sans-serif; max-width: 42rem; margin: 2rem auto; padding: 0 1rem; color: #1b1b1b; }
 h1 { font-size: 1.5rem; }
 label { display: block; font-weight: 600; margin-top: 1rem; }
-input[type=text], input[type=password], input[type=email] { width: 100%; padding: .5rem; font: inherit; box-sizing: border-box; }
+input[type=text], input[type=password], input[type=email], textarea { width: 100%; padding: .5rem; font: inherit; box-sizing: border-box; }
 button { margin-top: 1rem; padding: .5rem 1rem; font: inherit; cursor: pointer; }
 .warn { background: #fff4e5; border-left: 4px solid #b35c00; padding: .5rem 1rem; }
 .error { background: #fdecea; border-left: 4px solid #b00020; padding: .5rem 1rem; }
@@ -26,6 +26,7 @@ button { margin-top: 1rem; padding: .5rem 1rem; font: inherit; cursor: pointer; 
 progress { width: 100%; height: 1.25rem; }
 dt { font-weight: 600; } dd { margin: 0 0 .5rem 0; }
 code { word-break: break-all; }
+pre { white-space: pre-wrap; word-break: break-all; }
 table { border-collapse: collapse; } th, td { text-align: left; vertical-align: top; padding: .25rem .75rem .25rem 0; } td code { word-break: normal; }
 </style>
 </head>

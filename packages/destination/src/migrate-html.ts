@@ -1,7 +1,10 @@
 import { esc, size } from './html-page.ts'
 import type { InboundTransfer } from './inbound-transfer.ts'
 
-const STEPS: Array<[InboundTransfer['stage'][], string]> = [
+/** The steps a page lists, each with the stages that belong to it, in order. */
+export type StepTable = Array<[InboundTransfer['stage'][], string]>
+
+const MOVE_STEPS: StepTable = [
   [['created', 'streaming', 'retrying'], 'Copying your repository, images and settings'],
   [['reconciling'], 'Checking every image is here'],
   [['awaitingPlcToken'], 'Waiting for the confirmation code from your email'],
@@ -9,20 +12,28 @@ const STEPS: Array<[InboundTransfer['stage'][], string]> = [
   [['activated'], 'Done'],
 ]
 
-/** The step list with the current one marked (a failed transfer: the step it stopped at), for screen readers too. */
-export function steps(t: Pick<InboundTransfer, 'stage' | 'status' | 'failure' | 'repo'>): string {
+/**
+ * The step list with the current one marked (a failed transfer: the step it stopped at), for
+ * screen readers too. A failure of PLC or activation stopped at the identity step; any other,
+ * at copying or checking.
+ */
+export function steps(
+  t: Pick<InboundTransfer, 'stage' | 'status' | 'failure' | 'repo'>,
+  table: StepTable = MOVE_STEPS,
+): string {
+  const stepOf = (stage: InboundTransfer['stage']) => table.findIndex(([stages]) => stages.includes(stage))
   const failedAt =
     t.status !== 'failed'
       ? -1
       : ['PlcOperationInvalid', 'PlcSubmitFailed', 'ActivationFailed'].includes(t.failure?.reason ?? '')
-        ? 3
+        ? stepOf('submittingPlc')
         : t.repo
-          ? 1
+          ? stepOf('reconciling')
           : 0
-  const current = failedAt >= 0 ? failedAt : STEPS.findIndex(([stages]) => stages.includes(t.stage))
-  const items = STEPS.map(([, label], i) => {
+  const current = failedAt >= 0 ? failedAt : stepOf(t.stage)
+  const items = table.map(([, label], i) => {
     // The last step is reached only when everything is done: it is a check, not "in progress".
-    const last = i === STEPS.length - 1
+    const last = i === table.length - 1
     const mark =
       i === failedAt ? '✗ ' : i < current || (last && i === current) ? '✓ ' : i === current ? '→ ' : ''
     const stopped = i === failedAt ? ' (stopped here)' : ''

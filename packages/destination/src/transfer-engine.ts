@@ -219,8 +219,23 @@ export class TransferEngine {
    */
   async completeRestore(
     transferId: string,
-    params: { signedOperation?: unknown; acceptMissingBlobs?: boolean } = {},
+    params: {
+      signedOperation?: unknown
+      acceptMissingBlobs?: boolean
+      /** With `signedOperation` only: the password the user chose here, set at activation (kept in memory). */
+      password?: string
+      /** With `signedOperation` only: the email to sign in with here, where the copy held none (unconfirmed). */
+      email?: string
+    } = {},
   ): Promise<InboundTransfer> {
+    if ((params.password !== undefined || params.email !== undefined) && params.signedOperation === undefined)
+      throw new EngineError(
+        'InvalidPassword',
+        'a password or email is chosen together with the operation your key signs; after the restore, set a password by email',
+      )
+    if (params.password !== undefined) this.checkPassword(params.password)
+    if (params.email !== undefined && !/^[^\s@]+@[^\s@]+\.[^\s@]+$/.test(params.email))
+      throw new EngineError('InvalidEmail', `${params.email} is not an email address`)
     await this.completion.settled(transferId)
     const current = await this.options.store.get(transferId)
     if (current && isRestore(current) && COMPLETION_STAGES.has(current.stage))
@@ -256,6 +271,13 @@ export class TransferEngine {
       return this.completion.run(transferId)
     }
     const op = await checkRestoreOperation(this.options.plc, t, params.signedOperation, this.options)
+    // The user's signature is what lets this request choose the password (a page's URL alone must
+    // not, D24); it goes to the sink at activation and is never stored. An email the copy lacked
+    // is what a sign-in (and a password reset) needs here.
+    if (params.email)
+      await this.options.sink.putAccountState(t.did, { email: params.email, emailConfirmed: false })
+    if (params.password) this.passwords.set(transferId, params.password)
+    else this.passwords.delete(transferId)
     await this.options.store.update(transferId, {
       status: 'completing',
       stage: 'submittingPlc',

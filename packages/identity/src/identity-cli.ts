@@ -8,6 +8,7 @@ import { addRotationKey, requestRotationKeyCode } from './add-rotation-key.ts'
 import { IdentityError } from './identity-error.ts'
 import { recoveryOperation } from './recovery-operation.ts'
 import { planRecovery } from './recovery-plan.ts'
+import { readRestoreChallenge, signRestoreChallenge } from './restore-challenge.ts'
 import { generateRotationKey, readRotationKeyFile, writeRotationKeyFile } from './rotation-key-file.ts'
 import { describeRotationKeys } from './rotation-keys.ts'
 
@@ -27,6 +28,9 @@ commands
       with your own rotation key, point the identity at a new PDS (its URL and the signing key it
       made for the account); undoes changes made without you in the last 72 hours where PLC
       allows. Prints the signed operation; --submit sends it to PLC
+  prove --key FILE --challenge TEXT
+      sign a restore page's challenge (base64, as /recover shows it) to prove you hold the key;
+      refuses any other text
 
 options
   --plc URL       PLC directory (default https://plc.directory)
@@ -71,6 +75,21 @@ export async function runIdentityCli(
       await writeRotationKeyFile(values.out, file)
       io.out(`wrote ${values.out}; public key ${file.publicKey}`)
       io.out("keep the file private and safe; put the public key first in your identity's rotation keys")
+      return 0
+    }
+    if (command === 'prove') {
+      const keyPath = values.key?.[0]
+      if (!keyPath || !values.challenge) throw new UsageError('prove needs --key FILE and --challenge TEXT')
+      const text = Buffer.from(values.challenge, 'base64').toString('utf8')
+      const { file, keypair } = await readRotationKeyFile(keyPath)
+      const scope = readRestoreChallenge(text)
+      if (scope)
+        io.err(
+          `signing: restore ${scope.did} on ${scope.serviceDid} from ${scope.source}, until ${scope.expires.toISOString()}\n`,
+        )
+      const signature = await signRestoreChallenge(keypair, text)
+      io.out(`key: ${file.publicKey}`)
+      io.out(`signature: ${signature}`)
       return 0
     }
     if (!did) throw new UsageError('missing DID')
@@ -179,6 +198,7 @@ function parse(argv: string[]) {
       code: { type: 'string' },
       'signing-key': { type: 'string' },
       'pds-rotation-key': { type: 'string' },
+      challenge: { type: 'string' },
       submit: { type: 'boolean' },
       plc: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
@@ -186,7 +206,7 @@ function parse(argv: string[]) {
   })
   const [command = 'help', did, ...rest] = positionals
   if (values.help) return { values, command: 'help', did: undefined }
-  if (!['keygen', 'add-key', 'keys', 'recover', 'help'].includes(command))
+  if (!['keygen', 'add-key', 'keys', 'recover', 'prove', 'help'].includes(command))
     throw new Error(`unknown command ${command}`)
   if (rest.length > 0) throw new Error(`unexpected ${rest.join(' ')}`)
   if (did !== undefined && !did.startsWith('did:plc:')) throw new Error(`${did} is not a did:plc`)

@@ -16,6 +16,8 @@ export type IdentityErrorReason =
   | 'PdsRefused'
   /** The operation the PDS signed changes more than was asked; it was not submitted. */
   | 'UnexpectedOperation'
+  /** The text to sign is not a restore challenge (the CLI signs nothing else). */
+  | 'InvalidChallenge'
 
 export class IdentityError extends Error {
   override readonly name = 'IdentityError'
