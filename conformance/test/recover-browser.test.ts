@@ -310,5 +310,9 @@ describe('/recover in Chromium', () => {
     })
     expect(await moved.text()).toContain('not this restore')
     expect(await c.engine.unfinished(who.did)).toBeUndefined()
+    // /migrate points people whose server is gone here.
+    expect(await (await fetch(`${c.url}/migrate`)).text()).toContain(
+      '<a href="/recover">Take your account back</a>',
+    )
   })
 })

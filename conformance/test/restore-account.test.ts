@@ -329,4 +329,64 @@ describe('restore onto a new PDS after the old one died', () => {
     })
     expect(await c.engine.unfinished(did)).toBeUndefined()
   })
+
+  it('refuses to undo a hostile change after 72 hours (clock moved), with the reason and what is left', async () => {
+    const directory = new plcLib.Client(plc.url)
+    const user = await P256Keypair.create()
+    const server = await P256Keypair.create()
+    const did = await directory.createDid({
+      signingKey: server.did(),
+      handle: 'late.test',
+      pds: 'https://old.example.com',
+      rotationKeys: [user.did(), server.did()],
+      signer: server,
+    })
+    // The old server drops the user's key and moves the identity away.
+    await directory.updateData(did, server, (op) => ({
+      ...op,
+      rotationKeys: [server.did()],
+      services: {
+        atproto_pds: { type: 'AtprotoPersonalDataServer', endpoint: 'https://attacker.example.com' },
+      },
+    }))
+    const stores: SqliteInboundTransferStore[] = []
+    const engineAt = async (hoursLater: number) => {
+      const store = new SqliteInboundTransferStore(join(work, `late-${hoursLater}.sqlite`))
+      stores.push(store)
+      return new TransferEngine({
+        sink: c.sink,
+        store,
+        keys: c.keys,
+        resolver: new PlcDidResolver(plc.url),
+        plc: directory,
+        serviceUrl: c.url,
+        rotationKey: c.pds.ctx.plcRotationKey.did(),
+        clock: () => new Date(Date.now() + hoursLater * 3600_000),
+      })
+    }
+    const late = await engineAt(73)
+    await expect(
+      late.startRestore({
+        did,
+        client: restoreSourceClient(readUrl, did, OPERATOR_TOKEN),
+        userKey: user.did(),
+      }),
+    ).rejects.toMatchObject({
+      code: 'RecoveryImpossible',
+      reason: 'WindowClosed',
+      message: expect.stringMatching(/72 hours.*What you can do/s),
+    })
+    expect(await late.unfinished(did)).toBeUndefined()
+    // An hour before the window closes the same key is admitted, as a fork of the hostile change.
+    const inTime = await engineAt(71)
+    const admitted = await inTime.startRestore({
+      did,
+      client: restoreSourceClient(readUrl, did, OPERATOR_TOKEN),
+      userKey: user.did(),
+    })
+    expect(admitted.restore).toMatchObject({ plan: 'fork' })
+    await inTime.cancel(admitted.transferId)
+    await Promise.all([late.close(), inTime.close()])
+    for (const store of stores) store.close()
+  })
 })

@@ -203,6 +203,17 @@ describe('resume after an interrupted export', () => {
     expect(await dest.sink.isActive(bob.did)).toBe(false)
   })
 
+  it('sessions that each commit something new do not use up the attempts (a busy source cutting often)', async () => {
+    const gus = await account(source)
+    const sessions: Session[] = []
+    // Every session is cut after one more frame: 3 attempts would end it, were they counted.
+    const t = await wait(flakyClient(source, gus.did, Array(BLOBS + 2).fill(1), sessions), gus.did)
+    expect(t.failure).toBeUndefined()
+    expect(t.stage).toBe('awaitingPlcToken')
+    expect(sessions.length).toBeGreaterThan(3)
+    expect(t.progress.blobsReceived + t.progress.blobsReconciled).toBe(BLOBS)
+  })
+
   it('corrupt data is not retried: it is not the connection', async () => {
     const carol = await account(source)
     const sessions: Session[] = []

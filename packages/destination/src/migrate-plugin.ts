@@ -76,7 +76,13 @@ encrypted transfer. Then your identity is moved, and your handle and followers c
 <label for="identifier">Your handle or DID</label>
 ${error ? `<p class="error" role="alert" id="identifier-error">${esc(error)}</p>` : ''}<input type="text" id="identifier" name="identifier" required autocomplete="username" placeholder="alice.example.com" value="${esc(typed)}"${error ? ' aria-invalid="true" aria-describedby="identifier-error" autofocus' : ''}>
 <button type="submit">Continue</button>
-</form>`,
+</form>${
+          // Only where the operator also serves /recover (recover-plugin.ts).
+          app.hasRoute({ method: 'GET', url: '/recover' })
+            ? `\n<p>Your current server is gone, or changed your account without you?
+<a href="/recover">Take your account back</a> with your rotation key and a copy of your data.</p>`
+            : ''
+        }`,
       )
     app.get('/migrate', async (_request, reply) => html(reply, startPage()))
 

@@ -57,6 +57,8 @@ export interface TransferEngineOptions {
    * session store), so that `recover` resumes the transfer instead of marking it Interrupted.
    */
   restoreClient?: (transfer: InboundTransfer) => Promise<SourceClient | undefined>
+  /** The time a restore's 72-hour window is judged at (default: this machine's clock; tests move it). */
+  clock?: () => Date
 }
 
 /**
@@ -180,7 +182,7 @@ export class TransferEngine {
   }): Promise<InboundTransfer> {
     const { did, client, userKey } = params
     await this.failures.flush()
-    const restore = await admitRestore(this.options, did, userKey)
+    const restore = await admitRestore(this.options, did, userKey, this.options.clock?.())
     const transfer: InboundTransfer = { ...newTransfer(did, client.url), dialect: 'restore', restore }
     if (this.running.size >= this.limits.maxConcurrent) {
       throw new EngineError('LimitExceeded', `${this.running.size} transfers are running; try again later`)
@@ -207,7 +209,7 @@ export class TransferEngine {
    */
   async restoreOperation(transferId: string): Promise<RestoreOperationRequest> {
     const t = await this.awaitingRecovery(transferId)
-    return restoreOperationRequest(this.options.plc, t, this.options)
+    return restoreOperationRequest(this.options.plc, t, this.options, this.options.clock?.())
   }
 
   /**

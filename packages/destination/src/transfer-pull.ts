@@ -82,10 +82,15 @@ export class TransferPuller {
    * Runs export sessions until one ends cleanly. A broken connection, a cut or a stall is
    * retried with backoff; with the `resume` extension each retry asks only for what is not yet
    * verified here (decision 7), otherwise it starts over (what is stored is not stored twice).
+   * With `resume`, a session that committed something new before it broke does not use up an
+   * attempt: a busy source (blobs deleted under its export) cuts often but never twice at the
+   * same unit, and only sessions that get nowhere count toward the limit.
    */
   async streamWithRetries(session: PullSession, state: PullState): Promise<void> {
     const { attempts } = this.ctx.limits.retry
+    const resumes = session.extensions.includes(EXTENSION.resume)
     for (let attempt = 1; ; attempt++) {
+      const before = { repo: state.repo !== undefined, blobCursor: state.blobCursor }
       try {
         await this.streamOnce(session, state)
         return
@@ -97,6 +102,9 @@ export class TransferPuller {
           continue
         }
         const failure = toFailure(err)
+        const advanced =
+          resumes && (state.blobCursor !== before.blobCursor || (state.repo !== undefined && !before.repo))
+        if (advanced && RETRYABLE.has(failure.reason)) attempt = 1
         if (this.ctx.closing() || !RETRYABLE.has(failure.reason) || attempt >= attempts) throw err
         const delay = backoff(this.ctx.limits.retry, attempt)
         await this.ctx.options.store.update(session.transferId, {
