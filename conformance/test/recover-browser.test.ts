@@ -1,13 +1,15 @@
-import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises'
+import { createWriteStream } from 'node:fs'
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises'
 import { createRequire } from 'node:module'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { pipeline } from 'node:stream/promises'
 import { P256Keypair } from '@atproto/crypto'
 import * as plcLib from '@did-plc/lib'
 import { AccountArchive, FsArchiveStore, generateArchiveKeys } from '@pds-transfer/archive'
 import type { TransferPds } from '@pds-transfer/atproto-pds'
 import { backupAccount, backupReadApi } from '@pds-transfer/backup'
-import { PlcDidResolver } from '@pds-transfer/destination'
+import { accountZip, PlcDidResolver, UPLOADED_COPY } from '@pds-transfer/destination'
 import {
   generateRotationKey,
   restoreChallenge,
@@ -16,7 +18,7 @@ import {
 } from '@pds-transfer/identity'
 import Fastify, { type FastifyInstance } from 'fastify'
 import type { Browser, Page } from 'playwright-core'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
 import { type SeededAccount, seedReferenceAccount } from '../src/fixtures/seed-reference-account.ts'
 import { launchChromium } from '../src/harness/chromium.ts'
 import { startPlainPds } from '../src/harness/plain-pds.ts'
@@ -69,6 +71,8 @@ describe('/recover in Chromium', () => {
   async function takenOver(
     handle: string,
     curve: 'p256' | 'k256',
+    /** Also save the zip /migrate's checklist offers here, while A still serves the account. */
+    zipTo?: string,
   ): Promise<{ who: SeededAccount; keyPath: string }> {
     const who = await seedReferenceAccount(hostile.url, {
       handle,
@@ -94,6 +98,11 @@ describe('/recover in Chromium', () => {
       resolver: new PlcDidResolver(plc.url),
       workDir: work,
     })
+    if (zipTo)
+      await pipeline(
+        accountZip({ source: hostile.url, did: who.did, handle, madeBy: 'test' }).stream,
+        createWriteStream(zipTo),
+      )
     const attacker = await P256Keypair.create()
     await directory.updateData(who.did, pdsKey, (op) => ({
       ...op,
@@ -216,6 +225,57 @@ describe('/recover in Chromium', () => {
     expect(violations).toEqual([])
   }, 180_000)
 
+  it('takes an account back from the zip it kept, uploaded in the page', async () => {
+    const zip = join(work, 'jade.test-backup.zip')
+    const { who, keyPath } = await takenOver('jade.test', 'p256', zip)
+    const page = await browser.newPage()
+    const shot = shooter(page, 'upload-')
+    await page.goto(`${c.url}/recover`)
+    await page.fill('#identifier', who.did)
+    await page.check('input[name=copy][value=file]')
+    // The address fields step aside once "a file I kept" is chosen.
+    await expect(page.isVisible('#source')).resolves.toBe(false)
+    await shot('start')
+    await page.click('button[type=submit]')
+    await page.waitForSelector('h1:has-text("Prove it is your account")')
+    await expect(page.textContent('main')).resolves.toContain('a file you choose below')
+    await page.setInputFiles('#keyfile', keyPath)
+    await page.waitForSelector('#keyfile-status.ok')
+    // A file that is not an export is refused by name, and nothing of it is kept.
+    const notes = join(work, 'notes.zip')
+    await writeFile(notes, 'not a zip at all')
+    await page.setInputFiles('#copyfile', notes)
+    await shot('files-chosen')
+    await page.click('#start')
+    // Said where the file was chosen; the key stays loaded, so only the file is chosen again.
+    await page.waitForSelector('#upload-status.error:has-text("not a zip")')
+    await shot('not-a-zip')
+    expect(await readdir(c.uploads.dir)).toEqual([])
+    await page.setInputFiles('#copyfile', zip)
+    await page.click('#start')
+    await page.waitForURL(/\/recover\/restore\//)
+    await page.waitForSelector('h2:has-text("What signing does")', { timeout: 60_000 })
+    // The zip held the repo and images; preferences and email were never in it.
+    await expect(page.textContent('main')).resolves.toContain('Not in the copy, so not restored')
+    await shot('sign-step')
+    await page.setInputFiles('#keyfile', keyPath)
+    await page.fill('#email', 'jade@new.example.com')
+    await page.fill('#password', 'jade-new-password')
+    await page.fill('#password2', 'jade-new-password')
+    await page.click('#sign-form button[type=submit]')
+    await page.waitForSelector('h1:has-text("Account restored")', { timeout: 60_000 })
+    await shot('restored')
+    const data = await new plcLib.Client(plc.url).getDocumentData(who.did)
+    expect(data.services.atproto_pds?.endpoint).toBe(c.url)
+    const res = await fetch(`${c.url}/xrpc/com.atproto.sync.listBlobs?did=${who.did}`)
+    expect(((await res.json()) as { cids: string[] }).cids).toHaveLength(2)
+    // Once the restore is done, its upload goes at the next sweep.
+    expect(await c.uploads.sweep((id) => c.engine.get(id))).toBe(1)
+    expect(await readdir(c.uploads.dir)).toEqual([])
+    await page.close()
+    expect(violations).toEqual([])
+  }, 180_000)
+
   it('works without JavaScript on a small screen, the command line signing', async () => {
     const { who, keyPath } = await takenOver('hugo.test', 'k256')
     const context = await browser.newContext({
@@ -309,6 +369,30 @@ describe('/recover in Chromium', () => {
       signature: await signed(elsewhere),
     })
     expect(await moved.text()).toContain('not this restore')
+    // The same forged proof with a file: refused before a byte of the file is kept.
+    const upload = restoreChallenge({ serviceDid: c.serviceDid, did: who.did, source: UPLOADED_COPY })
+    const body = new FormData()
+    for (const [name, value] of Object.entries({
+      did: who.did,
+      source: UPLOADED_COPY,
+      userKey,
+      challenge: Buffer.from(upload).toString('base64'),
+      signature: await signed(upload),
+    }))
+      body.set(name, value)
+    body.set('copy', new Blob([Buffer.alloc(4 * 1024 * 1024, 7)]), 'copy.zip')
+    const before = await readdir(c.uploads.dir).catch(() => [])
+    const save = vi.spyOn(c.uploads, 'save')
+    const withFile = await fetch(`${c.url}/recover/start`, {
+      method: 'POST',
+      headers: { origin: new URL(c.url).origin },
+      body,
+    })
+    expect(withFile.status).toBe(400)
+    expect(await withFile.text()).toContain(`the signature is not made by ${userKey}`)
+    expect(await readdir(c.uploads.dir).catch(() => [])).toEqual(before)
+    expect(save).not.toHaveBeenCalled()
+    save.mockRestore()
     expect(await c.engine.unfinished(who.did)).toBeUndefined()
     // /migrate points people whose server is gone here.
     expect(await (await fetch(`${c.url}/migrate`)).text()).toContain(

@@ -13,6 +13,7 @@ import {
   OAuthSourceAuthorizer,
   oauthClientRoutes,
   PlcDidResolver,
+  RecoverUploads,
   recoverPlugin,
   SqliteInboundTransferStore,
   SqliteKeyStore,
@@ -40,6 +41,8 @@ export interface TransferPdsOptions {
   handleResolverUrl?: string
   /** Engine limits (tests shorten retry backoff). */
   limits?: Partial<EngineLimits>
+  /** Largest copy a person may upload to /recover, in bytes (default 16 GiB). */
+  maxUploadBytes?: number
   /** More PDS environment settings. */
   env?: ServerEnvironment
 }
@@ -55,6 +58,8 @@ export interface TransferPds {
   /** Where the engine imports accounts (tests probe it: nothing of a refused stream is kept). */
   sink: ReferencePdsSink
   authorizer: OAuthSourceAuthorizer
+  /** Copies uploaded to /recover, kept while their restores read them (`sweep` removes the rest). */
+  uploads: RecoverUploads
   /** Our routes (transfer endpoints of both roles, /migrate, client metadata). */
   app: { source: FastifyInstance; destination: FastifyInstance }
   server: Server
@@ -130,6 +135,7 @@ export async function startTransferPds(options: TransferPdsOptions): Promise<Tra
   const resolver = new PlcDidResolver(options.plcUrl)
   const sink = new ReferencePdsSink(ctx, { stagingDir: join(dataDir, 'transfer-staging') })
   const directory = new plc.Client(options.plcUrl)
+  const uploads = new RecoverUploads(join(dataDir, 'recover-uploads'), options.maxUploadBytes)
   const engine = new TransferEngine({
     sink,
     store: inbound,
@@ -138,7 +144,9 @@ export async function startTransferPds(options: TransferPdsOptions): Promise<Tra
     plc: directory,
     serviceUrl: url,
     rotationKey: ctx.plcRotationKey.did(),
-    restoreClient: (transfer) => authorizer.restore(transfer.did),
+    // A restore resumed after a restart reads its uploaded copy again; a move, its OAuth session.
+    restoreClient: async (transfer) =>
+      (await uploads.restoreClient(transfer)) ?? authorizer.restore(transfer.did),
     ...(options.limits && { limits: options.limits }),
   })
   const destinationApp = Fastify({ logger: false, forceCloseConnections: true })
@@ -164,6 +172,7 @@ export async function startTransferPds(options: TransferPdsOptions): Promise<Tra
   })
   await destinationApp.register(recoverPlugin, {
     engine,
+    uploads,
     plc: directory,
     publicUrl: url,
     serviceDid,
@@ -207,6 +216,7 @@ export async function startTransferPds(options: TransferPdsOptions): Promise<Tra
     keys,
     sink,
     authorizer,
+    uploads,
     app: { source: sourceApp, destination: destinationApp },
     server,
     async close() {

@@ -34,7 +34,9 @@ export async function openExportFiles(path: string): Promise<ExportFiles> {
   if (!info) throw new ExportUnreadable(`there is no file or folder at ${path}`)
   if (info.isDirectory()) return openFolder(path)
   if (!(await isZip(path)))
-    throw new ExportUnreadable('the file is not a zip; zip the export folder, or give the folder itself')
+    throw new ExportUnreadable(
+      'the file is not a zip: choose the .zip you downloaded, or zip your export folder first',
+    )
   return openZip(path)
 }
 

@@ -19,6 +19,7 @@ body { font: 16px/1.5 system-ui, sans-serif; max-width: 42rem; margin: 2rem auto
 h1 { font-size: 1.5rem; }
 label { display: block; font-weight: 600; margin-top: 1rem; }
 input[type=text], input[type=password], input[type=email], textarea { width: 100%; padding: .5rem; font: inherit; box-sizing: border-box; }
+fieldset { margin-top: 1rem; border: 1px solid #bbb; } label.choice { font-weight: 400; margin-top: .25rem; }
 button { margin-top: 1rem; padding: .5rem 1rem; font: inherit; cursor: pointer; }
 .warn { background: #fff4e5; border-left: 4px solid #b35c00; padding: .5rem 1rem; }
 .error { background: #fdecea; border-left: 4px solid #b00020; padding: .5rem 1rem; }

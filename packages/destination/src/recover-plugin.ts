@@ -1,13 +1,17 @@
+import { finished } from 'node:stream/promises'
 import * as plc from '@did-plc/lib'
+import multipart from '@fastify/multipart'
 import { describeRotationKeys, restoreChallenge } from '@pds-transfer/identity'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
+import { ExportUnreadable } from './export-files.ts'
 import { esc, page } from './html-page.ts'
 import type { InboundTransfer } from './inbound-transfer.ts'
 import { accountOf, readPassword } from './migrate-form.ts'
 import { liveProgress } from './migrate-html.ts'
 import { type RestorePageExtra, restorePage } from './recover-restore-page.ts'
-import { recoverProofPage, recoverStartPage } from './recover-start-page.ts'
+import { recoverProofPage, recoverStartPage, type StartTyped } from './recover-start-page.ts'
+import { type RecoverUploads, UPLOADED_COPY, UploadRefused } from './recover-uploads.ts'
 import { isRestore } from './restore-admission.ts'
 import { checkRestoreProof } from './restore-proof.ts'
 import { restoreSourceClient } from './restore-source-client.ts'
@@ -22,6 +26,11 @@ export interface RecoverPluginOptions {
   serviceDid: string
   /** Resolves a handle to a DID (default: `https://<handle>/.well-known/atproto-did`). */
   resolveHandle?: (handle: string) => Promise<string | undefined>
+  /**
+   * Where copies uploaded as files are kept while restored (give the same to the engine's
+   * `restoreClient`, so a restore resumes after a restart). Without it only addresses are taken.
+   */
+  uploads?: RecoverUploads
 }
 
 /**
@@ -53,17 +62,22 @@ export const recoverPlugin = fp(
     const form = (request: FastifyRequest) => (request.body ?? {}) as Record<string, unknown>
     const text = (value: unknown) => String(value ?? '').trim()
 
-    app.get('/recover', async (_request, reply) => html(reply, recoverStartPage(host)))
+    const uploads = opts.uploads
+    const startPage = (typed?: StartTyped, error?: Parameters<typeof recoverStartPage>[2]) =>
+      recoverStartPage(host, typed, error, uploads !== undefined)
+
+    app.get('/recover', async (_request, reply) => html(reply, startPage()))
 
     app.post('/recover/check', async (request, reply) => {
       if (!sameOrigin(request)) return problem(reply, 'This form must be sent from this site.', 403)
       const body = form(request)
-      const typed = { identifier: text(body.identifier), source: text(body.source) }
-      const source = copyUrl(typed.source)
+      const copy = uploads && body.copy === 'file' ? 'file' : 'address'
+      const typed = { identifier: text(body.identifier), source: text(body.source), copy } as const
+      const source = copy === 'file' ? UPLOADED_COPY : copyUrl(typed.source)
       if (!source)
         return html(
           reply,
-          recoverStartPage(host, typed, {
+          startPage(typed, {
             field: 'source',
             message: 'That is not a web address. Paste the address of your copy, starting with https://.',
           }),
@@ -73,23 +87,30 @@ export const recoverPlugin = fp(
       if (!did)
         return html(
           reply,
-          recoverStartPage(host, typed, {
+          startPage(typed, {
             field: 'identifier',
             message: `Could not find an account for "${typed.identifier}". If your old server is gone, your handle may no longer resolve: paste your DID (did:plc:…) instead.`,
           }),
           400,
         )
       const found = await proofInput(did, source, text(body.token))
-      if ('field' in found) return html(reply, recoverStartPage(host, typed, found), 400)
+      if ('field' in found) return html(reply, startPage(typed, found), 400)
       return html(reply, recoverProofPage(found))
     })
 
-    app.post('/recover/start', async (request, reply) => {
-      if (!sameOrigin(request)) return problem(reply, 'This form must be sent from this site.', 403)
-      const body = form(request)
+    /**
+     * Starts the restore the proof form asks for: the proof is checked before anything is read,
+     * and, for an uploaded copy, before the file is kept (`file` reads it only once the proof holds).
+     */
+    async function startFromProof(
+      reply: FastifyReply,
+      body: Record<string, unknown>,
+      file?: () => Promise<{ source: string; path: string }>,
+    ) {
       const did = text(body.did)
-      const source = copyUrl(text(body.source))
-      const token = text(body.token)
+      const upload = text(body.source) === UPLOADED_COPY && uploads !== undefined
+      const source = upload ? UPLOADED_COPY : copyUrl(text(body.source))
+      const token = upload ? '' : text(body.token)
       if (!did.startsWith('did:plc:') || !source) return problem(reply, 'This form is incomplete.')
       const again = async (error: string) => {
         const found = await proofInput(did, source, token)
@@ -100,23 +121,78 @@ export const recoverPlugin = fp(
       const signature = text(body.signature)
       if (!userKey || !signature)
         return again('Choose your rotation key file (or paste the key and signature from the command line).')
+      let kept: { source: string; path: string } | undefined
       try {
         await checkRestoreProof(
           { serviceDid: opts.serviceDid, did, source },
           { challenge: Buffer.from(text(body.challenge), 'base64').toString('utf8'), signature, userKey },
         )
-        const t = await opts.engine.startRestore({
-          did,
-          client: restoreSourceClient(source, did, token || undefined),
-          userKey,
-        })
+        if (upload && !file) return again('Choose the file of your copy.')
+        kept = upload && file ? await file() : undefined
+        const client = kept && uploads ? await uploads.client(kept.source, did) : undefined
+        const t = await opts.engine
+          .startRestore({
+            did,
+            client: client ?? restoreSourceClient(source, did, token || undefined),
+            userKey,
+          })
+          .catch(async (err: unknown) => {
+            await client?.close()
+            throw err
+          })
+        if (client && uploads) await uploads.attach(t.transferId, client, opts.engine.wait(t.transferId))
         return reply.redirect(`/recover/restore/${t.transferId}`, 303)
       } catch (err) {
+        if (kept && uploads) await uploads.discard(kept.source)
+        if (err instanceof UploadRefused) return again(err.message)
+        if (err instanceof ExportUnreadable) return again(`Your copy could not be used: ${err.message}.`)
         const under = await opts.engine.unfinished(did)
         if (under && isRestore(under)) return reply.redirect(`/recover/restore/${under.transferId}`, 303)
         if (err instanceof EngineError) return again(err.message)
         throw err
       }
+    }
+
+    if (uploads) {
+      // Uploads no unfinished restore reads any more are removed at start and every hour.
+      const sweep = () =>
+        uploads
+          .sweep((id) => opts.engine.get(id))
+          .catch((err: unknown) => app.log.error({ err }, 'sweeping /recover uploads failed'))
+      const timer = setInterval(sweep, 60 * 60_000).unref()
+      app.addHook('onReady', async () => void sweep())
+      app.addHook('onClose', async () => clearInterval(timer))
+    }
+    if (uploads && !app.hasContentTypeParser('multipart/form-data'))
+      await app.register(multipart, {
+        throwFileSizeLimit: false,
+        limits: { fileSize: uploads.maxBytes, files: 1, fields: 20, fieldSize: 64 * 1024 },
+      })
+
+    app.post('/recover/start', async (request, reply) => {
+      if (!sameOrigin(request)) return problem(reply, 'This form must be sent from this site.', 403)
+      if (!uploads || !request.isMultipart()) return startFromProof(reply, form(request))
+      // The proof form with a file: its fields come first (the file input is the form's last), so
+      // the proof is checked before a byte of the file is kept; a refused file is drained unread.
+      const body: Record<string, unknown> = {}
+      let answered: FastifyReply | undefined
+      for await (const part of request.parts()) {
+        if (part.type === 'field') {
+          body[part.fieldname] = part.value
+          continue
+        }
+        let kept = false
+        if (!answered && part.fieldname === 'copy')
+          answered = await startFromProof(reply, body, () => {
+            kept = true
+            return uploads.save(part.file, () => part.file.truncated)
+          })
+        if (!kept) {
+          part.file.resume()
+          await finished(part.file).catch(() => {})
+        }
+      }
+      return answered ?? startFromProof(reply, body)
     })
 
     const restoreOf = async (request: FastifyRequest) => {
@@ -264,7 +340,9 @@ export const recoverPlugin = fp(
       const state = last && last.type === 'plc_operation' ? last : undefined
       const handle = state?.alsoKnownAs.find((a) => a.startsWith('at://'))?.slice('at://'.length)
       const currentPds = state?.services.atproto_pds?.endpoint
-      const copy = await probeCopy(source, did, token)
+      // An uploaded copy is checked when it arrives, after the proof; an address is asked now.
+      const upload = uploads !== undefined && source === UPLOADED_COPY
+      const copy = upload ? {} : await probeCopy(source, did, token)
       if ('message' in copy) return { field: 'source', message: copy.message }
       const unfinished = await opts.engine.unfinished(did)
       return {
@@ -279,6 +357,7 @@ export const recoverPlugin = fp(
         ...(copy.rev && { copyRev: copy.rev }),
         challenge: restoreChallenge({ serviceDid: opts.serviceDid, did, source }),
         ...(unfinished && isRestore(unfinished) && { unfinished: unfinished.transferId }),
+        ...(upload && { uploadLimit: uploads.maxBytes }),
       }
     }
 

@@ -1,5 +1,5 @@
 import type { RecentChange, RotationKeyView } from '@pds-transfer/identity'
-import { esc, page } from './html-page.ts'
+import { esc, page, size } from './html-page.ts'
 import { SIGNER_SCRIPT } from './recover-signer.ts'
 
 /**
@@ -12,6 +12,19 @@ import { SIGNER_SCRIPT } from './recover-signer.ts'
 export interface StartTyped {
   identifier?: string
   source?: string
+  /** `file`: the copy is a file uploaded after the key's proof; otherwise an address. */
+  copy?: 'address' | 'file'
+}
+
+/** The copy's kind, chosen with radio buttons (no script needed); the file itself comes later. */
+function copyChoice(typed: StartTyped): string {
+  const file = typed.copy === 'file'
+  return `<fieldset>
+<legend>Your copy is</legend>
+<label class="choice"><input type="radio" name="copy" value="address"${file ? '' : ' checked'}> at an address (a backup service, or a server that still has it)</label>
+<label class="choice"><input type="radio" name="copy" value="file"${file ? ' checked' : ''}> a file I kept (you choose it on the next page, after your key is checked)</label>
+</fieldset>
+`
 }
 
 /** The start page; `error` at `field` after a failed check. */
@@ -19,6 +32,8 @@ export function recoverStartPage(
   host: string,
   typed: StartTyped = {},
   error?: { field: 'identifier' | 'source'; message: string },
+  /** Whether a copy may be uploaded as a file (the server keeps uploads: `RecoverUploads`). */
+  uploads = false,
 ): string {
   const at = (field: 'identifier' | 'source') =>
     error?.field === field
@@ -39,19 +54,44 @@ your data, checks every post and image against your signature, and your own rota
 <li><strong>Your rotation key file</strong>: the file you saved when you added a rotation key of your own (in
 <code>/migrate</code>, or with <code>pds-identity keygen</code>). It is used in this browser only and is never uploaded.</li>
 <li><strong>A copy of your account</strong>: the address of a backup service that holds your account (and its access
-token, if it needs one), or of any server that still serves your repository.</li>
+token, if it needs one), or of any server that still serves your repository${uploads ? '; or a file you kept: the zip <code>/migrate</code> offered before a move, or an export folder (<code>repo.car</code>, <code>blobs/</code>, <code>prefs.json</code>) zipped' : ''}.</li>
 </ul>
 <p>Moving from a server that still works? Use <a href="/migrate">/migrate</a> instead: it needs no key file.</p>
 <form method="post" action="/recover/check">
 <label for="identifier">Your handle or DID</label>
 ${id.message}<input type="text" id="identifier" name="identifier" required autocomplete="username" placeholder="did:plc:… or alice.example.com" value="${esc(typed.identifier ?? '')}"${id.state}>
+${uploads ? copyChoice(typed) : ''}<div id="copy-address">
 <label for="source">Where your copy is (its address)</label>
-${source.message}<input type="text" id="source" name="source" required inputmode="url" autocomplete="url" placeholder="https://backups.example.com" value="${esc(typed.source ?? '')}"${source.state}>
+${source.message}<input type="text" id="source" name="source"${uploads ? '' : ' required'} inputmode="url" autocomplete="url" placeholder="https://backups.example.com" value="${esc(typed.source ?? '')}"${source.state}>
 <label for="token">Access token of the copy (if it needs one)</label>
 <input type="password" id="token" name="token" autocomplete="off">
+</div>
 <button type="submit">Continue</button>
-</form>`,
+</form>${
+      uploads
+        ? `
+<script>
+(() => {
+  const box = document.getElementById('copy-address');
+  const file = document.querySelector('input[name=copy][value=file]');
+  const pick = () => { box.hidden = file.checked; };
+  document.querySelectorAll('input[name=copy]').forEach((r) => r.addEventListener('change', pick));
+  pick();
+})();
+</script>`
+        : ''
+    }`,
   )
+}
+
+/** The file input of an uploaded copy: last in the form, so the proof arrives before the file. */
+function copyFileField(limit: number): string {
+  return `<label for="copyfile">Your copy (a .zip file)</label>
+<input type="file" id="copyfile" name="copy" accept=".zip,application/zip" required aria-describedby="copyfile-hint">
+<p id="copyfile-hint">The zip <code>/migrate</code> offered before a move, or your export folder (<code>repo.car</code>, <code>blobs/</code>, <code>prefs.json</code>) zipped; up to ${esc(size(limit))}. It is sent to this server, checked post by post and image by image, and deleted when the restore ends.</p>
+<progress id="upload-progress" hidden></progress>
+<p id="upload-status" role="status"></p>
+`
 }
 
 /** An ISO time as people read it, to the minute. */
@@ -77,6 +117,8 @@ export interface ProofPageInput {
   challenge: string
   /** An unfinished restore of this account here. */
   unfinished?: string
+  /** The copy is a file chosen on this page, of at most this many bytes (`source` is `UPLOADED_COPY`). */
+  uploadLimit?: number
   error?: string
 }
 
@@ -118,14 +160,14 @@ ${
 <dl>
 <dt>Account</dt><dd>${name}</dd>
 <dt>Your identity points to</dt><dd>${input.currentPds ? esc(input.currentPds) : 'no server'}</dd>
-<dt>Your copy</dt><dd>${esc(input.source)}${input.copyRev ? ` (latest change <code>${esc(input.copyRev)}</code>)` : ''}</dd>
+<dt>Your copy</dt><dd>${input.uploadLimit === undefined ? `${esc(input.source)}${input.copyRev ? ` (latest change <code>${esc(input.copyRev)}</code>)` : ''}` : 'a file you choose below'}</dd>
 </dl>
 <h2>Who can change your identity</h2>
 <p>Highest priority first. Your key must be one of these${input.formerKeys.length > 0 ? ', or one a recent change removed' : ''}.</p>
 <ol id="keys">${keyList}</ol>
 ${removed}
 ${changes}
-<form method="post" action="/recover/start" id="proof-form">
+<form method="post" action="/recover/start" id="proof-form"${input.uploadLimit === undefined ? '' : ' enctype="multipart/form-data"'}>
 <input type="hidden" name="did" value="${esc(did)}">
 <input type="hidden" name="source" value="${esc(input.source)}">
 <input type="hidden" name="token" value="${esc(input.token)}">
@@ -145,6 +187,7 @@ ${changes}
 <input type="text" id="signature" name="signature" autocomplete="off" spellcheck="false">
 </details>
 <details><summary>What your key signs</summary><pre>${esc(input.challenge)}</pre></details>
+${input.uploadLimit === undefined ? '' : copyFileField(input.uploadLimit)}
 <p>Nothing changes yet: next, <strong>the copy is read and checked</strong>; your identity changes only when you sign once more, at the end.</p>
 <button type="submit" id="start">Start restoring</button>
 </form>
@@ -193,8 +236,38 @@ ${SIGNER_SCRIPT}
     e.preventDefault();
     if (!key) { status.className = 'error'; status.textContent = 'Choose your rotation key file first.'; document.getElementById('keyfile').focus(); return; }
     document.getElementById('signature').value = await key.sign(Uint8Array.from(atob(form.elements.challenge.value), (c) => c.charCodeAt(0)));
-    form.submit();
+    if (form.enctype === 'multipart/form-data') uploadWithProgress(form); else form.submit();
   });
+  // A large copy takes minutes to send: show how far it is, then follow the server's answer.
+  function uploadWithProgress(form) {
+    const bar = document.getElementById('upload-progress');
+    const said = document.getElementById('upload-status');
+    const xhr = new XMLHttpRequest();
+    xhr.open('POST', form.action);
+    bar.hidden = false;
+    document.getElementById('start').disabled = true;
+    xhr.upload.onprogress = (e) => {
+      if (!e.lengthComputable) return;
+      bar.value = e.loaded; bar.max = e.total;
+      said.textContent = 'Sending your copy: ' + Math.floor((e.loaded / e.total) * 100) + '% (' + (e.loaded / 1048576).toFixed(1) + ' of ' + (e.total / 1048576).toFixed(1) + ' MiB). Keep this page open until it is sent.';
+    };
+    // A refusal is shown here, the key and choices kept: the person picks another file and goes on.
+    const refused = (message) => {
+      document.getElementById('start').disabled = false;
+      document.getElementById('signature').value = '';
+      bar.hidden = true;
+      said.className = 'error';
+      said.textContent = message;
+      document.getElementById('copyfile').focus();
+    };
+    xhr.onload = () => {
+      if (xhr.responseURL && new URL(xhr.responseURL).pathname.startsWith('/recover/restore/')) { location.assign(xhr.responseURL); return; }
+      const answer = new DOMParser().parseFromString(xhr.responseText, 'text/html').querySelector('.error');
+      refused(answer ? answer.textContent : 'The server refused the upload (' + xhr.status + '). Try again.');
+    };
+    xhr.onerror = () => refused('The upload was cut before it ended. Check your connection and press Start restoring again.');
+    xhr.send(new FormData(form));
+  }
 })();
 </script>`,
   )
