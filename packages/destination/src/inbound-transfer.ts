@@ -80,6 +80,11 @@ export interface InboundTransfer {
   /** Source PDS service DID (its well-known document). */
   sourceDid?: string
   /**
+   * A copy of the account (a backup) the repo and blobs were read from first, the PDS giving
+   * the rest (`TransferEngine.start`'s `copy`). A pull resumed without it reads from the PDS.
+   */
+  copyUrl?: string
+  /**
    * What kind of source it is: `plain`, a PDS with nothing of ours (sync endpoints); `restore`,
    * a copy of the account (a backup, any getRepo/getBlob endpoint) while the identity is taken
    * back with the user's key; absent, v1.

@@ -1,6 +1,7 @@
 export * from './account-sink.ts'
 export * from './bounded-each.ts'
 export * from './car-blocks.ts'
+export * from './copy-first-client.ts'
 export * from './destination-plugin.ts'
 export * from './did-resolver.ts'
 export * from './engine-limits.ts'

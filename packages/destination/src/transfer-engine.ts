@@ -1,6 +1,7 @@
 import type * as plc from '@did-plc/lib'
 import { commonExtensions, EXTENSION, NSID, selectAlgorithm } from '@pds-transfer/core'
 import type { AccountSink, BlobUse } from './account-sink.ts'
+import { copyFirstClient } from './copy-first-client.ts'
 import type { DidResolver } from './did-resolver.ts'
 import { EngineError } from './engine-error.ts'
 import { DEFAULT_LIMITS, type EngineLimits } from './engine-limits.ts'
@@ -136,15 +137,30 @@ export class TransferEngine {
    * and one-per-DID limits are checked by the store in the same atomic step that records the
    * transfer, so concurrent starts (or workers sharing the store) cannot both pass them.
    */
-  async start(params: { did: string; client: SourceClient }): Promise<InboundTransfer> {
-    const { did, client } = params
+  async start(params: {
+    did: string
+    client: SourceClient
+    /**
+     * A copy of the account to read the repo and blobs from instead of its PDS (a backup's read
+     * API, an export: `copyFirstClient`); the PDS still gives what the copy lacks, the writes since,
+     * and the identity step. Only for a PDS without the v1 stream, whose own stream is faster.
+     */
+    copy?: SourceClient
+  }): Promise<InboundTransfer> {
+    const { did, client, copy } = params
     // A failure shown but not yet stored (the disk was full) still holds the DID in the store.
     await this.failures.flush()
-    const identity = await checkNewTransfer(this.options, did, client.url)
     const dialect = await sourceDialect(client.url)
+    if (copy && dialect !== 'plain')
+      throw new EngineError(
+        'InvalidState',
+        `${client.url} streams the whole account itself, faster than any copy; move without one`,
+      )
+    const identity = await checkNewTransfer(this.options, did, client.url)
     const transfer: InboundTransfer = {
       ...newTransfer(did, client.url),
       ...(dialect === 'plain' && { dialect }),
+      ...(copy && { copyUrl: copy.url }),
     }
     // The worker limit is this process's own: checked and the slot taken with no await between.
     if (this.running.size >= this.limits.maxConcurrent) {
@@ -162,7 +178,7 @@ export class TransferEngine {
       release()
       throw refusalError(refusal, did, client.url)
     }
-    this.launch(transfer, client, identity.signingKey, identity.handle, false)
+    this.launch(transfer, client, identity.signingKey, identity.handle, false, copy)
     return transfer
   }
 
@@ -312,11 +328,14 @@ export class TransferEngine {
     signingKey: string,
     handle: string | undefined,
     resumed: boolean,
+    /** The data is read from this copy first; completion still talks to `client` only. */
+    copy?: SourceClient,
   ): void {
     const entry = { bytes: 0, done: Promise.resolve() }
     this.running.set(transfer.transferId, entry)
     this.sessions.set(transfer.transferId, client)
-    entry.done = this.pull(transfer, client, signingKey, handle, resumed).finally(() =>
+    const reader = copy ? copyFirstClient(copy, client) : client
+    entry.done = this.pull(transfer, reader, signingKey, handle, resumed).finally(() =>
       this.running.delete(transfer.transferId),
     )
   }
