@@ -1,11 +1,22 @@
+import { execFileSync } from 'node:child_process'
 import { createHash } from 'node:crypto'
-import { mkdtemp, readdir, rm, utimes, writeFile } from 'node:fs/promises'
+import { mkdir, mkdtemp, readdir, rm, utimes, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Readable } from 'node:stream'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import type { InboundTransfer } from '../src/inbound-transfer.ts'
 import { RecoverUploads, UploadRefused } from '../src/recover-uploads.ts'
+
+/** Whether a tmpfs can be mounted here (root), for the full-disk case: a real full disk, not a mock. */
+function canMount(): boolean {
+  try {
+    execFileSync('mount', ['--version'], { stdio: 'pipe' })
+    return process.getuid?.() === 0
+  } catch {
+    return false
+  }
+}
 
 describe('RecoverUploads', () => {
   let dir: string
@@ -41,6 +52,20 @@ describe('RecoverUploads', () => {
     })
     await expect(uploads.save(cut, () => false)).rejects.toBeInstanceOf(UploadRefused)
     expect(await readdir(dir)).toEqual([kept.path.split('/').at(-1)])
+  })
+
+  it.skipIf(!canMount())('keeps nothing of an upload that fills the disk, and says so', async () => {
+    const small = join(dir, 'small')
+    await mkdir(small)
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=64k', 'tmpfs', small], { stdio: 'pipe' })
+    try {
+      const full = new RecoverUploads(join(small, 'uploads'))
+      const big = Readable.from(Array.from({ length: 32 }, () => Buffer.alloc(16 * 1024, 1)))
+      await expect(full.save(big, () => false)).rejects.toThrow(/no room for the file/)
+      expect(await readdir(join(small, 'uploads'))).toEqual([])
+    } finally {
+      execFileSync('umount', [small], { stdio: 'pipe' })
+    }
   })
 
   it('sweeps what no unfinished restore reads, and keeps a failed one for its retry', async () => {
