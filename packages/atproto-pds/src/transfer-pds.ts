@@ -13,7 +13,7 @@ import {
   OAuthSourceAuthorizer,
   oauthClientRoutes,
   PlcDidResolver,
-  RecoverUploads,
+  RecoverCopies,
   recoverPlugin,
   SqliteInboundTransferStore,
   SqliteKeyStore,
@@ -59,7 +59,7 @@ export interface TransferPds {
   sink: ReferencePdsSink
   authorizer: OAuthSourceAuthorizer
   /** Copies uploaded to /recover, kept while their restores read them (`sweep` removes the rest). */
-  uploads: RecoverUploads
+  copies: RecoverCopies
   /** Our routes (transfer endpoints of both roles, /migrate, client metadata). */
   app: { source: FastifyInstance; destination: FastifyInstance }
   server: Server
@@ -135,7 +135,7 @@ export async function startTransferPds(options: TransferPdsOptions): Promise<Tra
   const resolver = new PlcDidResolver(options.plcUrl)
   const sink = new ReferencePdsSink(ctx, { stagingDir: join(dataDir, 'transfer-staging') })
   const directory = new plc.Client(options.plcUrl)
-  const uploads = new RecoverUploads(join(dataDir, 'recover-uploads'), options.maxUploadBytes)
+  const copies = new RecoverCopies(join(dataDir, 'recover-copies'), options.maxUploadBytes)
   const engine = new TransferEngine({
     sink,
     store: inbound,
@@ -146,7 +146,7 @@ export async function startTransferPds(options: TransferPdsOptions): Promise<Tra
     rotationKey: ctx.plcRotationKey.did(),
     // A restore resumed after a restart reads its uploaded copy again; a move, its OAuth session.
     restoreClient: async (transfer) =>
-      (await uploads.restoreClient(transfer)) ?? authorizer.restore(transfer.did),
+      (await copies.restoreClient(transfer)) ?? authorizer.restore(transfer.did),
     ...(options.limits && { limits: options.limits }),
   })
   const destinationApp = Fastify({ logger: false, forceCloseConnections: true })
@@ -172,7 +172,7 @@ export async function startTransferPds(options: TransferPdsOptions): Promise<Tra
   })
   await destinationApp.register(recoverPlugin, {
     engine,
-    uploads,
+    copies,
     plc: directory,
     publicUrl: url,
     serviceDid,
@@ -216,7 +216,7 @@ export async function startTransferPds(options: TransferPdsOptions): Promise<Tra
     keys,
     sink,
     authorizer,
-    uploads,
+    copies,
     app: { source: sourceApp, destination: destinationApp },
     server,
     async close() {

@@ -9,9 +9,9 @@ import { esc, page } from './html-page.ts'
 import type { InboundTransfer } from './inbound-transfer.ts'
 import { accountOf, readPassword } from './migrate-form.ts'
 import { liveProgress } from './migrate-html.ts'
+import { type RecoverCopies, UPLOADED_COPY, UploadRefused } from './recover-copies.ts'
 import { type RestorePageExtra, restorePage } from './recover-restore-page.ts'
 import { recoverProofPage, recoverStartPage, type StartTyped } from './recover-start-page.ts'
-import { type RecoverUploads, UPLOADED_COPY, UploadRefused } from './recover-uploads.ts'
 import { isRestore } from './restore-admission.ts'
 import { checkRestoreProof } from './restore-proof.ts'
 import { restoreSourceClient } from './restore-source-client.ts'
@@ -30,7 +30,7 @@ export interface RecoverPluginOptions {
    * Where copies uploaded as files are kept while restored (give the same to the engine's
    * `restoreClient`, so a restore resumes after a restart). Without it only addresses are taken.
    */
-  uploads?: RecoverUploads
+  copies?: RecoverCopies
 }
 
 /**
@@ -62,16 +62,16 @@ export const recoverPlugin = fp(
     const form = (request: FastifyRequest) => (request.body ?? {}) as Record<string, unknown>
     const text = (value: unknown) => String(value ?? '').trim()
 
-    const uploads = opts.uploads
+    const copies = opts.copies
     const startPage = (typed?: StartTyped, error?: Parameters<typeof recoverStartPage>[2]) =>
-      recoverStartPage(host, typed, error, uploads !== undefined)
+      recoverStartPage(host, typed, error, copies !== undefined)
 
     app.get('/recover', async (_request, reply) => html(reply, startPage()))
 
     app.post('/recover/check', async (request, reply) => {
       if (!sameOrigin(request)) return problem(reply, 'This form must be sent from this site.', 403)
       const body = form(request)
-      const copy = uploads && body.copy === 'file' ? 'file' : 'address'
+      const copy = copies && body.copy === 'file' ? 'file' : 'address'
       const typed = { identifier: text(body.identifier), source: text(body.source), copy } as const
       const source = copy === 'file' ? UPLOADED_COPY : copyUrl(typed.source)
       if (!source)
@@ -108,7 +108,7 @@ export const recoverPlugin = fp(
       file?: () => Promise<{ source: string; path: string }>,
     ) {
       const did = text(body.did)
-      const upload = text(body.source) === UPLOADED_COPY && uploads !== undefined
+      const upload = text(body.source) === UPLOADED_COPY && copies !== undefined
       const source = upload ? UPLOADED_COPY : copyUrl(text(body.source))
       const token = upload ? '' : text(body.token)
       if (!did.startsWith('did:plc:') || !source) return problem(reply, 'This form is incomplete.')
@@ -129,7 +129,7 @@ export const recoverPlugin = fp(
         )
         if (upload && !file) return again('Choose the file of your copy.')
         kept = upload && file ? await file() : undefined
-        const client = kept && uploads ? await uploads.client(kept.source, did) : undefined
+        const client = kept && copies ? await copies.client(kept.source, did) : undefined
         const t = await opts.engine
           .startRestore({
             did,
@@ -140,10 +140,11 @@ export const recoverPlugin = fp(
             await client?.close()
             throw err
           })
-        if (client && uploads) await uploads.attach(t.transferId, client, opts.engine.wait(t.transferId))
+        if (client && copies) await copies.attach(t.transferId, client, opts.engine.wait(t.transferId))
+        else if (copies) await copies.rememberAddress(t.transferId, source, token || undefined)
         return reply.redirect(`/recover/restore/${t.transferId}`, 303)
       } catch (err) {
-        if (kept && uploads) await uploads.discard(kept.source)
+        if (kept && copies) await copies.discard(kept.source)
         if (err instanceof UploadRefused) return again(err.message)
         if (err instanceof ExportUnreadable) return again(`Your copy could not be used: ${err.message}.`)
         const under = await opts.engine.unfinished(did)
@@ -153,25 +154,25 @@ export const recoverPlugin = fp(
       }
     }
 
-    if (uploads) {
+    if (copies) {
       // Uploads no unfinished restore reads any more are removed at start and every hour.
       const sweep = () =>
-        uploads
+        copies
           .sweep((id) => opts.engine.get(id))
-          .catch((err: unknown) => app.log.error({ err }, 'sweeping /recover uploads failed'))
+          .catch((err: unknown) => app.log.error({ err }, 'sweeping /recover copies failed'))
       const timer = setInterval(sweep, 60 * 60_000).unref()
       app.addHook('onReady', async () => void sweep())
       app.addHook('onClose', async () => clearInterval(timer))
     }
-    if (uploads && !app.hasContentTypeParser('multipart/form-data'))
+    if (copies && !app.hasContentTypeParser('multipart/form-data'))
       await app.register(multipart, {
         throwFileSizeLimit: false,
-        limits: { fileSize: uploads.maxBytes, files: 1, fields: 20, fieldSize: 64 * 1024 },
+        limits: { fileSize: copies.maxBytes, files: 1, fields: 20, fieldSize: 64 * 1024 },
       })
 
     app.post('/recover/start', async (request, reply) => {
       if (!sameOrigin(request)) return problem(reply, 'This form must be sent from this site.', 403)
-      if (!uploads || !request.isMultipart()) return startFromProof(reply, form(request))
+      if (!copies || !request.isMultipart()) return startFromProof(reply, form(request))
       // The proof form with a file: its fields come first (the file input is the form's last), so
       // the proof is checked before a byte of the file is kept; a refused file is drained unread.
       const body: Record<string, unknown> = {}
@@ -185,7 +186,7 @@ export const recoverPlugin = fp(
         if (!answered && part.fieldname === 'copy')
           answered = await startFromProof(reply, body, () => {
             kept = true
-            return uploads.save(part.file, () => part.file.truncated)
+            return copies.save(part.file, () => part.file.truncated)
           })
         if (!kept) {
           part.file.resume()
@@ -341,7 +342,7 @@ export const recoverPlugin = fp(
       const handle = state?.alsoKnownAs.find((a) => a.startsWith('at://'))?.slice('at://'.length)
       const currentPds = state?.services.atproto_pds?.endpoint
       // An uploaded copy is checked when it arrives, after the proof; an address is asked now.
-      const upload = uploads !== undefined && source === UPLOADED_COPY
+      const upload = copies !== undefined && source === UPLOADED_COPY
       const copy = upload ? {} : await probeCopy(source, did, token)
       if ('message' in copy) return { field: 'source', message: copy.message }
       const unfinished = await opts.engine.unfinished(did)
@@ -357,7 +358,7 @@ export const recoverPlugin = fp(
         ...(copy.rev && { copyRev: copy.rev }),
         challenge: restoreChallenge({ serviceDid: opts.serviceDid, did, source }),
         ...(unfinished && isRestore(unfinished) && { unfinished: unfinished.transferId }),
-        ...(upload && { uploadLimit: uploads.maxBytes }),
+        ...(upload && { uploadLimit: copies.maxBytes }),
       }
     }
 

@@ -32,7 +32,7 @@ export function recoverStartPage(
   host: string,
   typed: StartTyped = {},
   error?: { field: 'identifier' | 'source'; message: string },
-  /** Whether a copy may be uploaded as a file (the server keeps uploads: `RecoverUploads`). */
+  /** Whether a copy may be uploaded as a file (the server keeps uploads: `RecoverCopies`). */
   uploads = false,
 ): string {
   const at = (field: 'identifier' | 'source') =>

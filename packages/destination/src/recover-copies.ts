@@ -1,9 +1,11 @@
 /**
- * Copies people upload to /recover (the zip /migrate offered, a zipped export folder), kept on
- * this server's disk while their restore reads them. Invariant: a file is only ever named by the
- * SHA-256 of its bytes once every byte is on disk (written under a temporary name, then renamed),
- * so a cut upload or a full disk never leaves a file a restore could read; each kept file has a
- * note of the restore reading it, and `sweep` removes what no unfinished restore needs.
+ * The copies /recover restores from, kept so a restore outlives a restart of this server: the
+ * files people upload (the zip /migrate offered, a zipped export folder) and the address and
+ * token of a copy served over HTTP. Invariant: an uploaded file is only ever named by the SHA-256
+ * of its bytes once every byte is on disk (written under a temporary name, then renamed), so a cut
+ * upload or a full disk never leaves a file a restore could read; each kept copy has a note of
+ * the restore reading it, and `sweep` removes what no unfinished restore needs. The notes of
+ * addresses hold the copy's access token (mode 0600, as the OAuth store holds sessions).
  */
 import { createHash, randomBytes } from 'node:crypto'
 import { createWriteStream } from 'node:fs'
@@ -13,12 +15,16 @@ import type { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { type ExportSourceClient, exportSourceClient } from './export-source-client.ts'
 import type { InboundTransfer } from './inbound-transfer.ts'
+import { restoreSourceClient } from './restore-source-client.ts'
+import type { SourceClient } from './source-client.ts'
 
 /** What the key's proof names as the copy when it is a file sent with the proof. */
 export const UPLOADED_COPY = 'a file uploaded to this server'
 
 /** The scheme a restore's record names an uploaded copy by: `upload:<sha256 hex>`. */
 const SCHEME = 'upload:'
+/** The note of a copy at an address: `<transferId>.address.json`. */
+const ADDRESS_NOTE = '.address.json'
 /** An upload no restore took up (the proof passed, then the server stopped) is kept this long. */
 const ORPHAN_MS = 60 * 60_000
 /** A failed restore keeps its upload this long, so "try again" needs no second upload. */
@@ -29,7 +35,7 @@ export class UploadRefused extends Error {
   override readonly name = 'UploadRefused'
 }
 
-export class RecoverUploads {
+export class RecoverCopies {
   /** Clients open on uploads, by transfer, closed when their restore no longer reads. */
   private readonly open = new Map<string, ExportSourceClient>()
 
@@ -98,12 +104,27 @@ export class RecoverUploads {
     done.then(release, release)
   }
 
+  /** Notes the address (and token) of `transferId`'s copy, so a restart resumes its pull. */
+  async rememberAddress(transferId: string, url: string, token?: string): Promise<void> {
+    await mkdir(this.dir, { recursive: true })
+    await writeFile(this.addressNote(transferId), JSON.stringify({ url, ...(token && { token }) }), {
+      mode: 0o600,
+    })
+  }
+
   /**
-   * For the engine's `restoreClient`: the upload a restore (after a restart) reads again, or
-   * undefined when the transfer is not one of an upload or the file is gone.
+   * For the engine's `restoreClient`: the copy a restore reads again after a restart (its
+   * uploaded file, or its address), or undefined when it is not a restore of ours or the copy is
+   * gone (the engine then says the restore was interrupted).
    */
-  async restoreClient(t: InboundTransfer): Promise<ExportSourceClient | undefined> {
-    if (!t.sourceUrl.startsWith(SCHEME)) return undefined
+  async restoreClient(t: InboundTransfer): Promise<SourceClient | undefined> {
+    if (!t.sourceUrl.startsWith(SCHEME)) {
+      const note = await readFile(this.addressNote(t.transferId), 'utf8').then(
+        (text) => JSON.parse(text) as { url: string; token?: string },
+        () => undefined,
+      )
+      return note && restoreSourceClient(note.url, t.did, note.token)
+    }
     const client = await this.client(t.sourceUrl, t.did).catch(() => undefined)
     if (client) this.open.set(t.transferId, client)
     return client
@@ -134,6 +155,13 @@ export class RecoverUploads {
     let removed = 0
     const names = await readdir(this.dir).catch(() => [] as string[])
     for (const name of names) {
+      if (name.endsWith(ADDRESS_NOTE)) {
+        const t = await get(name.slice(0, -ADDRESS_NOTE.length))
+        if (t && stillNeeded(t, now)) continue
+        await rm(join(this.dir, name), { force: true })
+        removed++
+        continue
+      }
       if (!name.endsWith('.zip') && !name.startsWith('.incoming-')) continue
       const path = join(this.dir, name)
       const modified = (await stat(path).catch(() => undefined))?.mtimeMs ?? 0
@@ -150,6 +178,11 @@ export class RecoverUploads {
       removed++
     }
     return removed
+  }
+
+  private addressNote(transferId: string): string {
+    if (!/^[\w-]+$/.test(transferId)) throw new UploadRefused(`${transferId} is not a transfer id`)
+    return join(this.dir, `${transferId}${ADDRESS_NOTE}`)
   }
 
   private pathOf(source: string): string {

@@ -6,7 +6,7 @@ import { join } from 'node:path'
 import { Readable } from 'node:stream'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import type { InboundTransfer } from '../src/inbound-transfer.ts'
-import { RecoverUploads, UploadRefused } from '../src/recover-uploads.ts'
+import { RecoverCopies, UploadRefused } from '../src/recover-copies.ts'
 
 /** Whether a tmpfs can be mounted here (root), for the full-disk case: a real full disk, not a mock. */
 function canMount(): boolean {
@@ -18,12 +18,12 @@ function canMount(): boolean {
   }
 }
 
-describe('RecoverUploads', () => {
+describe('RecoverCopies', () => {
   let dir: string
-  let uploads: RecoverUploads
+  let uploads: RecoverCopies
   beforeEach(async () => {
     dir = await mkdtemp(join(tmpdir(), 'recover-uploads-'))
-    uploads = new RecoverUploads(dir, 1024)
+    uploads = new RecoverCopies(dir, 1024)
   })
   afterEach(() => rm(dir, { recursive: true, force: true }))
 
@@ -59,7 +59,7 @@ describe('RecoverUploads', () => {
     await mkdir(small)
     execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=64k', 'tmpfs', small], { stdio: 'pipe' })
     try {
-      const full = new RecoverUploads(join(small, 'uploads'))
+      const full = new RecoverCopies(join(small, 'uploads'))
       const big = Readable.from(Array.from({ length: 32 }, () => Buffer.alloc(16 * 1024, 1)))
       await expect(full.save(big, () => false)).rejects.toThrow(/no room for the file/)
       expect(await readdir(join(small, 'uploads'))).toEqual([])
