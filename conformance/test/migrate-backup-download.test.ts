@@ -68,7 +68,8 @@ describe("the checklist's backup download", () => {
     expect(readme).toMatch(/^Backup of zipdownload\.test \(did:plc:/)
     expect(readme).toMatch(/3 file\(s\), each named by its content ID/)
     expect(readme).toMatch(new RegExp(`NOT INCLUDED: 1 file\\(s\\) your server could not send:\\n  ${lost}`))
-    expect(readme).toMatch(/To restore: import repo\.car/)
+    expect(readme).toMatch(/To restore: .* go to \/recover .*upload this zip/s)
+    expect(readme).toMatch(/import repo\.car/)
   })
 
   it('is cut off, not completed, when an image does not match its CID', async () => {

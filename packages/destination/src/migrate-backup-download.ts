@@ -129,9 +129,12 @@ ${p.missing.map((c) => `  ${c}`).join('\n')}
 Not in this file: your settings (preferences), email address and private settings (they move
 with the account), passwords (never copied).
 
-To restore: import repo.car into an account on any server (com.atproto.repo.importRepo, e.g.
-"goat repo import repo.car"), then upload each file in blobs/ (com.atproto.repo.uploadBlob,
-e.g. "goat blob upload"). The layout is "Plain export" in pds-transfer's spec/archive-format.md,
-the same as "pds-backup export" writes.
+To restore: if your server is gone or has taken your account, go to /recover on a server that
+runs pds-transfer (this one, ${p.madeBy}, does) and choose "a file I kept"; upload this zip
+as it is, with your rotation key file: every post and image is checked, and your key moves your
+identity there. Or import repo.car into an account on any server yourself
+(com.atproto.repo.importRepo, e.g. "goat repo import repo.car"), then upload each file in blobs/
+(com.atproto.repo.uploadBlob, e.g. "goat blob upload"). The layout is "Plain export" in
+pds-transfer's spec/archive-format.md, the same as "pds-backup export" writes.
 `
 }
