@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { type Keypair, Secp256k1Keypair } from '@atproto/crypto'
 import * as plc from '@did-plc/lib'
+import { checkRollbacks, type InboundTransfer, type InboundTransferStore } from '@pds-transfer/destination'
 import { readRotationKeyFile, runIdentityCli, type WebhookBody } from '@pds-transfer/identity'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { type PlcDirectory, startPlcDirectory } from '../src/harness/plc-directory.ts'
@@ -288,5 +289,65 @@ describe('the PLC watcher', () => {
     expect(out.join('\n')).toContain(`signed by ${b.pds.did()} (rank 1 before it), not yours`)
     // The user's key was never one of b's: nothing to undo it with, said with the reason.
     expect(out.join('\n')).toContain('(NoUserKey)')
+  })
+
+  it("is the destination's rollback watch: the first unexpected change since the move, even one made between rounds", async () => {
+    const server = await Secp256k1Keypair.create()
+    const accountKey = await Secp256k1Keypair.create()
+    const { did, pds: oldPds } = await identity((pds) => [user.did(), pds.did()])
+    // The move here, submitted by the old server with the user's key first and ours added.
+    await client.updateData(did, oldPds, (op) => ({
+      ...op,
+      rotationKeys: [user.did(), server.did()],
+      verificationMethods: { atproto: accountKey.did() },
+      services: { atproto_pds: { type: 'AtprotoPersonalDataServer', endpoint: 'https://us.example.com/' } },
+    }))
+    const moved = (await client.getAuditableLog(did)).at(-1) as plc.ExportedOp
+    // Our own later changes (a handle, a key added) are expected; the key added moves the
+    // account away, then ours changes the handle again: all before the watch looks.
+    const stranger = await Secp256k1Keypair.create()
+    await client.updateHandle(did, server, 'renamed.test')
+    await client.updateRotationKeys(did, server, [stranger.did(), user.did(), server.did()])
+    await client.updatePds(did, stranger, 'https://thief.example.com')
+    const stolen = (await client.getAuditableLog(did)).at(-1) as plc.ExportedOp
+    await client.updateHandle(did, server, 'again.test')
+
+    const transfer = {
+      transferId: 't1',
+      did,
+      signingKey: accountKey.did(),
+      plcOperation: moved.operation as unknown as Record<string, unknown>,
+    } as InboundTransfer
+    const updates: Partial<InboundTransfer>[] = []
+    const store = {
+      listWatched: async () => [
+        transfer,
+        { ...transfer, transferId: 't2', did: 'did:plc:aaaaaaaaaaaaaaaaaaaaaaaa' },
+      ],
+      update: async (_id: string, changes: Partial<InboundTransfer>) => {
+        updates.push(changes)
+        return { ...transfer, ...changes }
+      },
+    } as unknown as InboundTransferStore
+    const failures: string[] = []
+    const found = await checkRollbacks(
+      { store, plc: client, serviceUrl: 'https://us.example.com', rotationKey: server.did() },
+      Date.now(),
+      (f) => failures.push(f.did),
+    )
+    expect(failures).toEqual(['did:plc:aaaaaaaaaaaaaaaaaaaaaaaa'])
+    expect(found).toHaveLength(1)
+    expect(found[0]?.alert).toMatchObject({
+      cid: stolen.cid,
+      signedBy: stranger.did(),
+      signedByExpectedKey: false,
+    })
+    const rollback = updates[0]?.rollback
+    expect(rollback?.operationCid).toBe(stolen.cid)
+    expect(rollback?.message).toContain(
+      `signed by ${stranger.did()} changed this account's identity: pointed it at https://thief.example.com (was https://us.example.com/)`,
+    )
+    expect(rollback?.message).toContain(`Your rotation key ${user.did()} can undo it until`)
+    expect(rollback?.message).toContain('use it at https://us.example.com/recover')
   })
 })
