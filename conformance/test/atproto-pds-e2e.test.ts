@@ -1,5 +1,8 @@
 import { decode as cborDecode } from '@atproto/lex-cbor'
 import { def, readCarWithRoot, verifyCommitSig, verifyRepoCar } from '@atproto/repo'
+import * as plc from '@did-plc/lib'
+import { pdsMailerSink } from '@pds-transfer/atproto-pds'
+import type { IdentityAlert } from '@pds-transfer/identity'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { type SeededAccount, seedReferenceAccount } from '../src/fixtures/seed-reference-account.ts'
 import { type FirehoseEvent, follow, waitFor } from '../src/harness/firehose.ts'
@@ -307,5 +310,34 @@ describe('two reference PDSes', () => {
         'destination.transport.https',
       ])
     }, 60_000)
+  })
+  it("tells the account's email address through B's own mailer when PLC moves it away (the rollback watch)", async () => {
+    const { b } = pair
+    // B's rotation key, stolen: the identity is pointed elsewhere behind B's back.
+    await new plc.Client(pair.plc.url).updatePds(
+      alice.did,
+      b.pds.ctx.plcRotationKey,
+      'https://elsewhere.example.com',
+    )
+    const finding = (await b.engine.checkRollbacks()).find((f) => f.alert.did === alice.did)
+    const message = finding?.transfer.rollback?.message as string
+    expect(message).toContain(`pointed it at https://elsewhere.example.com (was ${b.url})`)
+    const transporter = b.pds.ctx.mailer.transporter as unknown as {
+      sendMail(mail: Record<string, unknown>): Promise<unknown>
+    }
+    const sent: Record<string, unknown>[] = []
+    const send = transporter.sendMail.bind(transporter)
+    transporter.sendMail = (mail) => {
+      sent.push(mail)
+      return send(mail)
+    }
+    await pdsMailerSink(b.pds.ctx, { lead: () => message }).send(finding?.alert as IdentityAlert)
+    expect(sent).toHaveLength(1)
+    expect(sent[0]).toMatchObject({
+      to: 'alice@example.com',
+      subject: 'Your identity @alice.test was changed without you',
+    })
+    expect(sent[0]?.text).toContain(`${message}\n\n${alice.did}: new PLC operation`)
+    expect(sent[0]?.text).toContain(`signed by ${b.pds.ctx.plcRotationKey.did()}`)
   })
 })

@@ -1,6 +1,7 @@
 import * as plc from '@did-plc/lib'
 import { NSID } from '@pds-transfer/core'
 import { bearerSourceClient, type InboundTransfer, type SourceClient } from '@pds-transfer/destination'
+import type { IdentityAlert } from '@pds-transfer/identity'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { buildAccount, type FixtureAccount, SAMPLE_PREFERENCES } from '../src/fixtures/build-account.ts'
 import { type DestinationServer, startDestinationServer } from '../src/harness/destination-server.ts'
@@ -16,13 +17,20 @@ describe('our destination pulls from our source (full 0014 flow)', () => {
   let account: FixtureAccount
   let client: SourceClient
   const rollbacks: InboundTransfer[] = []
+  const alerts: IdentityAlert[] = []
 
   beforeAll(async () => {
     plcDir = await startPlcDirectory()
     source = await startSourceServer({ plc: plcDir, blobpackTarget: 128 * 1024 })
     dest = await startDestinationServer({
       plc: plcDir,
-      watch: { watchEveryMs: 50, onRollback: (t) => void rollbacks.push(t) },
+      watch: {
+        watchEveryMs: 50,
+        onRollback: (t, alert) => {
+          rollbacks.push(t)
+          alerts.push(alert)
+        },
+      },
     })
     account = await buildAccount(source.store, {
       plcUrl: plcDir.url,
@@ -118,11 +126,33 @@ describe('our destination pulls from our source (full 0014 flow)', () => {
     await plcClient.sendOperation(account.did, op)
     for (let i = 0; i < 100 && rollbacks.length === 0; i++) await new Promise((r) => setTimeout(r, 20))
     expect(rollbacks).toHaveLength(1)
-    expect(rollbacks[0]?.rollback?.message).toContain('https://elsewhere.example')
+    const message = rollbacks[0]?.rollback?.message as string
+    expect(message).toContain(`pointed it at https://elsewhere.example (was ${dest.url})`)
+    // Who signed it, until when it can be undone, and how: the user's key, at our /recover.
+    const change = (await plcClient.getAuditableLog(account.did)).at(-1) as plc.ExportedOp
+    const deadline = new Date(new Date(change.createdAt).getTime() + 72 * 3_600_000).toISOString()
+    expect(message).toContain(`signed by ${account.recoveryKey.did()}`)
+    // The round may have begun just before the change arrived: 71 or 72 hours left.
+    expect(message).toContain(
+      `Your rotation key ${account.recoveryKey.did()} can undo it until ${deadline} (7`,
+    )
+    expect(message).toContain(
+      `hours left): use it at ${dest.url}/recover, or run: pds-identity recover ${account.did} --key <your-key-file> --pds <new-pds-url>`,
+    )
+    expect(rollbacks[0]?.rollback?.operationCid).toBe(change.cid)
     const status = await fetch(`${dest.url}/xrpc/${NSID.getTransferStatus}?transferId=${moved?.transferId}`)
     expect(await status.json()).toMatchObject({
       status: 'completed',
       rollback: { operationCid: expect.any(String) },
+    })
+    // The sinks get the watcher's alert: the user's own key, but the identity no longer names us.
+    expect(alerts[0]).toMatchObject({
+      did: account.did,
+      signedBy: account.recoveryKey.did(),
+      signedByExpectedKey: true,
+      expected: false,
+      problems: [`the identity now names https://elsewhere.example, not ${dest.url}`],
+      recovery: { possible: true, key: account.recoveryKey.did(), kind: 'update' },
     })
     // Told once, not at every round of the watch.
     await new Promise((r) => setTimeout(r, 200))

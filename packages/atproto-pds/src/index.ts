@@ -1,4 +1,5 @@
 export * from './account-state.ts'
+export * from './pds-mailer-sink.ts'
 export * from './pds-secrets.ts'
 export * from './reference-pds-sink.ts'
 export * from './reference-pds-source.ts'

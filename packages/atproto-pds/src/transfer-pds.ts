@@ -8,6 +8,7 @@ import { EXTENSION, NSID, WELL_KNOWN_PATH } from '@pds-transfer/core'
 import {
   destinationPlugin,
   type EngineLimits,
+  type InboundTransfer,
   KeyRing,
   migratePlugin,
   OAuthSourceAuthorizer,
@@ -20,8 +21,10 @@ import {
   SqliteOAuthStore,
   TransferEngine,
 } from '@pds-transfer/destination'
+import { deliverAlert } from '@pds-transfer/identity'
 import { DestinationKeys, OAuthTransferAuth, SqliteTransferStore, sourcePlugin } from '@pds-transfer/source'
 import Fastify, { type FastifyInstance } from 'fastify'
+import { pdsMailerSink } from './pds-mailer-sink.ts'
 import { loadOrCreateSecrets } from './pds-secrets.ts'
 import { forwardPdsUpgrades } from './pds-upgrades.ts'
 import { ReferencePdsSink } from './reference-pds-sink.ts'
@@ -150,10 +153,19 @@ export async function startTransferPds(options: TransferPdsOptions): Promise<Tra
     ...(options.limits && { limits: options.limits }),
   })
   const destinationApp = Fastify({ logger: false, forceCloseConnections: true })
+  const rollbackMail = (transfer: InboundTransfer) =>
+    pdsMailerSink(ctx, { lead: () => transfer.rollback?.message ?? '' })
   await destinationApp.register(destinationPlugin, {
     engine,
     keys,
     serviceDid,
+    // A rollback is told to the account's email address, through this PDS's own mailer.
+    onRollback: (transfer, alert) =>
+      deliverAlert(alert, [rollbackMail(transfer)], (_sink, err) =>
+        process.stderr.write(
+          `rollback of ${transfer.did} detected; the email could not be sent: ${err.message}\n`,
+        ),
+      ),
     // One document for both roles: the engine's extensions and the source role's.
     extensions: [
       ...new Set([...engine.extensions, EXTENSION.endManifest, EXTENSION.resume, EXTENSION.plcTokenRefresh]),

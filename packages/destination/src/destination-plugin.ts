@@ -1,4 +1,5 @@
 import { buildWellKnown, isUuidV7, NSID, WELL_KNOWN_CACHE_CONTROL, WELL_KNOWN_PATH } from '@pds-transfer/core'
+import type { IdentityAlert } from '@pds-transfer/identity'
 import type { FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
 import type { InboundTransfer } from './inbound-transfer.ts'
@@ -20,11 +21,12 @@ export interface DestinationPluginOptions {
    */
   watchEveryMs?: number
   /**
-   * Told of each newly detected rollback (the PLC log moved the account away from us): alert
-   * the user, e.g. by email. It is also on the transfer's status and /migrate page. Default:
+   * Told of each newly detected rollback (the PLC log moved the account away from us), with the
+   * watcher's alert for the operation: alert the user, e.g. by email (an `AlertSink` of
+   * @pds-transfer/identity). It is also on the transfer's status and /migrate page. Default:
    * logged as an error.
    */
-  onRollback?: (transfer: InboundTransfer) => void | Promise<void>
+  onRollback?: (transfer: InboundTransfer, alert: IdentityAlert) => void | Promise<void>
 }
 
 /**
@@ -52,9 +54,11 @@ export const destinationPlugin = fp(
         if (watching) return
         watching = true
         opts.engine
-          .checkRollbacks()
+          .checkRollbacks(Date.now(), (failure) =>
+            app.log.warn(failure, 'PLC rollback watch: DID not checked'),
+          )
           .then(async (flagged) => {
-            for (const t of flagged) await onRollback(t)
+            for (const { transfer, alert } of flagged) await onRollback(transfer, alert)
           })
           .catch((err: unknown) => app.log.error({ err }, 'PLC rollback watch failed'))
           .finally(() => {

@@ -23,7 +23,7 @@ import {
   type RestoreOperationRequest,
   restoreOperationRequest,
 } from './restore-completion.ts'
-import { checkRollbacks } from './rollback-watch.ts'
+import { checkRollbacks, type RollbackFinding } from './rollback-watch.ts'
 import { moveRotationKeys, RotationKeyError } from './rotation-keys.ts'
 import { type SourceClient, SourceError } from './source-client.ts'
 import { sourceDialect } from './source-dialect.ts'
@@ -681,11 +681,16 @@ export class TransferEngine {
   }
 
   /**
-   * Checks each completed transfer inside its watch window: if the DID's PLC state no longer
-   * points at us, records a rollback (the user must act with their own rotation key).
+   * Checks each completed transfer inside its watch window with the identity watcher: the first
+   * operation since the move that no longer names us with the account's key, or that a key the
+   * identity did not have signed, is recorded as a rollback (who signed it, the deadline, the way
+   * back). A DID PLC did not answer for goes to `onFailure` and is checked again next time.
    */
-  async checkRollbacks(now: number = Date.now()): Promise<InboundTransfer[]> {
-    return checkRollbacks(this.options, now)
+  async checkRollbacks(
+    now: number = Date.now(),
+    onFailure?: (failure: { did: string; message: string }) => void,
+  ): Promise<RollbackFinding[]> {
+    return checkRollbacks(this.options, now, onFailure)
   }
 
   /**

@@ -11,6 +11,7 @@ import { planRecovery } from './recovery-plan.ts'
 import { readRestoreChallenge, signRestoreChallenge } from './restore-challenge.ts'
 import { generateRotationKey, readRotationKeyFile, writeRotationKeyFile } from './rotation-key-file.ts'
 import { describeRotationKeys } from './rotation-keys.ts'
+import { runWatch } from './watch-command.ts'
 
 export const USAGE = `usage: pds-identity <command> [options]
 
@@ -28,6 +29,15 @@ commands
       with your own rotation key, point the identity at a new PDS (its URL and the signing key it
       made for the account); undoes changes made without you in the last 72 hours where PLC
       allows. Prints the signed operation; --submit sends it to PLC
+  watch DID... [--pds URL] [--key FILE ...] [--expect DID_KEY ...] [--webhook URL] [--state FILE]
+        [--every SECONDS] [--once]
+      alert on every new PLC operation of these identities (and of every account of the PDS at
+      --pds URL): who signed it, whether that key is yours (--key files, --expect public keys),
+      what changed, the time left in PLC's 72-hour window and the command that undoes it.
+      Alerts go to stdout and, as JSON, to --webhook. --state keeps what was seen between runs
+      (the first look at a DID records it, no alert). Checks every 60 seconds (--every), or
+      once with --once: exit code 1 if an operation was not expected, 3 if a DID could not be
+      checked
   prove --key FILE --challenge TEXT
       sign a restore page's challenge (base64, as /recover shows it) to prove you hold the key;
       refuses any other text
@@ -47,13 +57,14 @@ export interface CliIo {
 export async function runIdentityCli(
   argv: string[],
   io: CliIo,
-  deps: { now?: () => Date } = {},
+  deps: { now?: () => Date; signal?: AbortSignal; webhookRetryDelaysMs?: number[] } = {},
 ): Promise<number> {
   let values: ReturnType<typeof parse>['values']
   let command: string
   let did: string | undefined
+  let dids: string[]
   try {
-    ;({ values, command, did } = parse(argv))
+    ;({ values, command, did, dids } = parse(argv))
   } catch (err) {
     io.err(`${(err as Error).message}\n\n${USAGE}\n`)
     return 2
@@ -92,6 +103,7 @@ export async function runIdentityCli(
       io.out(`signature: ${signature}`)
       return 0
     }
+    if (command === 'watch') return await watchCommand(dids, values, client, io, deps)
     if (!did) throw new UsageError('missing DID')
     const log = await client.getAuditableLog(did)
     if (command === 'keys') {
@@ -183,6 +195,52 @@ async function addKeyCommand(
   return 0
 }
 
+/** `watch`: the options checked and the key files read for their public keys. */
+async function watchCommand(
+  dids: string[],
+  values: ReturnType<typeof parse>['values'],
+  client: plc.Client,
+  io: CliIo,
+  deps: { now?: () => Date; signal?: AbortSignal; webhookRetryDelaysMs?: number[] },
+): Promise<number> {
+  if (dids.length === 0 && !values.pds)
+    throw new UsageError('watch needs DIDs, or --pds URL for every account of a PDS')
+  const every = Number(values.every ?? 60)
+  if (!Number.isFinite(every) || every < 1)
+    throw new UsageError('--every takes a number of seconds, at least 1')
+  if (values.once && !values.state)
+    throw new UsageError(
+      '--once needs --state FILE: without it every run is a first look, and nothing is ever alerted',
+    )
+  const keys = [
+    ...(await Promise.all(
+      (values.key ?? []).map(async (file) => ({
+        key: (await readRotationKeyFile(file)).file.publicKey,
+        file,
+      })),
+    )),
+    ...(values.expect ?? []).map((key) => {
+      if (!key.startsWith('did:key:z')) throw new UsageError(`--expect ${key} is not a did:key`)
+      return { key }
+    }),
+  ]
+  return runWatch(
+    {
+      dids,
+      ...(values.pds && { pds: values.pds }),
+      keys,
+      ...(values.webhook && { webhook: values.webhook }),
+      ...(values.state && { statePath: values.state }),
+      everySeconds: every,
+      once: values.once ?? false,
+      ...(values.plc && { plcUrl: values.plc }),
+    },
+    client,
+    io,
+    deps,
+  )
+}
+
 class UsageError extends Error {}
 
 function parse(argv: string[]) {
@@ -200,15 +258,21 @@ function parse(argv: string[]) {
       'pds-rotation-key': { type: 'string' },
       challenge: { type: 'string' },
       submit: { type: 'boolean' },
+      expect: { type: 'string', multiple: true },
+      webhook: { type: 'string' },
+      state: { type: 'string' },
+      every: { type: 'string' },
+      once: { type: 'boolean' },
       plc: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   })
-  const [command = 'help', did, ...rest] = positionals
-  if (values.help) return { values, command: 'help', did: undefined }
-  if (!['keygen', 'add-key', 'keys', 'recover', 'prove', 'help'].includes(command))
+  const [command = 'help', ...args] = positionals
+  if (values.help) return { values, command: 'help', did: undefined, dids: [] }
+  if (!['keygen', 'add-key', 'keys', 'recover', 'prove', 'watch', 'help'].includes(command))
     throw new Error(`unknown command ${command}`)
-  if (rest.length > 0) throw new Error(`unexpected ${rest.join(' ')}`)
-  if (did !== undefined && !did.startsWith('did:plc:')) throw new Error(`${did} is not a did:plc`)
-  return { values, command, did }
+  // Only watch takes several DIDs.
+  if (command !== 'watch' && args.length > 1) throw new Error(`unexpected ${args.slice(1).join(' ')}`)
+  for (const did of args) if (!did.startsWith('did:plc:')) throw new Error(`${did} is not a did:plc`)
+  return { values, command, did: args[0], dids: args }
 }

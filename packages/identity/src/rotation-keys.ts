@@ -1,4 +1,5 @@
-import { assureValidSig, type ExportedOp, normalizeOp } from '@did-plc/lib'
+import { type ExportedOp, normalizeOp } from '@did-plc/lib'
+import { replayAuditLog } from './operation-history.ts'
 import { RECOVERY_WINDOW_MS } from './recovery-plan.ts'
 
 /** One of the identity's current rotation keys, as a person needs to see it. */
@@ -25,24 +26,18 @@ export async function describeRotationKeys(
   yourKeys: string[],
   now: Date = new Date(),
 ): Promise<{ keys: RotationKeyView[]; recent: RecentChange[] }> {
-  const active = log.filter((op) => !op.nullified)
-  const last = active.at(-1)
+  const last = log.filter((op) => !op.nullified).at(-1)
   const current =
     last && last.operation.type !== 'plc_tombstone' ? normalizeOp(last.operation).rotationKeys : []
   const recent: RecentChange[] = []
-  for (let i = 1; i < active.length; i++) {
-    const op = active[i] as ExportedOp
-    const until = new Date(op.createdAt).getTime() + RECOVERY_WINDOW_MS
-    if (until < now.getTime()) continue
-    const before = (active[i - 1] as ExportedOp).operation
-    if (before.type === 'plc_tombstone') continue
-    const signedBy = await assureValidSig(normalizeOp(before).rotationKeys, op.operation).catch(
-      () => 'unknown',
-    )
+  for (const step of await replayAuditLog(log)) {
+    const until = new Date(step.entry.createdAt).getTime() + RECOVERY_WINDOW_MS
+    // Only changes still in force can be undone; the creation of the DID is no change.
+    if (step.entry.nullified || !step.before || until < now.getTime()) continue
     recent.push({
-      cid: op.cid,
-      createdAt: op.createdAt,
-      signedBy,
+      cid: step.entry.cid,
+      createdAt: step.entry.createdAt,
+      signedBy: step.signedBy ?? 'unknown',
       undoableUntil: new Date(until).toISOString(),
     })
   }
