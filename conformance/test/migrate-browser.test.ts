@@ -1,7 +1,12 @@
-import { mkdir, readFile, rename } from 'node:fs/promises'
+import { mkdir, mkdtemp, readFile, rename, rm } from 'node:fs/promises'
 import { createRequire } from 'node:module'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { P256Keypair } from '@atproto/crypto'
+import { AccountArchive, FsArchiveStore, generateArchiveKeys } from '@pds-transfer/archive'
+import { backupAccount, backupReadApi } from '@pds-transfer/backup'
+import { PlcDidResolver } from '@pds-transfer/destination'
+import Fastify from 'fastify'
 import { CID } from 'multiformats/cid'
 import type { Browser, Page } from 'playwright-core'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -26,6 +31,8 @@ describe('/migrate in Chromium', () => {
   let browser: Browser
   let page: Page
   let step = 0
+  /** What a test started and must stop, whatever its outcome. */
+  const closers: (() => Promise<void>)[] = []
   /** Accessibility problems axe-core found on our pages (the source's own pages are not ours). */
   const violations: string[] = []
   const shot = async (name: string) => {
@@ -267,12 +274,48 @@ describe('/migrate in Chromium', () => {
       await expect(page.textContent('main')).resolves.toContain('has no direct-transfer support')
       await expect(page.textContent('main')).resolves.toContain('Invite codes and other private settings')
       await shot('plain-checklist')
+      // She has a backup of her account (our backup service): the posts and images come from it.
+      const work = await mkdtemp(join(tmpdir(), 'migrate-browser-backup-'))
+      const keys = await generateArchiveKeys()
+      const store = new FsArchiveStore(join(work, 'archive'))
+      await backupAccount(gina.did, {
+        archive: new AccountArchive(store, keys, gina.did),
+        resolver: new PlcDidResolver(pair.plc.url),
+        workDir: work,
+      })
+      const api = Fastify()
+      await api.register(backupReadApi, {
+        store,
+        keys,
+        resolver: new PlcDidResolver(pair.plc.url),
+        serviceDid: 'did:web:backups.example.com',
+        operatorToken: 'backup-token',
+        workDir: work,
+      })
+      const backupUrl = await api.listen({ port: 0, host: '127.0.0.1' })
+      closers.push(async () => {
+        await api.close()
+        await rm(work, { recursive: true, force: true })
+      })
+      await page.click('#from-backup summary')
+      await page.fill('#copy', backupUrl)
+      await page.fill('#copyToken', 'not-the-token')
+      await shot('plain-from-backup')
+      await page.click('form[action="/migrate/authorize"] button')
+      await page.waitForSelector('h1:has-text("Your backup could not be used")')
+      await expect(page.textContent('main')).resolves.toContain('refused the access token')
+      await shot('plain-backup-refused')
+      await page.click('text=Back to the checklist')
+      await page.click('#from-backup summary')
+      await page.fill('#copy', backupUrl)
+      await page.fill('#copyToken', 'backup-token')
       await signInAtSource(plain.url, gina.password, 'plain-')
       await page.waitForURL(
         (url) => url.origin === pair.b.url && url.pathname.startsWith('/migrate/transfer/'),
       )
       const transferPage = page.url()
       await page.waitForSelector('input[name="token"]', { timeout: 60_000 })
+      await expect(page.textContent('main')).resolves.toContain(`your backup at ${backupUrl}`)
       await shot('plain-code-form')
       // The code her own server emailed once her data had moved.
       const token = (await plain.plcToken(gina.did)) as string
@@ -286,7 +329,11 @@ describe('/migrate in Chromium', () => {
       )
       await shot('plain-moved')
       const transferId = new URL(transferPage).pathname.split('/').at(-1) as string
-      expect(await pair.b.engine.get(transferId)).toMatchObject({ status: 'completed', dialect: 'plain' })
+      expect(await pair.b.engine.get(transferId)).toMatchObject({
+        status: 'completed',
+        dialect: 'plain',
+        copyUrl: backupUrl,
+      })
       const plcData = (await (await fetch(`${pair.plc.url}/${gina.did}/data`)).json()) as {
         services: { atproto_pds: { endpoint: string } }
       }
@@ -302,6 +349,7 @@ describe('/migrate in Chromium', () => {
       ).toBe(200)
       expect(violations).toEqual([])
     } finally {
+      for (const close of closers.splice(0)) await close()
       await plain.close()
     }
   }, 120_000)

@@ -48,7 +48,12 @@ export function counters(t: InboundTransfer): string {
   return `<dl>
 <dt>Data received</dt><dd data-field="bytes">${received(p.bytesReceived, t.expected?.bytes)}</dd>
 <dt>Images and files received</dt><dd data-field="blobs">${p.blobsReceived + p.blobsReconciled}${t.expected?.blobs ? ` of ${t.expected.blobs}` : ''}</dd>
-<dt>Records</dt><dd data-field="records">${p.records}</dd>
+<dt>Records</dt><dd data-field="records">${p.records}</dd>${
+    t.copyUrl
+      ? `
+<dt>Posts and images read from</dt><dd>your backup at ${esc(t.copyUrl)}; what changed since comes from your current server</dd>`
+      : ''
+  }
 </dl>
 <details><summary>Technical details</summary><dl>
 <dt>Encrypted frames received</dt><dd data-field="frames">${p.framesReceived}</dd>

@@ -6,11 +6,13 @@ import { esc, page } from './html-page.ts'
 import type { InboundTransfer } from './inbound-transfer.ts'
 import type { KeyRing } from './key-ring.ts'
 import { accountZip } from './migrate-backup-download.ts'
+import { checklistPage } from './migrate-checklist-page.ts'
 import { accountOf, looksPrivate, normalizeCode, readPassword } from './migrate-form.ts'
 import { liveProgress } from './migrate-html.ts'
 import { type PageExtra, transferPage } from './migrate-transfer-page.ts'
+import { copyUrl, probeCopy, restoreSourceClient } from './restore-source-client.ts'
 import type { SourceAuthorizer } from './source-authorizer.ts'
-import { SourceError } from './source-client.ts'
+import { type SourceClient, SourceError } from './source-client.ts'
 import { EngineError, type TransferEngine } from './transfer-engine.ts'
 
 export interface MigratePluginOptions {
@@ -137,75 +139,17 @@ ${error ? `<p class="error" role="alert" id="identifier-error">${esc(error)}</p>
           `Your current server (${source}) did not answer as expected (${(err as Error).message}). Try again in a few minutes; nothing has changed.`,
         )
       }
-      const plain = capabilities === undefined
-      const algorithm = capabilities && selectAlgorithm(opts.keys.algorithms, capabilities.algorithms)
-      const canMove = plain || algorithm !== undefined
-      const ownKeys = identity.rotationKeys.length > 1
-      const checklist = [
-        ownKeys
-          ? `<li>Rotation keys: ${identity.rotationKeys.length} keys can change your identity; the one at the top
-(<code>${esc(identity.rotationKeys[0])}</code>) overrides your current server's. Keep it safe: it is how you undo
-a bad move within 72 hours.</li>`
-          : `<li class="warn"><strong>You hold no rotation key of your own.</strong> Only your current
-server can change your identity. If anything goes wrong with the move, you depend on it to undo it. You can add
-a rotation key of your own at the last step of this move, before your identity changes.</li>`,
-        `<li>Back up first: <a href="/migrate/backup?did=${encodeURIComponent(did)}" download>download your posts and
-images</a> as one zip file (a few seconds for most accounts, longer with many images). Keep it: with it your posts and
-images can be imported into an account on any server (its README.txt says how).</li>`,
-        plain
-          ? `<li>Your current server has no direct-transfer support, so <strong>${esc(new URL(origin).host)}</strong> reads your
-account through the standard endpoints every server has (each post and image is checked against your signature
-as it arrives), and your current server emails you a code to approve the identity change. Your data does not pass
-through this browser. Its sign-in page will warn that this server asks to manage your identity and your account's
-status: that is what lets it request the code, have the identity change signed, and deactivate the old copy at the
-end; nothing changes before you enter the code.</li>`
-          : algorithm
-            ? `<li>Your data goes straight from your current server to <strong>${esc(new URL(origin).host)}</strong>, encrypted
-end to end; it does not pass through this browser.</li>`
-            : `<li class="warn">Your current server and this one have no encryption method in common, so
-they cannot move your account between them. Ask either server's operator, or use a client-side migration tool.</li>`,
-        plain
-          ? `<li>From this kind of server your posts, images, follows, settings and email address are copied (your current
-server asks you to allow sharing the email, and whether it is confirmed). Invite codes and other private settings of
-that server are not. Passwords are not copied either: you choose the password for this server during the move. App passwords
-and apps you signed in to must be set up again here.</li>
-<li>When the move is done, this server deactivates your account at your current server. Anything posted there in
-the last second of the move may not come along: avoid posting while the last step runs.</li>`
-          : `<li>Your email address, its confirmation and your settings are copied. Passwords are not: you choose the
-password for this server during the move (or later, by email). App passwords and apps you signed in to must
-be set up again here.</li>`,
-        `<li>Your followers, likes and replies from others live in their own repositories: they keep pointing at your
-identity, which moves, so they follow you here.</li>`,
-        `<li>For 72 hours after the move, this server watches your identity log and warns you if anything tries to
-move it away again.</li>`,
-      ]
       return html(
         reply,
-        page(
-          'Before you move',
-          `<dl>
-<dt>Account</dt><dd>${identity.handle ? `<strong>${esc(identity.handle)}</strong>` : `<code>${esc(did)}</code>`}</dd>
-<dt>Current server</dt><dd>${esc(new URL(source).host)}</dd>
-<dt>New server</dt><dd>${esc(new URL(origin).host)}</dd>
-</dl>
-<h2>Checklist</h2>
-<ul>${checklist.join('\n')}</ul>
-<details><summary>Technical details</summary><dl>
-<dt>Account DID</dt><dd><code>${esc(did)}</code></dd>
-<dt>Current server</dt><dd>${esc(source)} ${capabilities ? `(<code>${esc(capabilities.did)}</code>), transfer protocol version ${esc(capabilities.version)}` : '(no transfer endpoints: read over the sync endpoints)'}</dd>
-<dt>New server</dt><dd><code>${esc(opts.serviceDid)}</code>${algorithm ? `, encryption <code>${esc(algorithm)}</code>` : ''}</dd>
-</dl></details>
-${
-  canMove
-    ? `<form method="post" action="/migrate/authorize">
-<input type="hidden" name="did" value="${esc(did)}">
-<p>Next, your current server asks you to sign in and allow this server to copy your account.
-If you already started a move here, signing in again takes you back to it.</p>
-<button type="submit">Sign in at ${esc(new URL(source).host)}</button>
-</form>`
-    : ''
-}`,
-        ),
+        checklistPage({
+          did,
+          identity,
+          source,
+          origin,
+          serviceDid: opts.serviceDid,
+          capabilities,
+          algorithm: capabilities && selectAlgorithm(opts.keys.algorithms, capabilities.algorithms),
+        }),
       )
     })
 
@@ -231,9 +175,44 @@ If you already started a move here, signing in again takes you back to it.</p>
         .send(zip.stream)
     })
 
+    /**
+     * Backups the user asked to read from, by DID, from the checklist until the sign-in returns
+     * (an hour at most). Only in memory: the copy is an accelerator, and a move that lost it
+     * reads everything from the current server instead.
+     */
+    const copies = new Map<string, { url: string; token?: string; at: number }>()
+    const takeCopy = (did: string) => {
+      const copy = copies.get(did)
+      copies.delete(did)
+      return copy && Date.now() - copy.at < 60 * 60_000
+        ? restoreSourceClient(copy.url, did, copy.token)
+        : undefined
+    }
+
     app.post('/migrate/authorize', async (request, reply) => {
       if (!sameOrigin(request)) return problem(reply, 'This form must be sent from this site.', 403)
-      const did = String((request.body as { did?: unknown } | undefined)?.did ?? '')
+      const body = (request.body ?? {}) as { did?: unknown; copy?: unknown; copyToken?: unknown }
+      const did = String(body.did ?? '')
+      const typedCopy = String(body.copy ?? '').trim()
+      if (typedCopy) {
+        const back = `<a href="${esc(origin)}/migrate/check?identifier=${encodeURIComponent(did)}">Back to the checklist</a>`
+        const url = copyUrl(typedCopy)
+        const token = String(body.copyToken ?? '').trim() || undefined
+        const found = url
+          ? await probeCopy(url, did, token ?? '')
+          : { message: 'That is not a web address: give the address of your backup, starting with https://.' }
+        if ('message' in found)
+          return html(
+            reply,
+            page(
+              'Your backup could not be used',
+              `<p class="error" role="alert">${esc(found.message)}</p>
+<p>${back}, and correct the address or leave it empty: your current server can give everything itself.</p>`,
+            ),
+            400,
+          )
+        copies.set(did, { url: url as string, ...(token && { token }), at: Date.now() })
+      } else copies.delete(did)
       try {
         const identity = await opts.resolver.resolve(did)
         const url = await opts.authorizer.authorize({ did, sourceUrl: identity.pds })
@@ -263,7 +242,7 @@ If you already started a move here, signing in again takes you back to it.</p>
         const transfer =
           existing ??
           (stopped && (await opts.engine.resume(stopped.transferId, client))) ??
-          (await opts.engine.start({ did, client }))
+          (await opts.engine.start({ did, client, ...withCopy(takeCopy(did)) }))
         // Absolute: a loopback client's callback arrives on 127.0.0.1, the UI lives on our public origin.
         return reply.redirect(`${origin}/migrate/transfer/${transfer.transferId}`, 303)
       } catch (err) {
@@ -496,3 +475,8 @@ If you already started a move here, signing in again takes you back to it.</p>
   },
   { name: '@pds-transfer/destination/migrate', fastify: '5.x' },
 )
+
+/** `{ copy }` when there is one, for `TransferEngine.start`. */
+function withCopy(copy: SourceClient | undefined): { copy?: SourceClient } {
+  return copy ? { copy } : {}
+}

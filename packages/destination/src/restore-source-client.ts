@@ -24,3 +24,42 @@ export function restoreSourceClient(url: string, did: string, token?: string): S
     },
   }
 }
+
+/** The copy's address, normalized (no trailing slash, no query), or undefined when it is not http(s). */
+export function copyUrl(typed: string): string | undefined {
+  try {
+    const url = new URL(/^https?:\/\//i.test(typed) ? typed : `https://${typed}`)
+    if (url.protocol !== 'https:' && url.protocol !== 'http:') return undefined
+    return `${url.origin}${url.pathname.replace(/\/+$/, '')}`
+  } catch {
+    return undefined
+  }
+}
+
+/** Whether the copy holds the account: its latest commit, or what it said. */
+export async function probeCopy(
+  source: string,
+  did: string,
+  token: string,
+): Promise<{ rev?: string } | { message: string }> {
+  const client = restoreSourceClient(source, did, token || undefined)
+  let res: Response
+  try {
+    res = await client.fetch(`/xrpc/com.atproto.sync.getLatestCommit?did=${encodeURIComponent(did)}`, {
+      signal: AbortSignal.timeout(10_000),
+    })
+  } catch (err) {
+    return { message: `Could not reach ${source} (${(err as Error).message}). Check the address.` }
+  }
+  const body = (await res.json().catch(() => ({}))) as { rev?: unknown; error?: unknown; message?: unknown }
+  if (res.ok) return typeof body.rev === 'string' ? { rev: body.rev } : {}
+  if (res.status === 401 || res.status === 403)
+    return {
+      message: `${source} refused the access token (${res.status}). Check the token, or ask whoever runs the copy.`,
+    }
+  if (res.status === 404 || body.error === 'RepoNotFound')
+    return { message: `${source} holds no copy of ${did}. Check the address, or use another copy.` }
+  return {
+    message: `${source} answered ${res.status}${typeof body.error === 'string' ? ` (${body.error})` : ''}. Try again later, or use another copy.`,
+  }
+}
