@@ -3,10 +3,6 @@ import { createRequire } from 'node:module'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { P256Keypair } from '@atproto/crypto'
-import { AccountArchive, FsArchiveStore, generateArchiveKeys } from '@pds-transfer/archive'
-import { backupAccount, backupReadApi } from '@pds-transfer/backup'
-import { PlcDidResolver } from '@pds-transfer/destination'
-import Fastify from 'fastify'
 import { CID } from 'multiformats/cid'
 import type { Browser, Page } from 'playwright-core'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -15,6 +11,7 @@ import { launchChromium } from '../src/harness/chromium.ts'
 import { headlessAuthorize } from '../src/harness/headless-oauth.ts'
 import { startPlainPds } from '../src/harness/plain-pds.ts'
 import { type ReferencePdsPair, startReferencePdsPair } from '../src/harness/reference-pds.ts'
+import { servedBackup } from '../src/harness/served-backup.ts'
 import { unzip } from '../src/harness/unzip.ts'
 
 /** Screenshots of each step, kept as artifacts of the run. */
@@ -276,25 +273,10 @@ describe('/migrate in Chromium', () => {
       await shot('plain-checklist')
       // She has a backup of her account (our backup service): the posts and images come from it.
       const work = await mkdtemp(join(tmpdir(), 'migrate-browser-backup-'))
-      const keys = await generateArchiveKeys()
-      const store = new FsArchiveStore(join(work, 'archive'))
-      await backupAccount(gina.did, {
-        archive: new AccountArchive(store, keys, gina.did),
-        resolver: new PlcDidResolver(pair.plc.url),
-        workDir: work,
-      })
-      const api = Fastify()
-      await api.register(backupReadApi, {
-        store,
-        keys,
-        resolver: new PlcDidResolver(pair.plc.url),
-        serviceDid: 'did:web:backups.example.com',
-        operatorToken: 'backup-token',
-        workDir: work,
-      })
-      const backupUrl = await api.listen({ port: 0, host: '127.0.0.1' })
+      const backup = await servedBackup({ did: gina.did, plcUrl: pair.plc.url, workDir: work })
+      const backupUrl = backup.url
       closers.push(async () => {
-        await api.close()
+        await backup.close()
         await rm(work, { recursive: true, force: true })
       })
       await page.click('#from-backup summary')
@@ -308,7 +290,7 @@ describe('/migrate in Chromium', () => {
       await page.click('text=Back to the checklist')
       await page.click('#from-backup summary')
       await page.fill('#copy', backupUrl)
-      await page.fill('#copyToken', 'backup-token')
+      await page.fill('#copyToken', backup.token)
       await signInAtSource(plain.url, gina.password, 'plain-')
       await page.waitForURL(
         (url) => url.origin === pair.b.url && url.pathname.startsWith('/migrate/transfer/'),

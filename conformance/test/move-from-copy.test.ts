@@ -4,9 +4,7 @@ import { join } from 'node:path'
 import { AtpAgent } from '@atproto/api'
 import { verifyRepoCar } from '@atproto/repo'
 import * as plcLib from '@did-plc/lib'
-import { AccountArchive, FsArchiveStore, generateArchiveKeys } from '@pds-transfer/archive'
 import type { TransferPds } from '@pds-transfer/atproto-pds'
-import { backupAccount, backupReadApi } from '@pds-transfer/backup'
 import { PLAIN_PDS_OAUTH_SCOPE } from '@pds-transfer/core'
 import {
   PlcDidResolver,
@@ -15,7 +13,6 @@ import {
   SqliteInboundTransferStore,
   TransferEngine,
 } from '@pds-transfer/destination'
-import Fastify, { type FastifyInstance } from 'fastify'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { fixturePng } from '../src/fixtures/png.ts'
 import { seedReferenceAccount } from '../src/fixtures/seed-reference-account.ts'
@@ -23,8 +20,7 @@ import { startPlainPds } from '../src/harness/plain-pds.ts'
 import { oauthSourceClient } from '../src/harness/plain-pds-oauth.ts'
 import { type PlcDirectory, startPlcDirectory } from '../src/harness/plc-directory.ts'
 import { startReferencePds } from '../src/harness/reference-pds.ts'
-
-const OPERATOR_TOKEN = 'backup-operator-secret'
+import { type ServedBackup, servedBackup } from '../src/harness/served-backup.ts'
 
 /**
  * Issue 21, the cooperative restore: the old PDS A still works, but the account's data is read
@@ -39,7 +35,7 @@ describe('a move whose data comes from a backup while the old PDS cooperates', (
   let a: Awaited<ReturnType<typeof startPlainPds>>
   let b: TransferPds
   let work: string
-  let readApi: FastifyInstance
+  let backup: ServedBackup | undefined
 
   beforeAll(async () => {
     plc = await startPlcDirectory()
@@ -48,7 +44,7 @@ describe('a move whose data comes from a backup while the old PDS cooperates', (
     b = await startReferencePds(plc)
   }, 180_000)
   afterAll(async () => {
-    await readApi?.close()
+    await backup?.close()
     await b?.close()
     await a?.close()
     await plc?.close()
@@ -98,23 +94,7 @@ describe('a move whose data comes from a backup while the old PDS cooperates', (
     })
     const agent = new AtpAgent({ service: a.url })
     await agent.login({ identifier: alice.did, password: alice.password })
-    const keys = await generateArchiveKeys()
-    const store = new FsArchiveStore(join(work, 'archive'))
-    await backupAccount(alice.did, {
-      archive: new AccountArchive(store, keys, alice.did),
-      resolver: new PlcDidResolver(plc.url),
-      workDir: work,
-    })
-    readApi = Fastify()
-    await readApi.register(backupReadApi, {
-      store,
-      keys,
-      resolver: new PlcDidResolver(plc.url),
-      serviceDid: 'did:web:backups.example.com',
-      operatorToken: OPERATOR_TOKEN,
-      workDir: work,
-    })
-    const readUrl = await readApi.listen({ port: 0, host: '127.0.0.1' })
+    backup = await servedBackup({ did: alice.did, plcUrl: plc.url, workDir: work })
 
     // After the backup: a post with a new image (the backup has neither).
     const png = fixturePng(32, 32, 99)
@@ -148,9 +128,9 @@ describe('a move whose data comes from a backup while the old PDS cooperates', (
       rotationKey: b.pds.ctx.plcRotationKey.did(),
       limits: { retry: { attempts: 3, baseDelayMs: 20 } },
     })
-    const copy = restoreSourceClient(readUrl, alice.did, OPERATOR_TOKEN)
+    const copy = restoreSourceClient(backup.url, alice.did, backup.token)
     const started = await engine.start({ did: alice.did, client: counted(client, calls), copy })
-    expect(started).toMatchObject({ dialect: 'plain', copyUrl: readUrl, sourceUrl: a.url })
+    expect(started).toMatchObject({ dialect: 'plain', copyUrl: backup.url, sourceUrl: a.url })
     const pulled = await engine.wait(started.transferId)
     expect(pulled.failure).toBeUndefined()
     expect(pulled).toMatchObject({ stage: 'awaitingPlcToken', missingBlobs: [] })

@@ -3,9 +3,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { P256Keypair } from '@atproto/crypto'
 import * as plcLib from '@did-plc/lib'
-import { AccountArchive, FsArchiveStore, generateArchiveKeys } from '@pds-transfer/archive'
 import type { TransferPds } from '@pds-transfer/atproto-pds'
-import { backupAccount, backupReadApi } from '@pds-transfer/backup'
 import {
   PlcDidResolver,
   RecoverCopies,
@@ -13,14 +11,12 @@ import {
   SqliteInboundTransferStore,
   TransferEngine,
 } from '@pds-transfer/destination'
-import Fastify, { type FastifyInstance } from 'fastify'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { seedReferenceAccount } from '../src/fixtures/seed-reference-account.ts'
 import { startPlainPds } from '../src/harness/plain-pds.ts'
 import { type PlcDirectory, startPlcDirectory } from '../src/harness/plc-directory.ts'
 import { startReferencePds } from '../src/harness/reference-pds.ts'
-
-const TOKEN = 'backup-operator-secret'
+import { type ServedBackup, servedBackup } from '../src/harness/served-backup.ts'
 
 /**
  * Issue 21: a restore from a copy at an address (the backup read API, with its token) outlives a
@@ -35,7 +31,7 @@ describe('a restore resumed after a restart of the new PDS', () => {
   let a: Awaited<ReturnType<typeof startPlainPds>>
   let c: TransferPds
   let work: string
-  let api: FastifyInstance
+  let backup: ServedBackup | undefined
   let openGate: () => void = () => {}
 
   beforeAll(async () => {
@@ -46,7 +42,7 @@ describe('a restore resumed after a restart of the new PDS', () => {
   }, 180_000)
   afterAll(async () => {
     openGate()
-    await api?.close()
+    await backup?.close()
     await c?.close()
     await a?.close()
     await plc?.close()
@@ -68,34 +64,23 @@ describe('a restore resumed after a restart of the new PDS', () => {
       ...op,
       rotationKeys: [user.did(), ...op.rotationKeys],
     }))
-    const keys = await generateArchiveKeys()
-    const store = new FsArchiveStore(join(work, 'archive'))
-    await backupAccount(who.did, {
-      archive: new AccountArchive(store, keys, who.did),
-      resolver: new PlcDidResolver(plc.url),
-      workDir: work,
-    })
     // The copy hangs on its images until the gate opens: the restart comes while it is read.
     const gate = new Promise<void>((resolve) => {
       openGate = resolve
     })
     let blobRequests = 0
-    api = Fastify()
-    api.addHook('onRequest', async (request) => {
-      if (request.url.includes('com.atproto.sync.getBlob')) {
-        blobRequests++
-        await gate
-      }
-    })
-    await api.register(backupReadApi, {
-      store,
-      keys,
-      resolver: new PlcDidResolver(plc.url),
-      serviceDid: 'did:web:backups.example.com',
-      operatorToken: TOKEN,
+    backup = await servedBackup({
+      did: who.did,
+      plcUrl: plc.url,
       workDir: work,
+      beforeListen: (api) =>
+        api.addHook('onRequest', async (request) => {
+          if (!request.url.includes('com.atproto.sync.getBlob')) return
+          blobRequests++
+          await gate
+        }),
     })
-    const readUrl = await api.listen({ port: 0, host: '127.0.0.1' })
+    const readUrl = backup.url
 
     const copies = new RecoverCopies(join(work, 'copies'))
     const storePath = join(work, 'transfers.sqlite')
@@ -114,10 +99,10 @@ describe('a restore resumed after a restart of the new PDS', () => {
     const before = engineAt(first)
     const started = await before.startRestore({
       did: who.did,
-      client: restoreSourceClient(readUrl, who.did, TOKEN),
+      client: restoreSourceClient(readUrl, who.did, backup.token),
       userKey: user.did(),
     })
-    await copies.rememberAddress(started.transferId, readUrl, TOKEN)
+    await copies.rememberAddress(started.transferId, readUrl, backup.token)
     // The repo is verified and held; the images are being asked for.
     for (let i = 0; i < 200 && !((await first.get(started.transferId))?.repo && blobRequests > 0); i++)
       await new Promise((r) => setTimeout(r, 25))
