@@ -1,6 +1,7 @@
 export * from './add-rotation-key.ts'
 export * from './identity-cli.ts'
 export * from './identity-error.ts'
+export * from './pds-call.ts'
 export * from './recovery-operation.ts'
 export * from './recovery-plan.ts'
 export * from './restore-challenge.ts'
