@@ -9,6 +9,7 @@ import { esc, page } from './html-page.ts'
 import type { InboundTransfer } from './inbound-transfer.ts'
 import { accountOf, readPassword } from './migrate-form.ts'
 import { liveProgress } from './migrate-html.ts'
+import { describeChange } from './plc-change-words.ts'
 import { type RestorePageExtra, restorePage } from './recover-restore-page.ts'
 import { recoverProofPage, recoverStartPage, type StartTyped } from './recover-start-page.ts'
 import { type RecoverUploads, UPLOADED_COPY, UploadRefused } from './recover-uploads.ts'
@@ -380,27 +381,6 @@ export const recoverPlugin = fp(
   },
   { name: '@pds-transfer/destination/recover', fastify: '5.x' },
 )
-
-/** What a PLC operation changed, in words. */
-function describeChange(
-  was: plc.Operation | plc.UnsignedOperation,
-  next: plc.CompatibleOpOrTombstone,
-): string[] {
-  if (next.type === 'plc_tombstone') return ['deleted the identity']
-  const now = plc.normalizeOp(next)
-  const what: string[] = []
-  const pds = now.services.atproto_pds?.endpoint
-  if (pds !== was.services.atproto_pds?.endpoint) what.push(`pointed it at ${pds ?? 'no server'}`)
-  if (now.verificationMethods.atproto !== was.verificationMethods.atproto)
-    what.push('replaced the key your posts are signed with')
-  for (const key of was.rotationKeys)
-    if (!now.rotationKeys.includes(key)) what.push(`removed rotation key ${key}`)
-  for (const key of now.rotationKeys)
-    if (!was.rotationKeys.includes(key)) what.push(`added rotation key ${key}`)
-  if (now.alsoKnownAs.join() !== was.alsoKnownAs.join())
-    what.push(`set the handle to ${now.alsoKnownAs.join(', ') || 'none'}`)
-  return what.length > 0 ? what : ['changed the order of the rotation keys, or nothing visible']
-}
 
 /** The copy's address, normalized (no trailing slash, no query), or undefined when it is not http(s). */
 function copyUrl(typed: string): string | undefined {
