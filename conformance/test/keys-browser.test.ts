@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { type SeededAccount, seedReferenceAccount } from '../src/fixtures/seed-reference-account.ts'
 import { launchChromium } from '../src/harness/chromium.ts'
 import { freePort } from '../src/harness/destination-server.ts'
+import { headlessAuthorize } from '../src/harness/headless-oauth.ts'
 import { startPlainPds } from '../src/harness/plain-pds.ts'
 import { type PlcDirectory, startPlcDirectory } from '../src/harness/plc-directory.ts'
 
@@ -274,5 +275,52 @@ describe('/keys in Chromium', () => {
     } finally {
       await context.close()
     }
+  }, 120_000)
+
+  it('says so when the sign-in is declined or grants less than identity:*, and asks for no code', async () => {
+    const dave = await seed('dave')
+    const { publicKey } = await keyFile('dave')
+    const page = await browser.newPage()
+    const shot = shooter(page, 'signin-')
+    const post = (origin: string) =>
+      fetch(`${ours.url}/keys/authorize`, {
+        method: 'POST',
+        redirect: 'manual',
+        headers: { 'content-type': 'application/x-www-form-urlencoded', origin },
+        body: new URLSearchParams({ did: dave.did, rotationKey: publicKey }),
+      })
+    // A form posted from elsewhere starts nothing.
+    expect((await post('https://elsewhere.example.com')).status).toBe(403)
+    const started = await post(ours.url)
+    expect(started.status).toBe(303)
+    const account = { username: dave.handle, password: dave.password }
+    // Declined at the PDS: the shared callback sends the browser back to /keys, which says so.
+    const declined = await headlessAuthorize(new URL(started.headers.get('location') as string), account, {
+      consent: false,
+    })
+    await page.goto(declined.toString())
+    await page.waitForURL((url) => url.pathname.startsWith('/keys/add/'))
+    await expect(page.textContent('[role=alert]')).resolves.toContain('You declined at your server')
+    await shot('declined')
+    // Signed in, but granted only `atproto` (as a PDS that offers less would): refused by name.
+    const returnTo = new URL(page.url()).pathname
+    const narrow = await ours.authorizer.authorize({
+      did: dave.did,
+      sourceUrl: plain.url,
+      scope: 'atproto',
+      returnTo,
+    })
+    await page.goto((await headlessAuthorize(narrow, account)).toString())
+    await page.waitForURL((url) => url.pathname === returnTo)
+    await expect(page.textContent('[role=alert]')).resolves.toContain(
+      'did not allow this server to manage your identity',
+    )
+    await shot('scope-refused')
+    expect(await plain.plcToken(dave.did)).toBeUndefined()
+    // /migrate's own sign-ins are untouched: its start page still links here.
+    await page.goto(`${ours.url}/migrate`)
+    await expect(page.getAttribute('a[href="/keys"]', 'href')).resolves.toBe('/keys')
+    await page.close()
+    expect(violations).toEqual([])
   }, 120_000)
 })
