@@ -10,6 +10,7 @@ import {
   type EngineLimits,
   type InboundTransfer,
   KeyRing,
+  keysPlugin,
   migratePlugin,
   OAuthSourceAuthorizer,
   oauthClientRoutes,
@@ -63,7 +64,7 @@ export interface TransferPds {
   authorizer: OAuthSourceAuthorizer
   /** Copies uploaded to /recover, kept while their restores read them (`sweep` removes the rest). */
   copies: RecoverCopies
-  /** Our routes (transfer endpoints of both roles, /migrate, client metadata). */
+  /** Our routes (transfer endpoints of both roles, /migrate, /recover, /keys, client metadata). */
   app: { source: FastifyInstance; destination: FastifyInstance }
   server: Server
   close(): Promise<void>
@@ -190,6 +191,13 @@ export async function startTransferPds(options: TransferPdsOptions): Promise<Tra
     serviceDid,
     resolveHandle: (handle) => resolveHandleVia(handleResolverUrl, handle),
   })
+  await destinationApp.register(keysPlugin, {
+    plc: directory,
+    authorizer,
+    publicUrl: url,
+    resolveHandle: (handle) => resolveHandleVia(handleResolverUrl, handle),
+    moveUnderWay: async (did) => (await engine.unfinished(did)) !== undefined,
+  })
   await Promise.all([sourceApp.ready(), destinationApp.ready()])
 
   const route = (req: IncomingMessage, res: ServerResponse) => {
@@ -203,6 +211,8 @@ export async function startTransferPds(options: TransferPdsOptions): Promise<Tra
       path.startsWith('/migrate/') ||
       path === '/recover' ||
       path.startsWith('/recover/') ||
+      path === '/keys' ||
+      path.startsWith('/keys/') ||
       path.startsWith('/.well-known/oauth-client-metadata/')
     ) {
       destinationApp.routing(req, res)

@@ -30,7 +30,18 @@ export const PLAIN_PDS_OAUTH_SCOPE = [
   'account:email',
 ].join(' ')
 
-/** Every scope a destination's client metadata lists: it may ask for either set. */
+/**
+ * What /keys asks any PDS for to put the user's rotation key first: the reference PDS checks
+ * `identity:*` (`permissions.assertIdentity({ attr: '*' })`) on requestPlcOperationSignature,
+ * signPlcOperation and submitPlcOperation alike, and nothing else.
+ */
+export const KEYS_OAUTH_SCOPE = ['atproto', 'identity:*'].join(' ')
+
+/** Every scope a destination's client metadata lists: it may ask for any of the sets above. */
 export const MIGRATION_CLIENT_SCOPE = [
-  ...new Set([...TRANSFER_OAUTH_SCOPE.split(' '), ...PLAIN_PDS_OAUTH_SCOPE.split(' ')]),
+  ...new Set([
+    ...TRANSFER_OAUTH_SCOPE.split(' '),
+    ...PLAIN_PDS_OAUTH_SCOPE.split(' '),
+    ...KEYS_OAUTH_SCOPE.split(' '),
+  ]),
 ].join(' ')

@@ -24,6 +24,7 @@ button { margin-top: 1rem; padding: .5rem 1rem; font: inherit; cursor: pointer; 
 .warn { background: #fff4e5; border-left: 4px solid #b35c00; padding: .5rem 1rem; }
 .error { background: #fdecea; border-left: 4px solid #b00020; padding: .5rem 1rem; }
 .ok { background: #e8f5e9; border-left: 4px solid #1b5e20; padding: .5rem 1rem; }
+.warn, .error, .ok { overflow-wrap: anywhere; }
 progress { width: 100%; height: 1.25rem; }
 dt { font-weight: 600; } dd { margin: 0 0 .5rem 0; }
 code { word-break: break-all; }

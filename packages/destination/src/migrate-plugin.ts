@@ -11,7 +11,7 @@ import { accountOf, looksPrivate, normalizeCode, readPassword } from './migrate-
 import { liveProgress } from './migrate-html.ts'
 import { type PageExtra, transferPage } from './migrate-transfer-page.ts'
 import { copyUrl, probeCopy, restoreSourceClient } from './restore-source-client.ts'
-import type { SourceAuthorizer } from './source-authorizer.ts'
+import { AuthorizationNotCompleted, type SourceAuthorizer } from './source-authorizer.ts'
 import { type SourceClient, SourceError } from './source-client.ts'
 import { EngineError, type TransferEngine } from './transfer-engine.ts'
 
@@ -83,6 +83,10 @@ ${error ? `<p class="error" role="alert" id="identifier-error">${esc(error)}</p>
           app.hasRoute({ method: 'GET', url: '/recover' })
             ? `\n<p>Your current server is gone, or changed your account without you?
 <a href="/recover">Take your account back</a> with your rotation key and a copy of your data.</p>`
+            : ''
+        }${
+          app.hasRoute({ method: 'GET', url: '/keys' })
+            ? '\n<p>Not moving? <a href="/keys">See who can change your identity, and add a rotation key of your own</a>.</p>'
             : ''
         }`,
       )
@@ -224,16 +228,25 @@ ${error ? `<p class="error" role="alert" id="identifier-error">${esc(error)}</p>
 
     app.get('/migrate/callback', async (request, reply) => {
       const query = new URLSearchParams(request.query as Record<string, string>)
+      // Another flow of ours (/keys) signed in through this shared callback: back to it, also when
+      // the sign-in did not complete, where that flow says what happened and what to do.
+      const back = (returnTo: string, outcome?: string) =>
+        reply.redirect(`${origin}${returnTo}${outcome ? `?signin=${outcome}` : ''}`, 303)
       if (query.get('error') === 'access_denied') {
         // The user declined at the source: say so plainly, and let the library drop its pending state.
-        await opts.authorizer.callback(query).catch(() => undefined)
+        const other = await opts.authorizer.callback(query).then(
+          () => undefined,
+          (err: unknown) => (err instanceof AuthorizationNotCompleted ? err.returnTo : undefined),
+        )
+        if (other) return back(other, 'declined')
         return problem(
           reply,
           'You declined the authorization at your current server, so nothing was copied and nothing changed. You can start again at any time.',
         )
       }
       try {
-        const { did, client } = await opts.authorizer.callback(query)
+        const { did, client, returnTo } = await opts.authorizer.callback(query)
+        if (returnTo) return back(returnTo)
         // One move per account: signing in again leads back to the move under way, or continues
         // the newest one if it stopped on a connection or disk failure, with what was verified.
         const existing = await opts.engine.unfinished(did)
@@ -246,6 +259,7 @@ ${error ? `<p class="error" role="alert" id="identifier-error">${esc(error)}</p>
         // Absolute: a loopback client's callback arrives on 127.0.0.1, the UI lives on our public origin.
         return reply.redirect(`${origin}/migrate/transfer/${transfer.transferId}`, 303)
       } catch (err) {
+        if (err instanceof AuthorizationNotCompleted) return back(err.returnTo, 'failed')
         return problem(reply, `The transfer could not start: ${(err as Error).message}`)
       }
     })

@@ -3,8 +3,8 @@ import { esc, page } from './html-page.ts'
 import type { InboundTransfer } from './inbound-transfer.ts'
 import { failedSection, stalledSection } from './migrate-failures.ts'
 import { counters, liveProgress, steps } from './migrate-html.ts'
-import { keygenSection } from './migrate-keygen.ts'
 import { passwordFields, signInSection } from './migrate-password.ts'
+import { keygenSection } from './rotation-keygen.ts'
 import { COMPLETION_STAGES } from './transfer-completion.ts'
 
 /**

@@ -3,12 +3,13 @@ import {
   JoseKey,
   type Key,
   NodeOAuthClient,
+  OAuthCallbackError,
   type OAuthClientMetadataInput,
   type OAuthSession,
   requestLocalLock,
 } from '@atproto/oauth-client-node'
 import { MIGRATION_CLIENT_SCOPE, PLAIN_PDS_OAUTH_SCOPE, TRANSFER_OAUTH_SCOPE } from '@pds-transfer/core'
-import type { SourceAuthorizer } from './source-authorizer.ts'
+import { AuthorizationNotCompleted, type SourceAuthorizer } from './source-authorizer.ts'
 import type { SourceClient } from './source-client.ts'
 import { sourceDialect } from './source-dialect.ts'
 import type { SqliteOAuthStore } from './sqlite-oauth-store.ts'
@@ -106,24 +107,75 @@ export class OAuthSourceAuthorizer implements SourceAuthorizer {
     return { keys: this.keys.map((k) => k.publicJwk) }
   }
 
-  /** Asks for the scopes of the source's dialect: a plain PDS's own endpoints, or the v1 ones. */
-  async authorize(params: { did: string; sourceUrl: string }): Promise<URL> {
-    const plain = (await sourceDialect(params.sourceUrl)) === 'plain'
-    return this.client.authorize(params.did, { scope: plain ? PLAIN_PDS_OAUTH_SCOPE : TRANSFER_OAUTH_SCOPE })
+  /**
+   * Asks for `scope`, or the scopes of the source's dialect: a plain PDS's own endpoints, or the
+   * v1 ones. `returnTo` travels in the OAuth state, which the client library keeps in our state
+   * store (the browser carries only its random key), so it cannot be changed on the way.
+   */
+  async authorize(params: {
+    did: string
+    sourceUrl: string
+    scope?: string
+    returnTo?: string
+  }): Promise<URL> {
+    const scope =
+      params.scope ??
+      ((await sourceDialect(params.sourceUrl)) === 'plain' ? PLAIN_PDS_OAUTH_SCOPE : TRANSFER_OAUTH_SCOPE)
+    return this.client.authorize(params.did, {
+      scope,
+      ...(params.returnTo && { state: JSON.stringify({ returnTo: params.returnTo }) }),
+    })
   }
 
-  async callback(query: URLSearchParams): Promise<{ did: string; client: SourceClient }> {
-    const { session } = await this.client.callback(query)
-    return { did: session.did, client: await sessionClient(session) }
+  async callback(query: URLSearchParams): Promise<{ did: string; client: SourceClient; returnTo?: string }> {
+    try {
+      const { session, state } = await this.client.callback(query)
+      const returnTo = returnPath(state)
+      return { did: session.did, client: await sessionClient(session), ...(returnTo && { returnTo }) }
+    } catch (err) {
+      const returnTo = err instanceof OAuthCallbackError ? returnPath(err.state) : undefined
+      if (!returnTo) throw err
+      throw new AuthorizationNotCompleted(
+        returnTo,
+        (err as OAuthCallbackError).params.get('error') === 'access_denied',
+        (err as Error).message,
+      )
+    }
   }
 
   /** The stored session for `did`, refreshed if needed; undefined if there is none (or it was revoked). */
   async restore(did: string): Promise<SourceClient | undefined> {
+    return (await this.session(did))?.client
+  }
+
+  /** Like `restore`, with the scope the source granted (it may grant less than was asked). */
+  async session(did: string): Promise<{ client: SourceClient; scope: string } | undefined> {
     try {
-      return await sessionClient(await this.client.restore(did))
+      const session = await this.client.restore(did)
+      const { scope } = await session.getTokenInfo()
+      return { client: await sessionClient(session), scope: scope ?? '' }
     } catch {
       return undefined
     }
+  }
+
+  /** Ends our session for `did` at its source (revokes the tokens); nothing is kept. */
+  async signOut(did: string): Promise<void> {
+    await this.client.revoke(did).catch(() => undefined)
+  }
+}
+
+/** The path a flow asked to come back to, from the OAuth state it was started with. */
+function returnPath(state: string | null | undefined): string | undefined {
+  if (!state) return undefined
+  try {
+    const { returnTo } = JSON.parse(state) as { returnTo?: unknown }
+    // Only a path of ours: never an address elsewhere.
+    return typeof returnTo === 'string' && returnTo.startsWith('/') && !returnTo.startsWith('//')
+      ? returnTo
+      : undefined
+  } catch {
+    return undefined
   }
 }
 

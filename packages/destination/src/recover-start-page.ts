@@ -57,6 +57,7 @@ your data, checks every post and image against your signature, and your own rota
 token, if it needs one), or of any server that still serves your repository${uploads ? '; or a file you kept: the zip <code>/migrate</code> offered before a move, or an export folder (<code>repo.car</code>, <code>blobs/</code>, <code>prefs.json</code>) zipped' : ''}.</li>
 </ul>
 <p>Moving from a server that still works? Use <a href="/migrate">/migrate</a> instead: it needs no key file.</p>
+<p>Your server still works and you have no rotation key yet? <a href="/keys">Add one of your own</a> now, while it cooperates.</p>
 <form method="post" action="/recover/check">
 <label for="identifier">Your handle or DID</label>
 ${id.message}<input type="text" id="identifier" name="identifier" required autocomplete="username" placeholder="did:plc:… or alice.example.com" value="${esc(typed.identifier ?? '')}"${id.state}>

@@ -18,16 +18,7 @@ export class RotationKeyError extends Error {
  */
 export function moveRotationKeys(current: string[], ours: string, userKey?: string): string[] {
   if (userKey === undefined) return [...current.filter((k) => k !== ours), ours]
-  let alg: string
-  try {
-    alg = parseDidKey(userKey).jwtAlg
-  } catch {
-    throw new RotationKeyError(
-      `${JSON.stringify(userKey)} is not the did:key of a secp256k1 or P-256 public key`,
-    )
-  }
-  if (!PLC_KEY_ALGS.has(alg))
-    throw new RotationKeyError(`did:plc rotation keys are secp256k1 or P-256, not ${alg}`)
+  assertRotationKey(userKey)
   if (userKey === ours) throw new RotationKeyError("that is this server's key, not one of your own")
   const keys = [userKey, ...current.filter((k) => k !== ours && k !== userKey), ours]
   // The leaving PDS removes its own key, which is one of `current`.
@@ -37,4 +28,16 @@ export function moveRotationKeys(current: string[], ours: string, userKey?: stri
     )
   }
   return keys
+}
+
+/** Throws `RotationKeyError` unless `key` is the did:key of a key type did:plc rotates with. */
+export function assertRotationKey(key: string): void {
+  let alg: string
+  try {
+    alg = parseDidKey(key).jwtAlg
+  } catch {
+    throw new RotationKeyError(`${JSON.stringify(key)} is not the did:key of a secp256k1 or P-256 public key`)
+  }
+  if (!PLC_KEY_ALGS.has(alg))
+    throw new RotationKeyError(`did:plc rotation keys are secp256k1 or P-256, not ${alg}`)
 }

@@ -12,6 +12,8 @@ export type IdentityErrorReason =
   | 'Tombstoned'
   /** The identity already has as many rotation keys as PLC allows (5). */
   | 'KeyLimit'
+  /** The PDS did not accept the emailed code (wrong, used or expired): a new one must be asked for. */
+  | 'InvalidCode'
   /** The PDS refused a sign-in, a code or an operation (its own words in the message). */
   | 'PdsRefused'
   /** The operation the PDS signed changes more than was asked; it was not submitted. */

@@ -1,5 +1,6 @@
 /**
- * A rotation key made in the user's browser, for the code form: WebCrypto generates a P-256
+ * A rotation key made in the user's browser, shared by /migrate's code form and /keys' "Add a key
+ * of your own" (each has an input `#rotationKey` for the public key): WebCrypto generates a P-256
  * key pair, the page offers the private key as a file to keep (it never leaves the page: no
  * request carries it), asks the user to confirm they saved it, and only then fills in the
  * public `did:key`. Keys are encoded as atproto's did:key (multicodec p256-pub 0x1200,
