@@ -7,10 +7,15 @@ import {
   type OAuthSession,
   requestLocalLock,
 } from '@atproto/oauth-client-node'
-import { MIGRATION_CLIENT_SCOPE, PLAIN_PDS_OAUTH_SCOPE, TRANSFER_OAUTH_SCOPE } from '@pds-transfer/core'
+import {
+  DRAFT_OAUTH_SCOPE,
+  MIGRATION_CLIENT_SCOPE,
+  PLAIN_PDS_OAUTH_SCOPE,
+  TRANSFER_OAUTH_SCOPE,
+} from '@pds-transfer/core'
 import type { SourceAuthorizer } from './source-authorizer.ts'
 import type { SourceClient } from './source-client.ts'
-import { sourceDialect } from './source-dialect.ts'
+import { type SourceDialect, sourceDialect } from './source-dialect.ts'
 import type { SqliteOAuthStore } from './sqlite-oauth-store.ts'
 
 /** Where the client metadata of a destination on a public (https) URL is served. */
@@ -48,6 +53,13 @@ export interface OAuthSourceAuthorizerOptions {
  * loopback client, which sources accept in development only. Sessions are kept in a durable
  * store, so a restarted destination resumes its transfers (`restore`).
  */
+/** The scope asked of each kind of source (spec/dialect-plain-pds.md, spec/dialect-draft.md §7). */
+const SCOPE_OF: Record<SourceDialect, string> = {
+  v1: TRANSFER_OAUTH_SCOPE,
+  draft: DRAFT_OAUTH_SCOPE,
+  plain: PLAIN_PDS_OAUTH_SCOPE,
+}
+
 export class OAuthSourceAuthorizer implements SourceAuthorizer {
   private constructor(
     private readonly client: NodeOAuthClient,
@@ -106,10 +118,10 @@ export class OAuthSourceAuthorizer implements SourceAuthorizer {
     return { keys: this.keys.map((k) => k.publicJwk) }
   }
 
-  /** Asks for the scopes of the source's dialect: a plain PDS's own endpoints, or the v1 ones. */
+  /** Asks for the scopes of the source's dialect: a plain PDS's own endpoints, the draft's, or the v1 ones. */
   async authorize(params: { did: string; sourceUrl: string }): Promise<URL> {
-    const plain = (await sourceDialect(params.sourceUrl)) === 'plain'
-    return this.client.authorize(params.did, { scope: plain ? PLAIN_PDS_OAUTH_SCOPE : TRANSFER_OAUTH_SCOPE })
+    const scope = SCOPE_OF[await sourceDialect(params.sourceUrl, params.did)]
+    return this.client.authorize(params.did, { scope })
   }
 
   async callback(query: URLSearchParams): Promise<{ did: string; client: SourceClient }> {
