@@ -49,6 +49,14 @@ export interface TransferPdsOptions {
   maxUploadBytes?: number
   /** More PDS environment settings. */
   env?: ServerEnvironment
+  /**
+   * Which exportAccount the source role answers (default both). Without `v1` the well-known
+   * document is not served either: the PDS looks like a source of the current draft only
+   * (spec/dialect-draft.md), and cannot be a v1 destination.
+   */
+  sourceDialects?: ('v1' | 'draft')[]
+  /** Capabilities the source role offers a draft destination (default: base, preferences, resumable). */
+  draftCapabilities?: string[]
 }
 
 /** A running reference PDS with both transfer roles. */
@@ -124,7 +132,10 @@ export async function startTransferPds(options: TransferPdsOptions): Promise<Tra
     destinationKeys: new DestinationKeys({ allowLoopbackClients: ctx.cfg.service.devMode }),
     serveWellKnown: false,
     serveGetBlob: false,
+    ...(options.sourceDialects && { dialects: options.sourceDialects }),
+    ...(options.draftCapabilities && { draftCapabilities: options.draftCapabilities }),
   })
+  const servesWellKnown = options.sourceDialects?.includes('v1') ?? true
 
   const inbound = new SqliteInboundTransferStore(join(dataDir, 'transfer-inbound.sqlite'))
   const keyStore = new SqliteKeyStore(join(dataDir, 'transfer-keys.sqlite'))
@@ -206,7 +217,7 @@ export async function startTransferPds(options: TransferPdsOptions): Promise<Tra
       sourceApp.routing(req, res)
     } else if (
       path === STATUS_ROUTE ||
-      path === WELL_KNOWN_PATH ||
+      (path === WELL_KNOWN_PATH && servesWellKnown) ||
       path === '/migrate' ||
       path.startsWith('/migrate/') ||
       path === '/recover' ||

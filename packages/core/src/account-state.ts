@@ -73,6 +73,21 @@ export function decodeAccountState(bytes: Uint8Array): { state: AccountState; ig
     throw new WireError('InvalidAccountState', `not valid CBOR: ${(err as Error).message}`, { cause: err })
   }
   if (!isMap(value)) throw new WireError('InvalidAccountState', 'the state must be a CBOR map')
+  return checkAccountState(value)
+}
+
+/**
+ * The current draft's `privateState` (JSON, section 5), checked as a state frame is: known
+ * fields of the wrong type are refused, unknown ones returned in `ignoredFields` and dropped
+ * (the draft: "MUST silently ignore"). Credentials are dropped too (`withoutCredentials`).
+ */
+export function accountStateFromJson(value: unknown): { state: AccountState; ignoredFields: string[] } {
+  if (!isMap(value)) throw new WireError('InvalidAccountState', 'privateState must be a JSON object')
+  const { state, ignoredFields } = checkAccountState(value)
+  return { state: withoutCredentials(state), ignoredFields }
+}
+
+function checkAccountState(value: Record<string, unknown>): { state: AccountState; ignoredFields: string[] } {
   const state: Record<string, unknown> = {}
   const ignoredFields: string[] = []
   for (const [name, fieldValue] of Object.entries(value)) {

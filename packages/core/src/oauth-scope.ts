@@ -37,11 +37,26 @@ export const PLAIN_PDS_OAUTH_SCOPE = [
  */
 export const KEYS_OAUTH_SCOPE = ['atproto', 'identity:*'].join(' ')
 
+/**
+ * What a destination asks a source serving the current draft for (spec/dialect-draft.md,
+ * "Scopes"): `rpc:` for the draft's exportAccount, completeTransfer and getTransferStatus (with an
+ * `aud`, decision 5), getPreferences, and `identity:*`, which the reference PDS requires for
+ * `requestPlcOperationSignature` (the draft's `rpc:` scope for it grants nothing there). The
+ * account is created here directly, so no service-auth scope; the source deactivates itself in
+ * completeTransfer, so no `account:status`; the email comes in `privateState`.
+ */
+export const DRAFT_OAUTH_SCOPE = [
+  'atproto',
+  ...[NSID.exportAccount, NSID.completeTransfer, NSID.getTransferStatus].map((nsid) => `rpc:${nsid}?aud=*`),
+  'rpc:app.bsky.actor.getPreferences?aud=*',
+  'identity:*',
+].join(' ')
+
 /** Every scope a destination's client metadata lists: it may ask for any of the sets above. */
 export const MIGRATION_CLIENT_SCOPE = [
-  ...new Set([
-    ...TRANSFER_OAUTH_SCOPE.split(' '),
-    ...PLAIN_PDS_OAUTH_SCOPE.split(' '),
-    ...KEYS_OAUTH_SCOPE.split(' '),
-  ]),
+  ...new Set(
+    [TRANSFER_OAUTH_SCOPE, PLAIN_PDS_OAUTH_SCOPE, DRAFT_OAUTH_SCOPE, KEYS_OAUTH_SCOPE].flatMap((scope) =>
+      scope.split(' '),
+    ),
+  ),
 ].join(' ')

@@ -87,9 +87,15 @@ export interface InboundTransfer {
   /**
    * What kind of source it is: `plain`, a PDS with nothing of ours (sync endpoints); `restore`,
    * a copy of the account (a backup, any getRepo/getBlob endpoint) while the identity is taken
-   * back with the user's key; absent, v1.
+   * back with the user's key; `draft`, a source serving the current draft's JSON exportAccount
+   * (spec/dialect-draft.md); absent, v1.
    */
-  dialect?: 'plain' | 'restore'
+  dialect?: 'plain' | 'restore' | 'draft'
+  /**
+   * A draft source: the capabilities both sides have (§7), set by its exportAccount; only these
+   * are used. Absent until that call answered.
+   */
+  capabilities?: string[]
   /** A restore: the user's key and what the copy is verified against (decided at admission). */
   restore?: RestoreIdentity
   /** When the PLC code was last requested from a plain source (once the data had moved). */

@@ -8,10 +8,15 @@ import {
   type OAuthSession,
   requestLocalLock,
 } from '@atproto/oauth-client-node'
-import { MIGRATION_CLIENT_SCOPE, PLAIN_PDS_OAUTH_SCOPE, TRANSFER_OAUTH_SCOPE } from '@pds-transfer/core'
+import {
+  DRAFT_OAUTH_SCOPE,
+  MIGRATION_CLIENT_SCOPE,
+  PLAIN_PDS_OAUTH_SCOPE,
+  TRANSFER_OAUTH_SCOPE,
+} from '@pds-transfer/core'
 import { AuthorizationNotCompleted, type SourceAuthorizer } from './source-authorizer.ts'
 import type { SourceClient } from './source-client.ts'
-import { sourceDialect } from './source-dialect.ts'
+import { type SourceDialect, sourceDialect } from './source-dialect.ts'
 import type { SqliteOAuthStore } from './sqlite-oauth-store.ts'
 
 /** Where the client metadata of a destination on a public (https) URL is served. */
@@ -49,6 +54,13 @@ export interface OAuthSourceAuthorizerOptions {
  * loopback client, which sources accept in development only. Sessions are kept in a durable
  * store, so a restarted destination resumes its transfers (`restore`).
  */
+/** The scope asked of each kind of source (spec/dialect-plain-pds.md, spec/dialect-draft.md §7). */
+const SCOPE_OF: Record<SourceDialect, string> = {
+  v1: TRANSFER_OAUTH_SCOPE,
+  draft: DRAFT_OAUTH_SCOPE,
+  plain: PLAIN_PDS_OAUTH_SCOPE,
+}
+
 export class OAuthSourceAuthorizer implements SourceAuthorizer {
   private constructor(
     private readonly client: NodeOAuthClient,
@@ -108,9 +120,10 @@ export class OAuthSourceAuthorizer implements SourceAuthorizer {
   }
 
   /**
-   * Asks for `scope`, or the scopes of the source's dialect: a plain PDS's own endpoints, or the
-   * v1 ones. `returnTo` travels in the OAuth state, which the client library keeps in our state
-   * store (the browser carries only its random key), so it cannot be changed on the way.
+   * Asks for `scope`, or the scopes of the source's dialect: a plain PDS's own endpoints, the
+   * draft's, or the v1 ones. `returnTo` travels in the OAuth state, which the client library
+   * keeps in our state store (the browser carries only its random key), so it cannot be changed
+   * on the way.
    */
   async authorize(params: {
     did: string
@@ -118,9 +131,7 @@ export class OAuthSourceAuthorizer implements SourceAuthorizer {
     scope?: string
     returnTo?: string
   }): Promise<URL> {
-    const scope =
-      params.scope ??
-      ((await sourceDialect(params.sourceUrl)) === 'plain' ? PLAIN_PDS_OAUTH_SCOPE : TRANSFER_OAUTH_SCOPE)
+    const scope = params.scope ?? SCOPE_OF[await sourceDialect(params.sourceUrl, params.did)]
     return this.client.authorize(params.did, {
       scope,
       ...(params.returnTo && { state: JSON.stringify({ returnTo: params.returnTo }) }),

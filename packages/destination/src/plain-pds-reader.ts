@@ -124,11 +124,18 @@ export class PlainPdsReader {
        * records a cancellation, or leaves a shutdown for `recover`.
        */
       signal?: AbortSignal
+      /** Pull `getPreferences` (default true; a draft source without `preferences` is not asked). */
+      preferences?: boolean
+      /** Read the email from `getSession` (default true; a draft source gave it in its private state). */
+      accountEmail?: boolean
     } = {},
   ): Promise<PlainPdsPullResult> {
     this.signals.set(transferId, options.signal)
     try {
-      return await this.pullOnce(transferId, source, options.signal)
+      return await this.pullOnce(transferId, source, options.signal, {
+        preferences: options.preferences ?? true,
+        accountEmail: options.accountEmail ?? true,
+      })
     } finally {
       this.signals.delete(transferId)
     }
@@ -138,6 +145,7 @@ export class PlainPdsReader {
     transferId: string,
     source: SourceClient,
     signal: AbortSignal | undefined,
+    units: { preferences: boolean; accountEmail: boolean },
   ): Promise<PlainPdsPullResult> {
     const client = signal ? abortable(source, signal) : source
     const { store } = this.options
@@ -217,17 +225,21 @@ export class PlainPdsReader {
       })
 
       const notRestored: string[] = []
-      const preferences = await this.optionalForRestore(
-        t,
-        () => this.retrying(transferId, () => readPreferences(client, this.limits.stallTimeoutMs)),
-        (why) => notRestored.push(`preferences (${why})`),
-      )
+      const preferences = !units.preferences
+        ? undefined
+        : await this.optionalForRestore(
+            t,
+            () => this.retrying(transferId, () => readPreferences(client, this.limits.stallTimeoutMs)),
+            (why) => notRestored.push(`preferences (${why})`),
+          )
       if (preferences) await this.options.sink.putPreferences(t.did, preferences)
-      const email = await this.optionalForRestore(
-        t,
-        () => this.retrying(transferId, () => readAccountEmail(client, this.limits.stallTimeoutMs)),
-        (why) => notRestored.push(`email (${why})`),
-      )
+      const email = !units.accountEmail
+        ? undefined
+        : await this.optionalForRestore(
+            t,
+            () => this.retrying(transferId, () => readAccountEmail(client, this.limits.stallTimeoutMs)),
+            (why) => notRestored.push(`email (${why})`),
+          )
       if (email?.email !== undefined) await this.options.sink.putAccountState(t.did, email)
       else if (email && isRestore(t)) notRestored.push('email (the copy does not hold it)')
 

@@ -66,7 +66,7 @@ export async function requestPlainPlcCode(client: SourceClient): Promise<void> {
 }
 
 export class PlainPdsSigner implements OperationSigner {
-  constructor(private readonly options: PlainPdsSignerOptions) {}
+  constructor(protected readonly options: PlainPdsSignerOptions) {}
 
   /**
    * Brings the held repo up to the source's head, has the source sign the operation, and
@@ -126,7 +126,7 @@ export class PlainPdsSigner implements OperationSigner {
   }
 
   /** Brings over what was written since the import: the repo as a diff, then its blobs not held. */
-  private async catchUp(t: InboundTransfer, client: SourceClient, completion: Completion): Promise<void> {
+  protected async catchUp(t: InboundTransfer, client: SourceClient, completion: Completion): Promise<void> {
     const { sink, store, resolver, limits } = this.options
     const held = await store.get(t.transferId)
     const head = await sourceHeadRev(client, t.did)
@@ -178,7 +178,7 @@ export class PlainPdsSigner implements OperationSigner {
   }
 
   /** The rotation keys the source recommends for the account: its own (none if it will not say). */
-  private async sourceRotationKeys(client: SourceClient): Promise<string[]> {
+  protected async sourceRotationKeys(client: SourceClient): Promise<string[]> {
     const res = await client
       .fetch('/xrpc/com.atproto.identity.getRecommendedDidCredentials')
       .catch(() => undefined)
@@ -192,7 +192,7 @@ export class PlainPdsSigner implements OperationSigner {
     if (!res.ok) throw await SourceError.from(res, nsid.split('.').at(-1) as string)
   }
 
-  private post(client: SourceClient, nsid: string, body: unknown): Promise<Response> {
+  protected post(client: SourceClient, nsid: string, body: unknown): Promise<Response> {
     return client.fetch(`/xrpc/${nsid}`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },

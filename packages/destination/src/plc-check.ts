@@ -71,6 +71,11 @@ export async function checkPlcMove(
   if (expected.firstRotationKey !== undefined && next.rotationKeys[0] !== expected.firstRotationKey) {
     throw new PlcOperationError(`it does not put your key ${expected.firstRotationKey} first`)
   }
+  // Nothing but the move: a source that also renames the account or redirects its other
+  // services (a labeler, a second key) would have us submit a change the user never asked for.
+  const changed = unaskedChanges(current, next)
+  if (changed.length > 0)
+    throw new PlcOperationError(`it also changes ${changed.join(', ')}, which no one asked for`)
   const kept = current.rotationKeys.filter((k) => k !== signer)
   const order = next.rotationKeys.filter((k) => kept.includes(k))
   if (order.length !== kept.length || order.some((k, i) => k !== kept[i])) {
@@ -89,6 +94,24 @@ export async function checkPlcMove(
     )
   }
   return next
+}
+
+/** What `next` changes beyond the PDS endpoint, the `atproto` key and the rotation keys. */
+function unaskedChanges(current: plc.Operation, next: plc.Operation): string[] {
+  const changed: string[] = []
+  if (JSON.stringify(next.alsoKnownAs) !== JSON.stringify(current.alsoKnownAs))
+    changed.push('alsoKnownAs (the handle)')
+  const others = (m: Record<string, unknown>, skip: string) =>
+    JSON.stringify(
+      Object.entries(m)
+        .filter(([k]) => k !== skip)
+        .sort(([x], [y]) => x.localeCompare(y)),
+    )
+  if (others(next.services, 'atproto_pds') !== others(current.services, 'atproto_pds'))
+    changed.push('other services')
+  if (others(next.verificationMethods, 'atproto') !== others(current.verificationMethods, 'atproto'))
+    changed.push('other verification methods')
+  return changed
 }
 
 function sameKeys(a: string[], b: string[]): boolean {

@@ -3,6 +3,8 @@ import { commonExtensions, EXTENSION, NSID, selectAlgorithm } from '@pds-transfe
 import type { AccountSink, BlobUse } from './account-sink.ts'
 import { copyFirstClient } from './copy-first-client.ts'
 import type { DidResolver } from './did-resolver.ts'
+import { DraftReader } from './draft-reader.ts'
+import { DraftSigner } from './draft-signer.ts'
 import { EngineError } from './engine-error.ts'
 import { DEFAULT_LIMITS, type EngineLimits } from './engine-limits.ts'
 import { FailureLedger } from './failure-ledger.ts'
@@ -91,6 +93,8 @@ export class TransferEngine {
   private readonly puller: TransferPuller
   /** The reader of plain PDSes (no transfer endpoints): the sync endpoints, then PlainPdsSigner. */
   private readonly plain: PlainPdsReader
+  /** The reader of sources serving the current draft: its exportAccount, then the plain reader. */
+  private readonly draft: DraftReader
   private readonly completion: TransferCompletion
 
   constructor(private readonly options: TransferEngineOptions) {
@@ -115,6 +119,8 @@ export class TransferEngine {
     })
     const plainSigner = new PlainPdsSigner({ ...options, limits: this.limits })
     this.plain = new PlainPdsReader({ ...options, limits: this.limits })
+    const draftSigner = new DraftSigner({ ...options, limits: this.limits })
+    this.draft = new DraftReader({ ...options, limits: this.limits, plain: this.plain })
     this.completion = new TransferCompletion({
       options,
       limits: this.limits,
@@ -127,7 +133,7 @@ export class TransferEngine {
         this.passwords.delete(id)
         return password
       },
-      signer: (t) => (t.dialect === 'plain' ? plainSigner : undefined),
+      signer: (t) => (t.dialect === 'plain' ? plainSigner : t.dialect === 'draft' ? draftSigner : undefined),
     })
   }
 
@@ -150,16 +156,18 @@ export class TransferEngine {
     const { did, client, copy } = params
     // A failure shown but not yet stored (the disk was full) still holds the DID in the store.
     await this.failures.flush()
-    const dialect = await sourceDialect(client.url)
+    const dialect = await sourceDialect(client.url, did)
     if (copy && dialect !== 'plain')
       throw new EngineError(
         'InvalidState',
-        `${client.url} streams the whole account itself, faster than any copy; move without one`,
+        dialect === 'v1'
+          ? `${client.url} streams the whole account itself, faster than any copy; move without one`
+          : `${client.url} serves the transfer draft; a copy is read only for a plain PDS: move without one`,
       )
     const identity = await checkNewTransfer(this.options, did, client.url)
     const transfer: InboundTransfer = {
       ...newTransfer(did, client.url),
-      ...(dialect === 'plain' && { dialect }),
+      ...(dialect !== 'v1' && { dialect }),
       ...(copy && { copyUrl: copy.url }),
     }
     // The worker limit is this process's own: checked and the slot taken with no await between.
@@ -417,7 +425,7 @@ export class TransferEngine {
     const entry = this.running.get(transferId)
     if (!entry) return
     const { sink, store } = this.options
-    if (transfer.dialect === 'plain' || transfer.dialect === 'restore') {
+    if (transfer.dialect === 'plain' || transfer.dialect === 'restore' || transfer.dialect === 'draft') {
       // The reader records its own failures and resumes from the record on the next pull; a
       // stop is ours: a cancellation is recorded by `cancel`, a shutdown left for `recover`.
       const abort = new AbortController()
@@ -425,7 +433,8 @@ export class TransferEngine {
       this.aborts.add(abort)
       if (entry.cancel) abort.abort(entry.cancel)
       try {
-        await this.plain.pull(transferId, client, { signal: abort.signal })
+        if (transfer.dialect === 'draft') await this.draft.pull(transferId, client, { signal: abort.signal })
+        else await this.plain.pull(transferId, client, { signal: abort.signal })
       } catch (err) {
         if (this.closing || entry.cancel) return
         const failure = toFailure(err)
@@ -585,7 +594,8 @@ export class TransferEngine {
     }
     const client = this.sessions.get(transferId)
     if (!client) throw new EngineError('InvalidState', 'no authorized session with the source; sign in again')
-    if (t.dialect === 'plain') {
+    // A draft source sends the code the standard way too (its step 11a).
+    if (t.dialect === 'plain' || t.dialect === 'draft') {
       await requestPlainPlcCode(client)
       await this.options.store.update(transferId, { plcCodeRequestedAt: Date.now(), failure: undefined })
       return

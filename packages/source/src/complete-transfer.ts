@@ -3,7 +3,8 @@ import type { Keypair } from '@atproto/crypto'
 import type * as plc from '@did-plc/lib'
 import { type CompleteTransferInput, TransferError } from '@pds-transfer/core'
 import type { AccountSource, SignedPlcOperation } from './account-source.ts'
-import { type PlcChange, signTransferOperation, supersedeOperation } from './plc-operation.ts'
+import { isDraftTransfer } from './draft-export.ts'
+import { assertSignable, type PlcChange, signTransferOperation, supersedeOperation } from './plc-operation.ts'
 import type { TransferCaller } from './transfer-auth.ts'
 import type { SourceTransfer, SourceTransferStore } from './transfer-store.ts'
 
@@ -108,6 +109,16 @@ export class SourceCompletionFlow {
         throw new TransferError('InvalidPlcToken', 'the PLC signature token is wrong or expired')
       }
     }
+    // A change we will not sign is refused before writes stop, and the code it came with stays
+    // good for a corrected request (its hash is kept): the user is not asked for another code.
+    try {
+      await assertSignable(this.opts.plc, input.did, this.opts.rotationKey, change)
+    } catch (err) {
+      if (!transfer.completion?.deactivatedAt) {
+        await store.update(transfer.transferId, { completion: { tokenHash, change }, updatedAt: now() })
+      }
+      throw err
+    }
     const completion = { tokenHash, change, deactivatedAt: transfer.completion?.deactivatedAt ?? now() }
     await store.update(transfer.transferId, {
       status: 'completing',
@@ -123,7 +134,9 @@ export class SourceCompletionFlow {
     if (account.status === 'active') {
       await source.deactivate(input.did, { retainUntil: new Date(now() + this.opts.retentionMs) })
     }
-    await this.assertHeadUnmoved(transfer)
+    // A draft transfer pinned no rev (its data is pulled over getRepo, not tied to it, E4): the
+    // destination catches up before it asks, and the head stops here (spec/dialect-draft.md).
+    if (!isDraftTransfer(transfer)) await this.assertHeadUnmoved(transfer)
     let op: SignedPlcOperation
     try {
       op = await signTransferOperation(this.opts.plc, input.did, this.opts.rotationKey, change)

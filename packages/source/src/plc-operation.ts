@@ -24,6 +24,32 @@ export async function signTransferOperation(
   rotationKey: Keypair,
   change: PlcChange,
 ): Promise<SignedPlcOperation> {
+  const lastOp = await assertSignable(client, did, rotationKey, change)
+  const ourKey = rotationKey.did()
+  const op = await plc.createUpdateOp(lastOp, rotationKey, (normalized) => ({
+    ...normalized,
+    // The leaving PDS removes its own key: it no longer hosts the account.
+    rotationKeys: change.newRotationKeys.filter((k) => k !== ourKey),
+    verificationMethods: { ...normalized.verificationMethods, atproto: change.newSigningKey },
+    services: {
+      ...normalized.services,
+      atproto_pds: { type: 'AtprotoPersonalDataServer', endpoint: change.newPdsEndpoint },
+    },
+  }))
+  return op as unknown as SignedPlcOperation
+}
+
+/**
+ * Refuses a change this PDS will not sign, before anything is spent on it (the user's code, the
+ * account's activity): a tombstoned DID, one this PDS holds no rotation key of, and a change
+ * that drops a rotation key other than our own (D8). Returns the DID's last operation.
+ */
+export async function assertSignable(
+  client: plc.Client,
+  did: string,
+  rotationKey: Keypair,
+  change: PlcChange,
+): Promise<plc.CompatibleOp> {
   const lastOp = await client.getLastOp(did)
   if (lastOp.type === 'plc_tombstone')
     throw new TransferError('AccountDeactivated', `${did} is tombstoned in PLC`)
@@ -39,20 +65,10 @@ export async function signTransferOperation(
   if (dropped.length > 0) {
     throw new TransferError(
       'InvalidRequest',
-      `newRotationKeys drops the account's own rotation keys: ${dropped.join(', ')}`,
+      `newRotationKeys drops the account's own rotation keys: ${dropped.join(', ')}; keep them and add yours`,
     )
   }
-  const op = await plc.createUpdateOp(lastOp, rotationKey, (normalized) => ({
-    ...normalized,
-    // The leaving PDS removes its own key: it no longer hosts the account.
-    rotationKeys: change.newRotationKeys.filter((k) => k !== ourKey),
-    verificationMethods: { ...normalized.verificationMethods, atproto: change.newSigningKey },
-    services: {
-      ...normalized.services,
-      atproto_pds: { type: 'AtprotoPersonalDataServer', endpoint: change.newPdsEndpoint },
-    },
-  }))
-  return op as unknown as SignedPlcOperation
+  return lastOp
 }
 
 /**

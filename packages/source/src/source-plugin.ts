@@ -8,6 +8,7 @@ import {
   EXTENSIONS_HEADER,
   FrameEncoder,
   formatSizeHint,
+  isDraftExportRequest,
   MAX_FRAME_PLAINTEXT,
   NSID,
   parseTransferPublicJwk,
@@ -29,6 +30,7 @@ import fp from 'fastify-plugin'
 import type { AccountSource } from './account-source.ts'
 import { SourceCompletionFlow } from './complete-transfer.ts'
 import { DestinationKeys } from './destination-keys.ts'
+import { answerDraftExport, DEFAULT_DRAFT_CAPABILITIES } from './draft-export.ts'
 import { exportFrames } from './export-frames.ts'
 import { exportSize } from './export-size.ts'
 import type { TransferAuthVerifier } from './transfer-auth.ts'
@@ -79,6 +81,14 @@ export interface SourcePluginOptions {
    * a literal 0014 source, for interoperability tests.
    */
   extensions?: string[]
+  /**
+   * Which `exportAccount` this source answers (default both): `v1`, the encrypted stream;
+   * `draft`, the current draft's JSON export (spec/dialect-draft.md). A source serving only the
+   * draft publishes no well-known document (`serveWellKnown: false`), as a draft source would not.
+   */
+  dialects?: ('v1' | 'draft')[]
+  /** Capabilities offered to a draft destination (default: base, preferences, resumable). */
+  draftCapabilities?: string[]
   now?: () => number
 }
 
@@ -181,9 +191,36 @@ export const sourcePlugin = fp(
       }
     }
 
+    const dialects = opts.dialects ?? ['v1', 'draft']
     app.post(`/xrpc/${NSID.exportAccount}`, async (request, reply) => {
       let started: StartedExport
       try {
+        // One NSID, two calls: the body's shape says which (spec/dialect-draft.md, "One NSID").
+        if (isDraftExportRequest(request.body)) {
+          if (!dialects.includes('draft')) {
+            throw new TransferError(
+              'InvalidRequest',
+              'this source serves the encrypted stream only: send algorithm and encryptionKey',
+            )
+          }
+          // Private state: never cached by anything between the two servers.
+          reply.header('cache-control', 'no-store')
+          return await answerDraftExport(request, reply, {
+            source: opts.source,
+            store: opts.store,
+            auth: opts.auth,
+            capabilities: opts.draftCapabilities ?? DEFAULT_DRAFT_CAPABILITIES,
+            exportsPerDestinationPerHour: opts.exportsPerDestinationPerHour ?? 10,
+            supersede: (id, reason) => running.get(id)?.abort(new Error(reason)),
+            now,
+          })
+        }
+        if (!dialects.includes('v1')) {
+          throw new TransferError(
+            'InvalidRequest',
+            "this source serves the draft's JSON export only: send did, transferId and capabilities",
+          )
+        }
         started = await startExport(request, reply)
       } catch (err) {
         return sendXrpcError(reply, err)
