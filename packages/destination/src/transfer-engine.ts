@@ -20,11 +20,8 @@ import { PlainPdsReader } from './plain-pds-reader.ts'
 import { PlainPdsSigner, requestPlainPlcCode } from './plain-pds-signer.ts'
 import type { VerifiedRepo } from './repo-verifier.ts'
 import { admitRestore, isRestore } from './restore-admission.ts'
-import {
-  checkRestoreOperation,
-  type RestoreOperationRequest,
-  restoreOperationRequest,
-} from './restore-completion.ts'
+import type { RestoreOperationRequest } from './restore-completion.ts'
+import { type RestoreCompletion, RestoreFinish } from './restore-finish.ts'
 import { checkRollbacks, type RollbackFinding } from './rollback-watch.ts'
 import { moveRotationKeys, RotationKeyError } from './rotation-keys.ts'
 import { type SourceClient, SourceError } from './source-client.ts'
@@ -96,6 +93,8 @@ export class TransferEngine {
   /** The reader of sources serving the current draft: its exportAccount, then the plain reader. */
   private readonly draft: DraftReader
   private readonly completion: TransferCompletion
+  /** The end of restores: the operation to sign, its check and submission. */
+  private readonly restores: RestoreFinish
 
   constructor(private readonly options: TransferEngineOptions) {
     this.failures = new FailureLedger(options.store)
@@ -135,6 +134,15 @@ export class TransferEngine {
       },
       signer: (t) => (t.dialect === 'plain' ? plainSigner : t.dialect === 'draft' ? draftSigner : undefined),
     })
+    this.restores = new RestoreFinish({
+      options,
+      completion: this.completion,
+      holdPassword: (id, password) => {
+        if (password) this.passwords.set(id, password)
+        else this.passwords.delete(id)
+      },
+      checkPassword: (password) => this.checkPassword(password),
+    })
   }
 
   /**
@@ -170,24 +178,32 @@ export class TransferEngine {
       ...(dialect !== 'v1' && { dialect }),
       ...(copy && { copyUrl: copy.url }),
     }
-    // The worker limit is this process's own: checked and the slot taken with no await between.
+    await this.record(transfer)
+    this.launch(transfer, client, identity.signingKey, identity.handle, false, copy)
+    return transfer
+  }
+
+  /**
+   * Takes a worker slot and records a new transfer, or refuses it: the worker limit is this
+   * process's own (checked and taken with no await between); the per-source and one-per-DID
+   * limits are the store's, checked in the same atomic step that records it.
+   */
+  private async record(transfer: InboundTransfer): Promise<void> {
     if (this.running.size >= this.limits.maxConcurrent) {
       throw new EngineError('LimitExceeded', `${this.running.size} transfers are running; try again later`)
     }
     this.running.set(transfer.transferId, { bytes: 0, done: Promise.resolve() })
     const release = () => this.running.delete(transfer.transferId)
     const refusal = await this.options.store
-      .create(transfer, { source: normalizeUrl(client.url), maxPerSource: this.limits.maxPerSource })
+      .create(transfer, { source: normalizeUrl(transfer.sourceUrl), maxPerSource: this.limits.maxPerSource })
       .catch((err: unknown) => {
         release()
         throw err
       })
     if (refusal) {
       release()
-      throw refusalError(refusal, did, client.url)
+      throw refusalError(refusal, transfer.did, transfer.sourceUrl)
     }
-    this.launch(transfer, client, identity.signingKey, identity.handle, false, copy)
-    return transfer
   }
 
   /**
@@ -208,125 +224,26 @@ export class TransferEngine {
     await this.failures.flush()
     const restore = await admitRestore(this.options, did, userKey, this.options.clock?.())
     const transfer: InboundTransfer = { ...newTransfer(did, client.url), dialect: 'restore', restore }
-    if (this.running.size >= this.limits.maxConcurrent) {
-      throw new EngineError('LimitExceeded', `${this.running.size} transfers are running; try again later`)
-    }
-    this.running.set(transfer.transferId, { bytes: 0, done: Promise.resolve() })
-    const refusal = await this.options.store
-      .create(transfer, { source: normalizeUrl(client.url), maxPerSource: this.limits.maxPerSource })
-      .catch((err: unknown) => {
-        this.running.delete(transfer.transferId)
-        throw err
-      })
-    if (refusal) {
-      this.running.delete(transfer.transferId)
-      throw refusalError(refusal, did, client.url)
-    }
+    await this.record(transfer)
     this.launch(transfer, client, restore.repoSigningKey, restore.handle, false)
     return transfer
   }
 
   /**
    * What the user signs to finish a restore: the PLC operation that points the identity here,
-   * planned over PLC's log as it is now (a change made since the restore began is accounted
-   * for), with its bytes to sign. Refused unless the copy is wholly held (`awaitingRecovery`).
+   * planned over PLC's log as it is now (`RestoreFinish.operation`).
    */
   async restoreOperation(transferId: string): Promise<RestoreOperationRequest> {
-    const t = await this.awaitingRecovery(transferId)
-    return restoreOperationRequest(this.options.plc, t, this.options, this.options.clock?.())
+    return this.restores.operation(transferId)
   }
 
   /**
-   * Finishes a restore: `signedOperation` (the user's, from `restoreOperation` or `pds-identity
-   * recover`) is checked by PLC's rules and for what it does, stored, submitted; then the account
-   * is activated here and watched as after a move. Without it, PLC must already name this server
-   * (the user submitted the operation themselves). Called again after an interruption, it
-   * continues from the recorded step.
+   * Finishes a restore with the user's signed operation, or once PLC already names this server
+   * (`RestoreFinish.complete`); called again after an interruption, it continues from the
+   * recorded step.
    */
-  async completeRestore(
-    transferId: string,
-    params: {
-      signedOperation?: unknown
-      acceptMissingBlobs?: boolean
-      /** With `signedOperation` only: the password the user chose here, set at activation (kept in memory). */
-      password?: string
-      /** With `signedOperation` only: the email to sign in with here, where the copy held none (unconfirmed). */
-      email?: string
-    } = {},
-  ): Promise<InboundTransfer> {
-    if ((params.password !== undefined || params.email !== undefined) && params.signedOperation === undefined)
-      throw new EngineError(
-        'InvalidPassword',
-        'a password or email is chosen together with the operation your key signs; after the restore, set a password by email',
-      )
-    if (params.password !== undefined) this.checkPassword(params.password)
-    if (params.email !== undefined && !/^[^\s@]+@[^\s@]+\.[^\s@]+$/.test(params.email))
-      throw new EngineError('InvalidEmail', `${params.email} is not an email address`)
-    await this.completion.settled(transferId)
-    const current = await this.options.store.get(transferId)
-    if (current && isRestore(current) && COMPLETION_STAGES.has(current.stage))
-      return this.completion.run(transferId)
-    if (current?.stage === 'activated') return current
-    const t = await this.awaitingRecovery(transferId)
-    // What the copy lacks is lost unless another copy has it: the user decides, having seen the list.
-    if (t.missingBlobs.length > 0 && !params.acceptMissingBlobs)
-      throw new EngineError(
-        'InvalidState',
-        `${t.missingBlobs.length} blobs the records use are not in the copy: ${t.missingBlobs.join(', ')}`,
-      )
-    if (params.signedOperation === undefined) {
-      const data = await this.options.plc.getDocumentData(t.did).catch((err: unknown) => {
-        throw new EngineError(
-          'PlcUnreachable',
-          `the PLC directory did not answer (${(err as Error).message})`,
-        )
-      })
-      const namesUs =
-        normalizeUrl(data.services.atproto_pds?.endpoint ?? '') === normalizeUrl(this.options.serviceUrl) &&
-        data.verificationMethods.atproto === t.signingKey
-      if (!namesUs)
-        throw new EngineError(
-          'InvalidState',
-          'PLC does not name this server yet: sign the operation (restoreOperation) and send it, or submit it with pds-identity recover --submit',
-        )
-      await this.options.store.update(transferId, {
-        status: 'completing',
-        stage: 'activating',
-        failure: undefined,
-      })
-      return this.completion.run(transferId)
-    }
-    const op = await checkRestoreOperation(this.options.plc, t, params.signedOperation, this.options)
-    // The user's signature is what lets this request choose the password (a page's URL alone must
-    // not, D24); it goes to the sink at activation and is never stored. An email the copy lacked
-    // is what a sign-in (and a password reset) needs here.
-    if (params.email)
-      await this.options.sink.putAccountState(t.did, { email: params.email, emailConfirmed: false })
-    if (params.password) this.passwords.set(transferId, params.password)
-    else this.passwords.delete(transferId)
-    await this.options.store.update(transferId, {
-      status: 'completing',
-      stage: 'submittingPlc',
-      failure: undefined,
-      plcOperation: op as unknown as Record<string, unknown>,
-    })
-    return this.completion.run(transferId)
-  }
-
-  /** A restore whose copy is held, waiting for the user's operation; refused otherwise. */
-  private async awaitingRecovery(
-    transferId: string,
-  ): Promise<InboundTransfer & { restore: NonNullable<InboundTransfer['restore']>; signingKey: string }> {
-    const t = await this.options.store.get(transferId)
-    if (!t) throw new EngineError('TransferNotFound', `no transfer ${transferId}`)
-    if (!isRestore(t))
-      throw new EngineError('InvalidState', `transfer ${transferId} is a move, not a restore`)
-    if (t.stage !== 'awaitingRecovery' || !t.signingKey)
-      throw new EngineError(
-        'InvalidState',
-        `transfer ${transferId} is ${t.status}/${t.stage}, not holding the whole copy yet`,
-      )
-    return t as InboundTransfer & { restore: NonNullable<InboundTransfer['restore']>; signingKey: string }
+  async completeRestore(transferId: string, params: RestoreCompletion = {}): Promise<InboundTransfer> {
+    return this.restores.complete(transferId, params)
   }
 
   /** Runs a pull in the background, tracked in `running`. */

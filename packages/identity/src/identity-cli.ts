@@ -5,6 +5,7 @@
 import { parseArgs } from 'node:util'
 import * as plc from '@did-plc/lib'
 import { addRotationKey, requestRotationKeyCode } from './add-rotation-key.ts'
+import type { CliIo } from './cli-io.ts'
 import { IdentityError } from './identity-error.ts'
 import { recoveryOperation } from './recovery-operation.ts'
 import { planRecovery } from './recovery-plan.ts'
@@ -47,11 +48,6 @@ options
 
 exit code: 0 on success, 1 when PLC or the rules refuse (the reason and what is still possible
 are printed), 2 on bad usage`
-
-export interface CliIo {
-  out(text: string): void
-  err(text: string): void
-}
 
 /** Runs the CLI with `argv` (without node and script) and returns the exit code. */
 export async function runIdentityCli(

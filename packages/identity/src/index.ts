@@ -1,5 +1,6 @@
 export * from './add-rotation-key.ts'
 export * from './alert-sinks.ts'
+export * from './cli-io.ts'
 export * from './identity-cli.ts'
 export * from './identity-error.ts'
 export * from './identity-watch.ts'

@@ -7,7 +7,7 @@
 import { setTimeout as delay } from 'node:timers/promises'
 import type * as plc from '@did-plc/lib'
 import { type AlertSink, deliverAlert, logSink, webhookSink } from './alert-sinks.ts'
-import type { CliIo } from './identity-cli.ts'
+import type { CliIo } from './cli-io.ts'
 import { checkIdentities, emptyWatchState, type WatchState } from './identity-watch.ts'
 import { listPdsAccounts } from './pds-accounts.ts'
 import { readWatchState, writeWatchState } from './watch-state-file.ts'
