@@ -394,7 +394,9 @@ describe('/migrate in Chromium', () => {
           : 'does not offer your app settings',
       )
       await shot('draft-code-form')
-      // The code her own server emailed once her data had moved.
+      // The code her own server emailed once her data had moved (asked for just after the stage
+      // that shows this form is recorded).
+      await expect.poll(async () => (await pair.b.engine.get(transferId))?.plcCodeRequestedAt).toBeDefined()
       const token = (await draft.plcToken(hana.did)) as string
       await page.fill('input[name="token"]', token)
       await page.fill('#password', 'hana-new-password')
