@@ -301,7 +301,10 @@ describe('/migrate in Chromium', () => {
       await page.waitForSelector('input[name="token"]', { timeout: 60_000 })
       await expect(page.textContent('main')).resolves.toContain(`your backup at ${backupUrl}`)
       await shot('plain-code-form')
-      // The code her own server emailed once her data had moved.
+      // The code her own server emailed once her data had moved (asked for just after the stage
+      // that shows this form is recorded).
+      const transferId = new URL(transferPage).pathname.split('/').at(-1) as string
+      await expect.poll(async () => (await pair.b.engine.get(transferId))?.plcCodeRequestedAt).toBeDefined()
       const token = (await plain.plcToken(gina.did)) as string
       await page.fill('input[name="token"]', token)
       await page.fill('#password', 'gina-new-password')
@@ -312,7 +315,6 @@ describe('/migrate in Chromium', () => {
         'Your account at your old server is deactivated',
       )
       await shot('plain-moved')
-      const transferId = new URL(transferPage).pathname.split('/').at(-1) as string
       expect(await pair.b.engine.get(transferId)).toMatchObject({
         status: 'completed',
         dialect: 'plain',
