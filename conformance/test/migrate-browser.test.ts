@@ -8,6 +8,7 @@ import type { Browser, Page } from 'playwright-core'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { type SeededAccount, seedReferenceAccount } from '../src/fixtures/seed-reference-account.ts'
 import { launchChromium } from '../src/harness/chromium.ts'
+import { startDraftPds } from '../src/harness/draft-pds.ts'
 import { headlessAuthorize } from '../src/harness/headless-oauth.ts'
 import { startPlainPds } from '../src/harness/plain-pds.ts'
 import { type ReferencePdsPair, startReferencePdsPair } from '../src/harness/reference-pds.ts'
@@ -20,7 +21,8 @@ const AXE = createRequire(import.meta.url).resolve('axe-core/axe.min.js')
 
 /**
  * A person's migration in real headless Chromium: B's /migrate, the checklist, A's own OAuth
- * sign-in and consent pages, the live progress, the PLC code form, success.
+ * sign-in and consent pages, the live progress, the PLC code form, success; from each kind of
+ * source (v1, the current draft, a plain PDS).
  */
 describe('/migrate in Chromium', () => {
   let pair: ReferencePdsPair
@@ -299,7 +301,10 @@ describe('/migrate in Chromium', () => {
       await page.waitForSelector('input[name="token"]', { timeout: 60_000 })
       await expect(page.textContent('main')).resolves.toContain(`your backup at ${backupUrl}`)
       await shot('plain-code-form')
-      // The code her own server emailed once her data had moved.
+      // The code her own server emailed once her data had moved (asked for just after the stage
+      // that shows this form is recorded).
+      const transferId = new URL(transferPage).pathname.split('/').at(-1) as string
+      await expect.poll(async () => (await pair.b.engine.get(transferId))?.plcCodeRequestedAt).toBeDefined()
       const token = (await plain.plcToken(gina.did)) as string
       await page.fill('input[name="token"]', token)
       await page.fill('#password', 'gina-new-password')
@@ -310,7 +315,6 @@ describe('/migrate in Chromium', () => {
         'Your account at your old server is deactivated',
       )
       await shot('plain-moved')
-      const transferId = new URL(transferPage).pathname.split('/').at(-1) as string
       expect(await pair.b.engine.get(transferId)).toMatchObject({
         status: 'completed',
         dialect: 'plain',
@@ -333,6 +337,97 @@ describe('/migrate in Chromium', () => {
     } finally {
       for (const close of closers.splice(0)) await close()
       await plain.close()
+    }
+  }, 120_000)
+  it('moves an account from a source serving only the current draft through the same pages', async () => {
+    const draft = await startDraftPds(pair.plc.namedUrl)
+    try {
+      const hana = await seedReferenceAccount(draft.url, {
+        handle: 'hana.test',
+        email: 'hana@example.com',
+        password: 'hana-password-1',
+        posts: 40,
+        images: 2,
+        follows: 3,
+      })
+      await page.goto(`${pair.b.url}/migrate`)
+      await page.fill('#identifier', hana.did)
+      await page.click('button[type=submit]')
+      await page.waitForURL(/\/migrate\/check/)
+      // The checklist says what kind of source it is, what moves, that her server emails a code;
+      // no backup to read from (the engine reads a copy for a plain source only).
+      const checklist = (await page.textContent('main')) as string
+      expect(checklist).toContain('supports the draft version of direct transfer')
+      expect(checklist).toContain('invite codes')
+      expect(checklist).toContain('Your app settings are copied only if your current server offers them')
+      expect(checklist).toContain('your current server emails you a code')
+      expect(checklist).toContain(
+        'your current server signs the identity change and deactivates your account',
+      )
+      expect(await page.locator('#from-backup').count()).toBe(0)
+      await shot('draft-checklist')
+      // The same checklist on a 390 px screen without scripts: nothing wider than the screen.
+      const small = await browser.newContext({
+        viewport: { width: 390, height: 844 },
+        javaScriptEnabled: false,
+      })
+      try {
+        const phone = await small.newPage()
+        await phone.goto(page.url())
+        expect(Number(await phone.evaluate('document.documentElement.scrollWidth'))).toBeLessThanOrEqual(390)
+        await phone.screenshot({ path: join(SHOTS, 'mobile-draft-checklist.png'), fullPage: true })
+      } finally {
+        await small.close()
+      }
+
+      await signInAtSource(draft.url, hana.password, 'draft-')
+      await page.waitForURL(
+        (url) => url.origin === pair.b.url && url.pathname.startsWith('/migrate/transfer/'),
+      )
+      const transferPage = page.url()
+      const transferId = new URL(transferPage).pathname.split('/').at(-1) as string
+      await page.waitForSelector('input[name="token"]', { timeout: 60_000 })
+      // What her server handed over, by the capabilities both sides agreed on.
+      const held = await pair.b.engine.get(transferId)
+      expect(held).toMatchObject({ dialect: 'draft', stage: 'awaitingPlcToken' })
+      await expect(page.textContent('main')).resolves.toContain(
+        held?.capabilities?.includes('preferences')
+          ? 'and your app settings'
+          : 'does not offer your app settings',
+      )
+      await shot('draft-code-form')
+      // The code her own server emailed once her data had moved (asked for just after the stage
+      // that shows this form is recorded).
+      await expect.poll(async () => (await pair.b.engine.get(transferId))?.plcCodeRequestedAt).toBeDefined()
+      const token = (await draft.plcToken(hana.did)) as string
+      await page.fill('input[name="token"]', token)
+      await page.fill('#password', 'hana-new-password')
+      await page.fill('#password2', 'hana-new-password')
+      await page.click('form[action$="/complete"] button[type=submit]')
+      await page.waitForSelector('h1:has-text("Moved")', { timeout: 60_000 })
+      await expect(page.textContent('main')).resolves.toContain(
+        'Your account at your old server is deactivated',
+      )
+      await shot('draft-moved')
+      expect(await pair.b.engine.get(transferId)).toMatchObject({ status: 'completed', dialect: 'draft' })
+      const plcData = (await (await fetch(`${pair.plc.url}/${hana.did}/data`)).json()) as {
+        services: { atproto_pds: { endpoint: string } }
+      }
+      expect(plcData.services.atproto_pds.endpoint).toBe(pair.b.url)
+      const onDraft = await fetch(`${draft.url}/xrpc/com.atproto.sync.getRepo?did=${hana.did}`)
+      expect(((await onDraft.json()) as { error?: string }).error).toBe('RepoDeactivated')
+      // She signs in at B with the password she chose, as her apps will.
+      const session = await fetch(`${pair.b.url}/xrpc/com.atproto.server.createSession`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ identifier: hana.did, password: 'hana-new-password' }),
+      })
+      expect(session.status).toBe(200)
+      const signedIn = (await session.json()) as { active?: boolean; email?: string }
+      expect(signedIn).toMatchObject({ active: true, email: 'hana@example.com' })
+      expect(violations).toEqual([])
+    } finally {
+      await draft.close()
     }
   }, 120_000)
 })

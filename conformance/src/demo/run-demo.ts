@@ -1,33 +1,61 @@
 /**
  * The main job: real migrations into a reference PDS (B) through /migrate, one from each kind of
- * source: `v1`, a reference PDS with our transfer endpoints (the HPKE stream), and `plain`, a
- * reference PDS with nothing of ours installed (sync endpoints, its own OAuth, its own PLC code).
- * Each moved account is checked on arrival, and a short report printed per source.
- * `--keep-running` leaves the PDSes up with the /migrate URL and a second account to move by hand.
- *
- *   bash scripts/dev demo [--from v1|plain|all] [--keep-running] [--posts N] [--images N]
+ * source (`USAGE` says which), each moved account checked on arrival, and a report with timings
+ * per source. `--keep-running` leaves the PDSes up with the /migrate URL and a second account to
+ * move by hand.
  */
 import { parseArgs } from 'node:util'
 import { type SeededAccount, seedReferenceAccount } from '../fixtures/seed-reference-account.ts'
+import { startDraftPds } from '../harness/draft-pds.ts'
 import { headlessAuthorize } from '../harness/headless-oauth.ts'
 import { listAllRecords } from '../harness/list-records.ts'
 import { startPlainPds } from '../harness/plain-pds.ts'
 import { startReferencePdsPair } from '../harness/reference-pds.ts'
 
+const USAGE = `usage: bash scripts/dev demo [--from v1|draft|plain|all] [--keep-running] [--posts N] [--images N]
+
+Moves one account into PDS B through its /migrate from each kind of source, then checks it at B
+(records and blobs identical, PLC, the old server deactivated, email, preferences, a new post):
+  v1     a reference PDS with our transfer endpoints: the encrypted stream (0014)
+  draft  a reference PDS serving only the current draft (0015): its JSON exportAccount for the
+         private state, the data over the sync endpoints, its completeTransfer
+  plain  a reference PDS with nothing of ours installed: the sync endpoints, its own PLC code
+  all    each of the three in turn (the default)
+--keep-running  leave the PDSes up afterwards, with a second account to move by hand in a browser
+--posts N, --images N  the size of each account (default 1000 and 40)`
+
 const { values: args } = parseArgs({
   options: {
+    help: { type: 'boolean', short: 'h', default: false },
     'keep-running': { type: 'boolean', default: false },
     posts: { type: 'string', default: '1000' },
     images: { type: 'string', default: '40' },
     from: { type: 'string', default: 'all' },
   },
 })
-const kinds = (args.from === 'all' ? ['v1', 'plain'] : [args.from]) as ('v1' | 'plain')[]
+if (args.help) {
+  console.log(USAGE)
+  process.exit(0)
+}
+/** The kinds of source, in the order `all` moves them. */
+const KINDS = ['v1', 'draft', 'plain'] as const
+type Kind = (typeof KINDS)[number]
+const kinds = (args.from === 'all' ? [...KINDS] : [args.from]) as Kind[]
 for (const kind of kinds) {
-  if (kind !== 'v1' && kind !== 'plain') {
-    console.error(`--from must be v1, plain or all, not ${JSON.stringify(kind)}`)
+  if (!KINDS.includes(kind)) {
+    console.error(`--from must be v1, draft, plain or all, not ${JSON.stringify(kind)}\n\n${USAGE}`)
     process.exit(2)
   }
+}
+/** Who is moved from each kind of source, and how (for the log and the report). */
+const MOVED: Record<Kind, { name: string; pull: string; completion: string }> = {
+  v1: { name: 'alice', pull: 'encrypted pull', completion: 'completeTransfer' },
+  draft: {
+    name: 'dana',
+    pull: "the draft's exportAccount (private state), then a pull over the sync endpoints",
+    completion: "the draft's completeTransfer",
+  },
+  plain: { name: 'carol', pull: 'pull over the sync endpoints', completion: 'signPlcOperation' },
 }
 
 const checks: { name: string; ok: boolean; detail: string }[] = []
@@ -49,26 +77,45 @@ const pair = await startReferencePdsPair({
   onPlcToken: (did, token) => console.log(`  [mail] PLC code for ${did}: ${token}`),
 })
 const { a, b } = pair
+const draft = kinds.includes('draft') ? await startDraftPds(pair.plc.namedUrl) : undefined
 const plain = kinds.includes('plain') ? await startPlainPds(pair.plc.namedUrl) : undefined
 console.log(
-  `  PDS A (source, v1)  ${a.url}\n${plain ? `  PDS P (source, plain: nothing of ours installed) ${plain.url}\n` : ''}  PDS B (destination) ${b.url}\n  PLC directory       ${pair.plc.url}`,
+  `  PDS A (source, v1)  ${a.url}\n${draft ? `  PDS D (source, the current draft only) ${draft.url}\n` : ''}${plain ? `  PDS P (source, plain: nothing of ours installed) ${plain.url}\n` : ''}  PDS B (destination) ${b.url}\n  PLC directory       ${pair.plc.url}`,
 )
 lap('start PLC + PDSes')
+const closeAll = async () => {
+  await Promise.allSettled([draft?.close(), plain?.close()])
+  await pair.close()
+}
 
 let exitCode = 0
+/** Per source: how long its move took from seeding to the last check, and its checks. */
+const perSource: { kind: Kind; seconds: number; passed: number; of: number; error?: string }[] = []
 for (const kind of kinds) {
+  const started = performance.now()
+  const before = checks.length
+  let error: string | undefined
   try {
     await moveOne(kind)
   } catch (err) {
     exitCode = 1
+    error = (err as Error).message
     console.error(`\n✗ ${(err as Error).stack ?? err}`)
   }
+  const own = checks.slice(before)
+  perSource.push({
+    kind,
+    seconds: (performance.now() - started) / 1000,
+    passed: own.filter((c) => c.ok).length,
+    of: own.length,
+    ...(error && { error }),
+  })
 }
 
 /** One account seeded at the source of `kind`, moved to B through /migrate, checked at B. */
-async function moveOne(kind: 'v1' | 'plain'): Promise<void> {
-  const sourceUrl = kind === 'v1' ? a.url : (plain?.url as string)
-  const name = kind === 'v1' ? 'alice' : 'carol'
+async function moveOne(kind: Kind): Promise<void> {
+  const sourceUrl = { v1: a.url, draft: draft?.url, plain: plain?.url }[kind] as string
+  const { name, pull, completion } = MOVED[kind]
   console.log(
     `\n[${kind}] Seeding ${name}.test: ${args.posts} posts, ${args.images} images, 50 follows, preferences, email…`,
   )
@@ -86,7 +133,7 @@ async function moveOne(kind: 'v1' | 'plain'): Promise<void> {
   lap(`[${kind}] seed the account`)
 
   console.log(
-    `[${kind}] Migrating ${account.did} to B: /migrate → OAuth sign-in at its server → ${kind === 'v1' ? 'encrypted pull' : 'pull over the sync endpoints'} → PLC code…`,
+    `[${kind}] Migrating ${account.did} to B: /migrate → OAuth sign-in at its server → ${pull} → PLC code…`,
   )
   const authorize = await fetch(`${b.url}/migrate/authorize`, {
     method: 'POST',
@@ -103,7 +150,14 @@ async function moveOne(kind: 'v1' | 'plain'): Promise<void> {
   const started = await fetch(callback, { redirect: 'manual' })
   const transferId = new URL(started.headers.get('location') ?? '').pathname.split('/').at(-1) as string
   let transfer = await b.engine.get(transferId)
-  while (transfer && transfer.stage !== 'awaitingPlcToken' && transfer.status !== 'failed') {
+  // A draft or plain source is asked for the code just after the data is held (the stage comes
+  // first): its mailbox is read once the request is recorded, or the code may not exist yet.
+  const waiting = (t: typeof transfer) =>
+    t !== undefined &&
+    t.status !== 'failed' &&
+    (t.stage !== 'awaitingPlcToken' ||
+      (kind !== 'v1' && t.plcCodeRequestedAt === undefined && t.failure === undefined))
+  while (waiting(transfer)) {
     await new Promise((r) => setTimeout(r, 100))
     transfer = await b.engine.get(transferId)
   }
@@ -116,10 +170,12 @@ async function moveOne(kind: 'v1' | 'plain'): Promise<void> {
   )
   lap(`[${kind}] pull, verify, import`)
 
+  if (kind === 'draft')
+    console.log(`  capabilities agreed with the draft source: ${transfer.capabilities?.join(', ')}`)
   const token =
     kind === 'v1'
       ? (pair.plcTokens.get(account.did)?.at(-1) ?? '')
-      : ((await plain?.plcToken(account.did)) ?? '')
+      : ((await (kind === 'draft' ? draft : plain)?.plcToken(account.did)) ?? '')
   const done = await fetch(`${b.url}/migrate/transfer/${transferId}/complete`, {
     method: 'POST',
     redirect: 'manual',
@@ -130,7 +186,7 @@ async function moveOne(kind: 'v1' | 'plain'): Promise<void> {
   if (done.status >= 400 || transfer?.status !== 'completed') {
     throw new Error(`completion failed: ${JSON.stringify(transfer?.failure ?? transfer?.status)}`)
   }
-  lap(`[${kind}] ${kind === 'v1' ? 'completeTransfer' : 'signPlcOperation'}, PLC operation, activation`)
+  lap(`[${kind}] ${completion}, PLC operation, activation`)
 
   console.log(`[${kind}] Checking the account on B:`)
   await verify(account, before, sourceUrl)
@@ -141,6 +197,11 @@ const failed = checks.filter((c) => !c.ok)
 if (failed.length > 0) exitCode = 1
 console.log('\nReport')
 for (const [name, ms] of timings) console.log(`  ${(ms / 1000).toFixed(2).padStart(7)} s  ${name}`)
+for (const r of perSource) {
+  console.log(
+    `  [${r.kind}] ${MOVED[r.kind].name}.test: ${r.seconds.toFixed(2)} s, ${r.passed}/${r.of} checks passed${r.error ? `, stopped: ${r.error}` : ''}`,
+  )
+}
 console.log(
   exitCode === 0
     ? `\n${checks.length} checks passed: ${kinds.length === 1 ? 'the account' : `each of the ${kinds.length} accounts (${kinds.join(', ')})`} moved with every record and blob intact.`
@@ -164,15 +225,13 @@ Both PDSes keep running. Try it yourself:
   4. the PLC code appears here as "[mail]" when the data has arrived
 Ctrl-C stops everything.`)
   const stop = async () => {
-    await plain?.close()
-    await pair.close()
+    await closeAll()
     process.exit(0)
   }
   process.once('SIGINT', stop)
   process.once('SIGTERM', stop)
 } else {
-  await plain?.close()
-  await pair.close()
+  await closeAll()
   process.exit(exitCode)
 }
 

@@ -13,6 +13,7 @@ import { type PageExtra, transferPage } from './migrate-transfer-page.ts'
 import { copyUrl, probeCopy, restoreSourceClient } from './restore-source-client.ts'
 import { AuthorizationNotCompleted, type SourceAuthorizer } from './source-authorizer.ts'
 import { type SourceClient, SourceError } from './source-client.ts'
+import { sourceDialect } from './source-dialect.ts'
 import { EngineError, type TransferEngine } from './transfer-engine.ts'
 
 export interface MigratePluginOptions {
@@ -129,19 +130,22 @@ ${error ? `<p class="error" role="alert" id="identifier-error">${esc(error)}</p>
           ),
         )
       }
-      // A server without our transfer endpoints (404) is read over the sync endpoints every
-      // PDS serves (a "plain" source); any other failure is a server we cannot talk to now.
+      // What kind of source it is, told as the engine will tell it (source-dialect.ts); a v1
+      // source's well-known is then read for its version and algorithms, and any failure there is
+      // a server we cannot talk to now.
+      const dialect = await sourceDialect(source, did)
       let capabilities: ReturnType<typeof parseWellKnown>['document'] | undefined
-      try {
-        const res = await fetch(`${source}${WELL_KNOWN_PATH}`, { signal: AbortSignal.timeout(10_000) })
-        if (res.ok) capabilities = parseWellKnown(await res.json()).document
-        else if (res.status !== 404) throw new Error(`HTTP ${res.status}`)
-        else await res.body?.cancel()
-      } catch (err) {
-        return problem(
-          reply,
-          `Your current server (${source}) did not answer as expected (${(err as Error).message}). Try again in a few minutes; nothing has changed.`,
-        )
+      if (dialect === 'v1') {
+        try {
+          const res = await fetch(`${source}${WELL_KNOWN_PATH}`, { signal: AbortSignal.timeout(10_000) })
+          if (!res.ok) throw new Error(`HTTP ${res.status}`)
+          capabilities = parseWellKnown(await res.json()).document
+        } catch (err) {
+          return problem(
+            reply,
+            `Your current server (${source}) did not answer as expected (${(err as Error).message}). Try again in a few minutes; nothing has changed.`,
+          )
+        }
       }
       return html(
         reply,
@@ -151,6 +155,7 @@ ${error ? `<p class="error" role="alert" id="identifier-error">${esc(error)}</p>
           source,
           origin,
           serviceDid: opts.serviceDid,
+          dialect,
           capabilities,
           algorithm: capabilities && selectAlgorithm(opts.keys.algorithms, capabilities.algorithms),
         }),

@@ -53,7 +53,7 @@ export function transferPage(
     const old =
       t.sourceLeftActive !== undefined
         ? `<p class="warn" role="alert">Your old server did not accept the request to deactivate your account there (${esc(t.sourceLeftActive)}). Sign in there and deactivate it yourself (in the Bluesky app: Settings, Account, Deactivate account), so that nothing is posted to the old copy by mistake.</p>`
-        : t.dialect === 'plain'
+        : t.dialect === 'plain' || t.dialect === 'draft'
           ? '<p>Your account at your old server is deactivated; that server decides how long it keeps the copy.</p>'
           : '<p>Your old server keeps a deactivated copy for 30 days.</p>'
     body = `<p class="ok" role="status">Your account now lives here.</p>
@@ -79,6 +79,7 @@ Nothing has moved yet: your identity still points to your current server. Enter 
         : ''
     }.</p>
 ${counters(t)}
+${t.dialect === 'draft' ? draftHandedOver(t) : ''}
 ${missing > 0 ? missingReport(t, extra.missingUses ?? []) : ''}
 <form method="post" action="/migrate/transfer/${esc(t.transferId)}/complete">
 <p>Your current server has emailed you a confirmation code. Entering it lets your identity move here.
@@ -140,6 +141,17 @@ function rotationKeysSection(t: InboundTransfer): string {
 them can undo, within 72 hours, a change made with any key below it: keep yours safe, it is how you take your
 account back if a server ever moves it without you.</p>
 <ol>${keys.map((k) => `<li><code>${esc(k)}</code></li>`).join('')}</ol>`
+}
+
+/**
+ * A draft source: what it handed over besides posts and images. Known only now, from the
+ * capabilities both sides agreed on at its exportAccount (spec/dialect-draft.md §7), so the
+ * checklist could only say "if your current server offers them".
+ */
+function draftHandedOver(t: InboundTransfer): string {
+  return t.capabilities?.includes('preferences')
+    ? '<p>Your current server also handed over your private account data (your email address and whether it is confirmed) and your app settings.</p>'
+    : '<p class="warn">Your current server handed over your private account data (your email address and whether it is confirmed) but does not offer your app settings, so they were not copied: set them again in your apps after the move.</p>'
 }
 
 /** Which posts would lose which images, whose fault it is, and the two ways on. */

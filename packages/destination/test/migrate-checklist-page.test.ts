@@ -1,0 +1,73 @@
+import { describe, expect, it } from 'vitest'
+import { type ChecklistInput, checklistPage } from '../src/migrate-checklist-page.ts'
+import { transferPage } from '../src/migrate-transfer-page.ts'
+import type { SourceDialect } from '../src/source-dialect.ts'
+import { newTransfer } from '../src/transfer-admission.ts'
+
+const DID = 'did:plc:aaaaaaaaaaaaaaaaaaaaaaaa'
+const input = (dialect: SourceDialect, algorithm?: string): ChecklistInput => ({
+  did: DID,
+  identity: {
+    did: DID,
+    signingKey: 'did:key:zQ3s',
+    pds: 'https://old.example',
+    rotationKeys: ['did:key:zQ3r'],
+  },
+  source: 'https://old.example',
+  origin: 'https://new.example',
+  serviceDid: 'did:web:new.example',
+  dialect,
+  capabilities:
+    dialect === 'v1'
+      ? ({ did: 'did:web:old.example', version: 1, algorithms: algorithm ? [algorithm] : [] } as never)
+      : undefined,
+  algorithm,
+})
+
+/** The checklist and code step of /migrate for each kind of source (pure rendering). */
+describe('/migrate checklist by kind of source', () => {
+  it('tells a draft source apart: what moves, the code, who deactivates; no backup to read from', () => {
+    const html = checklistPage(input('draft'))
+    expect(html).toContain('supports the draft version of direct transfer')
+    expect(html).toContain('your current server emails you a code')
+    expect(html).toContain('Your app settings are copied only if your current server offers them')
+    expect(html).toContain('your current server signs the identity change and deactivates your account there')
+    expect(html).toContain('Passwords are not')
+    expect(html).not.toContain('id="from-backup"')
+    expect(html).not.toContain('no direct-transfer support')
+    expect(html).toContain('action="/migrate/authorize"')
+  })
+
+  it('offers the backup to read from for a plain source only', () => {
+    expect(checklistPage(input('plain'))).toContain('id="from-backup"')
+    expect(checklistPage(input('plain'))).toContain('no direct-transfer support')
+    expect(checklistPage(input('v1', 'HPKE-3'))).not.toContain('id="from-backup"')
+    expect(checklistPage(input('v1', 'HPKE-3'))).toMatch(/encrypted\s+end to end/)
+  })
+
+  it('offers no sign-in to a v1 source without an encryption method in common', () => {
+    const html = checklistPage(input('v1'))
+    expect(html).toContain('no encryption method in common')
+    expect(html).not.toContain('action="/migrate/authorize"')
+  })
+})
+
+describe('/migrate code step of a draft source', () => {
+  const at = (capabilities: string[]) =>
+    transferPage(
+      {
+        ...newTransfer(DID, 'https://old.example'),
+        status: 'importing',
+        stage: 'awaitingPlcToken',
+        dialect: 'draft',
+        capabilities,
+      },
+      { origin: 'https://new.example', host: 'new.example', canSetPassword: true },
+      {},
+    )
+
+  it('says whether the app settings came, by the capabilities both sides agreed on', () => {
+    expect(at(['base', 'preferences'])).toContain('and your app settings.')
+    expect(at(['base'])).toContain('does not offer your app settings, so they were not copied')
+  })
+})
