@@ -82,7 +82,7 @@ ${counters(t)}
 ${t.dialect === 'draft' ? draftHandedOver(t) : ''}
 ${missing > 0 ? missingReport(t, extra.missingUses ?? []) : ''}
 <form method="post" action="/migrate/transfer/${esc(t.transferId)}/complete">
-<p>Your current server has emailed you a confirmation code. Entering it lets your identity move here.
+<p>${codeAsked(t)} Entering it lets your identity move here.
 Codes are usually valid for 15 minutes; if yours has expired, have a new one emailed below.</p>
 <label for="token">Confirmation code</label>
 ${fieldError('token')}<input type="text" id="token" name="token" required autocomplete="one-time-code" value="${esc(typed?.token ?? '')}"${fieldState('token')}>
@@ -179,4 +179,15 @@ function cancelForm(t: InboundTransfer): string {
 <p>Changed your mind? Nothing has moved yet.</p>
 <button type="submit">Cancel this move</button>
 </form>`
+}
+
+/**
+ * Whether the code is on its way: a plain or draft source is asked right after the data moved
+ * (the record notes when), so for a moment the page is shown before it has been asked.
+ */
+function codeAsked(t: InboundTransfer): string {
+  const asked = t.plcCodeRequestedAt !== undefined || (t.dialect !== 'plain' && t.dialect !== 'draft')
+  return asked || t.failure
+    ? 'Your current server has emailed you a confirmation code.'
+    : 'Your current server is being asked to email you a confirmation code now; it usually arrives within a minute.'
 }

@@ -66,6 +66,23 @@ describe('/migrate code step of a draft source', () => {
       {},
     )
 
+  it('says the code is being asked for until the source was asked, then that it was emailed', () => {
+    expect(at(['base'])).toContain('is being asked to email you a confirmation code now')
+    const asked = transferPage(
+      {
+        ...newTransfer(DID, 'https://old.example'),
+        status: 'importing',
+        stage: 'awaitingPlcToken',
+        dialect: 'draft',
+        capabilities: ['base'],
+        plcCodeRequestedAt: Date.now(),
+      },
+      { origin: 'https://new.example', host: 'new.example', canSetPassword: true },
+      {},
+    )
+    expect(asked).toContain('Your current server has emailed you a confirmation code.')
+  })
+
   it('says whether the app settings came, by the capabilities both sides agreed on', () => {
     expect(at(['base', 'preferences'])).toContain('and your app settings.')
     expect(at(['base'])).toContain('does not offer your app settings, so they were not copied')
