@@ -73,8 +73,9 @@ export const migratePlugin = fp(
       page(
         'Move your account here',
         `<p>This server (<strong>${esc(new URL(origin).host)}</strong>) can copy your whole atproto account from
-the server it is on now: posts, follows, images, settings and the private data that server keeps, in one
-encrypted transfer. Then your identity is moved, and your handle and followers come with it.</p>
+the server it is on now: posts, follows, images and settings, each checked against your signature as it arrives, and
+whatever private data that server can hand over (the next page says what, for your server). Then your identity is
+moved, and your handle and followers come with it.</p>
 <form method="get" action="/migrate/check">
 <label for="identifier">Your handle or DID</label>
 ${error ? `<p class="error" role="alert" id="identifier-error">${esc(error)}</p>` : ''}<input type="text" id="identifier" name="identifier" required autocomplete="username" placeholder="alice.example.com" value="${esc(typed)}"${error ? ' aria-invalid="true" aria-describedby="identifier-error" autofocus' : ''}>
