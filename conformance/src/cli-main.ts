@@ -47,6 +47,8 @@ source options
                           client with DPoP, as a destination does); env CONFORMANCE_HANDLE
   --password PASSWORD     its password, for a headless sign-in (env CONFORMANCE_PASSWORD); without
                           it the sign-in URL is printed: open it in a browser on this machine
+  --callback-port N       loopback port of the OAuth redirect (default 8789; part of the client_id,
+                          so keep it fixed between runs: another one is another destination)
   --token TOKEN           or: an access token with the transfer scopes, sent as Bearer
   --key FILE              v1: recipient JWK (private) published at the token's OAuth client origin (D7)
   --plc URL               PLC directory (default https://plc.directory)
@@ -99,6 +101,7 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
       handle: { type: 'string' },
       password: { type: 'string' },
       dialect: { type: 'string' },
+      'callback-port': { type: 'string' },
       key: { type: 'string' },
       plc: { type: 'string' },
       'plc-port': { type: 'string' },
@@ -188,6 +191,7 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
       ...(password !== undefined && { password }),
       scope: dialect === 'draft' ? lib.DRAFT_OAUTH_SCOPE : lib.TRANSFER_OAUTH_SCOPE,
       ...(values.plc && { plcUrl: url('plc') }),
+      ...(values['callback-port'] && { callbackPort: Number(values['callback-port']) }),
       onAuthorizeUrl: (u) =>
         io.err(`open this URL in a browser on this machine and sign in as the test account:\n  ${u.href}\n`),
     })

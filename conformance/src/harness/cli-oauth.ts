@@ -40,11 +40,22 @@ export async function cliOAuthSession(params: {
   onAuthorizeUrl?: (url: URL) => void
   /** Longest wait for the interactive sign-in (default 10 minutes). */
   timeoutMs?: number
+  /**
+   * Loopback port of the redirect URI (default 8789; 0: any free one). It is part of the
+   * client_id, and a source tells destinations apart by client_id: runs with the same port are
+   * one destination (a new export supersedes the last), other ports are another destination,
+   * refused TransferAlreadyActive while the first's transfer is in flight.
+   */
+  callbackPort?: number
 }): Promise<CliOAuthSession> {
   const interactive = params.password === undefined
-  const callbackServer = interactive ? await startCallbackServer(params.timeoutMs ?? 600_000) : undefined
+  const port = params.callbackPort ?? CALLBACK_PORT
+  const callbackServer = interactive
+    ? await startCallbackServer(port, params.timeoutMs ?? 600_000)
+    : undefined
   try {
-    const redirect = callbackServer ? `${callbackServer.url}/callback` : 'http://127.0.0.1:9/callback'
+    // Headless, nothing listens there: the redirect is read from the sign-in's answer.
+    const redirect = callbackServer ? `${callbackServer.url}/callback` : `http://127.0.0.1:${port}/callback`
     const sessions = new Map<string, NodeSavedSession>()
     const oauth = new NodeOAuthClient({
       clientMetadata: buildAtprotoLoopbackClientMetadata({
@@ -86,8 +97,11 @@ export async function cliOAuthSession(params: {
   }
 }
 
+/** The default loopback port of the CLI's redirect URI. */
+export const CALLBACK_PORT = 8789
+
 /** A loopback server that resolves with the query of the first `/callback` request. */
-async function startCallbackServer(timeoutMs: number) {
+async function startCallbackServer(port: number, timeoutMs: number) {
   let resolve!: (params: URLSearchParams) => void
   let reject!: (err: Error) => void
   const received = new Promise<URLSearchParams>((res, rej) => {
@@ -104,11 +118,13 @@ async function startCallbackServer(timeoutMs: number) {
     res.end('pds-transfer-conformance: signed in; you can close this window and go back to the terminal.\n')
     resolve(url.searchParams)
   })
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
+  await new Promise<void>((r, j) => {
+    server.once('error', j)
+    server.listen(port, '127.0.0.1', r)
+  })
   const timer = setTimeout(() => reject(new Error(`no sign-in within ${timeoutMs} ms`)), timeoutMs)
-  const { port } = server.address() as AddressInfo
   return {
-    url: `http://127.0.0.1:${port}`,
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
     received,
     close: () =>
       new Promise<void>((r) => {

@@ -64,9 +64,18 @@ function exportDraft(
   })
 }
 
+/** Evidence of a refused export, with a hint when another client's transfer is in flight. */
+function refused(res: XrpcAnswer, what: string): string {
+  const busy =
+    res.status === 409 && res.json?.error === 'TransferAlreadyActive'
+      ? ' (a transfer of this account by another OAuth client, i.e. another destination, is in flight: let it end or use another test account)'
+      : ''
+  return `${what}: ${describe(res)}${busy}`
+}
+
 /** The capabilities of a 200 answer, or CheckFailed with the answer as evidence. */
 function answered(res: XrpcAnswer, what: string): string[] {
-  expectThat(res.status === 200, `${what}: ${describe(res)}`)
+  expectThat(res.status === 200, refused(res, what))
   const caps = res.json?.capabilities
   expectThat(
     Array.isArray(caps) && caps.every((c) => typeof c === 'string'),
@@ -91,7 +100,7 @@ async function completion(t: DraftSourceTarget, c: NonNullable<SourceTarget['com
   if (!t.state.completion) {
     const transferId = createTransferId()
     const res = await exportDraft(t, transferId, ASKED)
-    expectThat(res.status === 200, `the export to complete failed: ${describe(res)}`)
+    expectThat(res.status === 200, refused(res, 'the export to complete'))
     t.state.completion = { transferId, code: await c.plcToken() }
   }
   return t.state.completion
@@ -134,7 +143,7 @@ export const draftSourceChecks: readonly Check<DraftSourceTarget>[] = [
       'a draft exportAccount ({did, transferId, capabilities}) answers 200 application/json valid against the draft lexicon, echoing the transferId',
     async run(t) {
       const { transferId, answer } = await firstExport(t)
-      expectThat(answer.status === 200, `exportAccount: ${describe(answer)}`)
+      expectThat(answer.status === 200, refused(answer, 'exportAccount'))
       const type = answer.headers.get('content-type') ?? ''
       expectThat(type.startsWith('application/json'), `Content-Type ${JSON.stringify(type)}, not JSON`)
       let out: ReturnType<typeof validateDraftExportOutput>
