@@ -5,6 +5,7 @@ import {
   buildReport,
   DRAFT_COMPLETION_CHECKS,
   destinationChecks,
+  draftDestinationChecks,
   draftSourceChecks,
   formatTable,
   runChecks,
@@ -116,5 +117,11 @@ describe('conformance suite against our own destination', () => {
     expect(results.filter((r) => r.status === 'skip').map((r) => r.id)).toEqual([
       'destination.transport.https',
     ])
+  }, 120_000)
+
+  it('passes every draft destination check: hostile sync answers and completeTransfer operations refused', async () => {
+    const results = await runChecks(draftDestinationChecks, self.draftTarget)
+    console.log(formatTable(buildReport({ role: 'destination', url: self.target.url }, new Date(), results)))
+    expect(results.map((r) => [r.id, r.status])).toEqual(draftDestinationChecks.map((c) => [c.id, 'pass']))
   }, 120_000)
 })
