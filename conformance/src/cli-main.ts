@@ -28,9 +28,10 @@ const USAGE = `usage: pds-transfer-conformance <mode> [options]
 modes
   --source URL        check a sending PDS (v1: --did, --token or --handle/--password, --key;
                       --dialect draft: --handle/--password (OAuth DPoP) or --did --token)
-  --destination URL   check a receiving PDS (needs --start-hook; see README "destination mode")
-  self                run every check in-process against pds-transfer's own source (v1 and draft)
-                      and destination
+  --destination URL   check a receiving PDS (needs --start-hook; see README "destination mode");
+                      with --dialect draft, its pulls from a hostile draft source
+  self                run every check in-process against pds-transfer's own source and destination
+                      (v1 and draft)
   vectors             check this implementation against conformance/vectors
   capture             record one raw exportAccount response (--source, --did, --token, --key, --out)
   inspect DIR         decode a capture offline: frames, blobs, CAR root, violations
@@ -311,10 +312,42 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
         ? { url: url('plc'), close: async () => {} }
         : await lib.startPlcDirectory(Number(values['plc-port'] ?? 2582))
       const listen = listenAddress()
+      const clientId = values['client-id'] ?? `${destinationUrl}/.well-known/oauth-client-metadata/migration`
+      if (dialect === 'draft') {
+        const hostileDraft = await lib.startHostileDraftSource({
+          plcUrl: plcDir.url,
+          destinationClientId: clientId,
+          host: listen.host,
+          port: listen.port,
+          ...(values['public-url'] && { publicUrl: url('public-url') }),
+        })
+        io.err(`hostile draft source at ${hostileDraft.url}, test DIDs in PLC ${plcDir.url}\n`)
+        try {
+          const driver = lib.httpHookDriver(
+            destinationUrl,
+            hook,
+            values['complete-hook'] ? url('complete-hook') : undefined,
+          )
+          const results = await lib.runChecks(
+            lib.draftDestinationChecks,
+            {
+              url: destinationUrl,
+              hostile: hostileDraft,
+              ...driver,
+              ...(timeoutMs && { verdictTimeoutMs: timeoutMs }),
+            },
+            { ...(only && { only }), onResult: progress },
+          )
+          io.err('\n')
+          return await report('destination', destinationUrl, started, results)
+        } finally {
+          await hostileDraft.close()
+          await plcDir.close()
+        }
+      }
       const hostile = await lib.startHostileSource({
         plcUrl: plcDir.url,
-        destinationClientId:
-          values['client-id'] ?? `${destinationUrl}/.well-known/oauth-client-metadata/migration`,
+        destinationClientId: clientId,
         host: listen.host,
         port: listen.port,
         ...(values['public-url'] && { publicUrl: url('public-url') }),
@@ -468,7 +501,10 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
       } finally {
         await draftSrc.close()
       }
-      results.push(...(await lib.runChecks(lib.destinationChecks, dst.target, selected)))
+      results.push(
+        ...(await lib.runChecks(lib.destinationChecks, dst.target, selected)),
+        ...(await lib.runChecks(lib.draftDestinationChecks, dst.draftTarget, selected)),
+      )
       io.err('\n')
       await report('self', `${src.target.url} + ${dst.target.url}`, started, results)
     } finally {

@@ -199,6 +199,32 @@ describe('pds-transfer-conformance CLI (black-box modes over HTTP)', () => {
     expect(report.summary).toMatchObject({ fail: 0 })
   })
 
+  it('--destination --dialect draft: exit 0 against our destination, every draft check passing', async () => {
+    const run = await cli([
+      '--destination',
+      dest.url,
+      '--dialect',
+      'draft',
+      '--start-hook',
+      `${dest.url}${START_HOOK_PATH}`,
+      '--complete-hook',
+      `${dest.url}${COMPLETE_HOOK_PATH}`,
+      '--plc',
+      plcDir.url,
+      '--json',
+      '-',
+    ])
+    expect(run.code, run.stderr).toBe(0)
+    const report = JSON.parse(run.stdout) as ConformanceReport
+    expect(report.results.map((r) => [r.id, r.status])).toEqual([
+      ['destination.draft.accepts.honest', 'pass'],
+      ['destination.draft.rejects.car-wrong-key', 'pass'],
+      ['destination.draft.rejects.getblob-wrong-bytes', 'pass'],
+      ['destination.draft.complete.drops-user-key', 'pass'],
+      ['destination.draft.complete.changes-handle', 'pass'],
+    ])
+  })
+
   it("self: the draft's checks run too, on a source of their own, completion included", async () => {
     const run = await cli(['self', '--only', 'source.draft', '--json', '-'])
     expect(run.code, run.stderr).toBe(0)
