@@ -173,8 +173,12 @@ describe('the suite against broken builds of our destination', () => {
   async function failures(variant: typeof broken.variant) {
     broken.variant = variant
     try {
-      // A fresh target object: the honest control runs again under this build.
-      const results = await runChecks(destinationChecks, { ...self.target })
+      // A fresh target object: the honest control runs again under this build. The draft's
+      // checks too: the same verifiers read what comes over the sync endpoints.
+      const results = [
+        ...(await runChecks(destinationChecks, { ...self.target })),
+        ...(await runChecks(draftDestinationChecks, { ...self.draftTarget })),
+      ]
       return results.filter((r) => r.status === 'fail')
     } finally {
       broken.variant = 'none'

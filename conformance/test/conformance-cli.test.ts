@@ -219,6 +219,9 @@ describe('pds-transfer-conformance CLI (black-box modes over HTTP)', () => {
     expect(report.results.map((r) => [r.id, r.status])).toEqual([
       ['destination.draft.accepts.honest', 'pass'],
       ['destination.draft.rejects.car-wrong-key', 'pass'],
+      ['destination.draft.rejects.car-other-did', 'pass'],
+      ['destination.draft.rejects.private-state-invalid', 'pass'],
+      ['destination.draft.rejects.preferences-item-invalid', 'pass'],
       ['destination.draft.rejects.getblob-wrong-bytes', 'pass'],
       ['destination.draft.complete.drops-user-key', 'pass'],
       ['destination.draft.complete.changes-handle', 'pass'],

@@ -124,6 +124,54 @@ export const draftDestinationChecks: readonly Check<DraftDestinationTarget>[] = 
     },
   },
   {
+    id: 'destination.draft.rejects.car-other-did',
+    section: '0015 §3, repository spec',
+    level: 'MUST',
+    title:
+      "a repo from getRepo signed with the DID's key whose commit names another DID is refused and not committed",
+    async run(t) {
+      await needControl(t)
+      const { account, result } = await runTransfer(t, 'car-other-did')
+      expectThat(!result.accepted, `the destination accepted another DID's repo: ${show(result.status)}`)
+      const reason = reasonEvidence(result.status, ['RepoInvalid'])
+      return `${show(result.status)}; ${reason}; ${await nothingKept(t, account)}`
+    },
+  },
+  {
+    id: 'destination.draft.rejects.private-state-invalid',
+    section: '0015 §5',
+    level: 'MUST',
+    title:
+      'exportAccount\'s privateState with a known field of the wrong type (emailConfirmed: "yes") is refused',
+    async run(t) {
+      await needControl(t)
+      const { account, result } = await runTransfer(t, 'private-state-invalid')
+      expectThat(!result.accepted, `the destination accepted the private state: ${show(result.status)}`)
+      const reason = reasonEvidence(result.status, ['AccountStateInvalid'])
+      return `${show(result.status)}; ${reason}; ${await nothingKept(t, account)}`
+    },
+  },
+  {
+    id: 'destination.draft.rejects.preferences-item-invalid',
+    section: '0015 §7, §3',
+    level: 'MUST',
+    title:
+      'with preferences negotiated, a getPreferences item its app.bsky lexicon refuses (adultContentPref enabled: "yes") is refused',
+    async run(t) {
+      await needControl(t)
+      const { account, result } = await runTransfer(t, 'preferences-item-invalid')
+      if (result.accepted && result.status.error === undefined) {
+        // A destination that never asks for preferences has nothing to refuse.
+        const asked = t.hostile.preferencesAsked(account.did)
+        if (!asked)
+          skip('the destination did not ask for the preferences capability, nor call getPreferences')
+      }
+      expectThat(!result.accepted, `the destination accepted the preferences: ${show(result.status)}`)
+      const reason = reasonEvidence(result.status, ['PreferencesInvalid'])
+      return `${show(result.status)}; ${reason}; ${await nothingKept(t, account)}`
+    },
+  },
+  {
     id: 'destination.draft.rejects.getblob-wrong-bytes',
     section: '0015 §3, Addendum',
     level: 'MUST',

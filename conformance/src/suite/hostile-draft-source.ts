@@ -9,17 +9,20 @@ import { bearerSourceClient } from '@pds-transfer/destination'
 import type { AccountSource } from '@pds-transfer/source'
 import Fastify, { type FastifyReply } from 'fastify'
 import { buildAccount, type FixtureAccount, fixtureBytes } from '../fixtures/build-account.ts'
-import { collect, forgedCar } from '../harness/hostile-streams.ts'
+import { carForOtherDid, collect, forgedCar } from '../harness/hostile-streams.ts'
 import { type SourceServer, startSourceServer } from '../harness/source-server.ts'
 import { TRANSFER_SCOPES } from '../harness/test-authorizer.ts'
 import { SqliteAccountStore } from '../store/sqlite-account-store.ts'
-import type { HostileAccount } from './hostile-source.ts'
+import { BAD_PREFERENCES, type HostileAccount } from './hostile-source.ts'
 
 /** What a hostile draft source does to one account's pull or completion. */
 export type HostileDraftBehaviour =
   | 'honest'
   | 'car-wrong-key'
+  | 'car-other-did'
   | 'getblob-wrong-bytes'
+  | 'private-state-invalid'
+  | 'preferences-item-invalid'
   | 'complete-drops-user-key'
   | 'complete-changes-handle'
 
@@ -31,8 +34,9 @@ export type HostileDraftAccount = Omit<HostileAccount, 'behaviour'> & { behaviou
  * well-known (so a destination tells it as draft by the unauthenticated probe), the draft's JSON
  * exportAccount and completeTransfer from our honest source plugin behind it, and the sync
  * endpoints the destination pulls the data over (getRepo, getLatestCommit, listBlobs, getBlob)
- * served from its store, where the attacks are: a repo signed by another key, a blob whose bytes
- * do not hash to its CID, a completeTransfer operation (validly signed by the source's rotation
+ * served from its store, where the attacks are: a repo signed by another key or naming another
+ * DID, a blob whose bytes do not hash to its CID, a private state with a known field of the wrong
+ * type, preferences an app.bsky lexicon refuses (with `preferences` negotiated), a completeTransfer operation (validly signed by the source's rotation
  * key, so PLC itself would take it) that drops the user's key or also changes the handle.
  */
 export interface HostileDraftSource {
@@ -41,6 +45,8 @@ export interface HostileDraftSource {
   createAccount(behaviour: HostileDraftBehaviour): Promise<HostileDraftAccount>
   /** The PLC code last "emailed" for an account (requestPlcOperationSignature). */
   plcToken(did: string): string | undefined
+  /** Whether the destination called getPreferences for an account. */
+  preferencesAsked(did: string): boolean
   close(): Promise<void>
 }
 
@@ -63,6 +69,7 @@ export async function startHostileDraftSource(options: {
   const app = Fastify({ logger: false, forceCloseConnections: true, bodyLimit: 1 << 20 })
   const byToken = new Map<string, { account: FixtureAccount; behaviour: HostileDraftBehaviour }>()
   const byDid = new Map<string, { account: FixtureAccount; behaviour: HostileDraftBehaviour }>()
+  const preferencesCalled = new Set<string>()
   let url = ''
 
   const innerClient = (did: string) =>
@@ -70,9 +77,12 @@ export async function startHostileDraftSource(options: {
       inner.url,
       inner.auth.issue({ did, clientId: options.destinationClientId }, TRANSFER_SCOPES),
     )
-  /** The repo this account's sync endpoints serve: the forged one for car-wrong-key. */
-  const repoStore = (did: string): AccountSource =>
-    byDid.get(did)?.behaviour === 'car-wrong-key' ? scratch : inner.store
+  /** Where the repo this account's sync endpoints serve is kept, and under which DID. */
+  const forged = new Map<string, string>()
+  const repoOf = (did: string): { store: AccountSource; did: string } => {
+    const other = forged.get(did)
+    return other ? { store: scratch, did: other } : { store: inner.store, did }
+  }
 
   /** completeTransfer's answer re-signed by the source's rotation key, changed as the behaviour says. */
   async function hostileOperation(behaviour: HostileDraftBehaviour, op: plc.Operation) {
@@ -108,7 +118,20 @@ export async function startHostileDraftSource(options: {
         headers: { 'content-type': 'application/json' },
         ...(request.method !== 'GET' && request.body ? { body: request.body as Buffer } : {}),
       })
-      const json = await res.json().catch(() => ({}))
+      const json = (await res.json().catch(() => ({}))) as Record<string, unknown>
+      if (nsid === NSID.exportAccount && res.ok && entry.behaviour === 'private-state-invalid') {
+        // A known field (§5) of the wrong type.
+        return reply.send({
+          ...json,
+          privateState: { ...(json.privateState as object), emailConfirmed: 'yes' },
+        })
+      }
+      if (nsid === NSID.exportAccount && res.ok && entry.behaviour === 'preferences-item-invalid') {
+        // Negotiated as a source serving app.bsky would: only if asked.
+        const asked = (JSON.parse(String(request.body)) as { capabilities?: string[] }).capabilities ?? []
+        const capabilities = asked.filter((c) => c === 'base' || c === 'preferences')
+        return reply.send({ ...json, capabilities })
+      }
       if (nsid === NSID.completeTransfer && res.ok && entry.behaviour.startsWith('complete-')) {
         const { signedPlcOperation } = json as { signedPlcOperation: plc.Operation }
         return reply.send({ signedPlcOperation: await hostileOperation(entry.behaviour, signedPlcOperation) })
@@ -118,13 +141,15 @@ export async function startHostileDraftSource(options: {
     const did = q.get('did') ?? entry?.account.did ?? ''
     switch (nsid) {
       case 'com.atproto.sync.getLatestCommit': {
-        const snap = await repoStore(did).snapshotRepo(did)
+        const repo = repoOf(did)
+        const snap = await repo.store.snapshotRepo(repo.did)
         await snap.release()
         return reply.send({ cid: snap.commitCid, rev: snap.rev })
       }
       case 'com.atproto.sync.getRepo': {
         const since = q.get('since') ?? undefined
-        const snap = await repoStore(did).snapshotRepo(did, since ? { since } : {})
+        const repo = repoOf(did)
+        const snap = await repo.store.snapshotRepo(repo.did, since ? { since } : {})
         try {
           const car = await collect(snap.open())
           return reply.type('application/vnd.ipld.car').send(Buffer.from(car))
@@ -152,6 +177,11 @@ export async function startHostileDraftSource(options: {
         if (!stream) return refuse(reply, 400, 'BlobNotFound', `no blob ${cid}`)
         return reply.type('application/octet-stream').send(Buffer.from(await collect(stream)))
       }
+      case 'app.bsky.actor.getPreferences':
+        preferencesCalled.add(did)
+        if (entry?.behaviour === 'preferences-item-invalid')
+          return reply.send({ preferences: BAD_PREFERENCES })
+        return reply.send({ preferences: await inner.store.getPreferences(did) })
       case 'com.atproto.identity.requestPlcOperationSignature':
         await inner.store.requestPlcToken(did)
         return reply.send({})
@@ -175,13 +205,27 @@ export async function startHostileDraftSource(options: {
         pdsRotationKey: inner.rotationKey,
         shape: { posts: 12, blobSizes: Array.from({ length: 4 }, (_, i) => 12_000 + i * 517) },
       })
-      if (behaviour === 'car-wrong-key') await forgedCar(scratch, account.did)
+      if (behaviour === 'car-wrong-key') {
+        await forgedCar(scratch, account.did)
+        forged.set(account.did, account.did)
+      }
+      if (behaviour === 'car-other-did') {
+        // Signed with the account's real key, for a DID that is not the account's.
+        const other = `did:plc:${randomBytes(12)
+          .toString('hex')
+          .replace(/[0189]/g, 'a')
+          .slice(0, 24)}`
+        await carForOtherDid(scratch, other, account.signingKey)
+        forged.set(account.did, other)
+      }
       const token = randomBytes(24).toString('base64url')
       byToken.set(token, { account, behaviour })
       byDid.set(account.did, { account, behaviour })
       const blobs = [...account.blobs.keys()]
       const mustNotStore =
-        behaviour === 'car-wrong-key'
+        behaviour === 'car-wrong-key' ||
+        behaviour === 'car-other-did' ||
+        behaviour === 'private-state-invalid'
           ? { repo: true, blobs }
           : behaviour === 'getblob-wrong-bytes'
             ? { repo: false, blobs: [...blobs].sort().slice(0, 1) }
@@ -189,6 +233,7 @@ export async function startHostileDraftSource(options: {
       return { did: account.did, behaviour, token, blobs, mustNotStore }
     },
     plcToken: (did) => inner.store.outbox.filter((m) => m.did === did).at(-1)?.token,
+    preferencesAsked: (did) => preferencesCalled.has(did),
     async close() {
       await app.close()
       await inner.close()
