@@ -5,7 +5,8 @@
 import { readFile, writeFile } from 'node:fs/promises'
 import { parseArgs } from 'node:util'
 import type { TransferAlgorithm, TransferPrivateJwk } from '@pds-transfer/core'
-import type { CheckResult, ConformanceReport, SourceTarget } from './suite/index.ts'
+import type { SourceClient } from '@pds-transfer/destination'
+import type { CheckResult, ConformanceReport, DraftSourceTarget, SourceTarget } from './suite/index.ts'
 
 /** The heavy modules (atproto, HPKE, fastify), loaded only once the arguments are known good. */
 const load = async () => ({
@@ -13,6 +14,7 @@ const load = async () => ({
   ...(await import('@pds-transfer/destination')),
   ...(await import('./suite/index.ts')),
   ...(await import('./harness/key-host.ts')),
+  ...(await import('./harness/cli-oauth.ts')),
   ...(await import('./harness/plc-directory.ts')),
   ...(await import('./harness/destination-server.ts')),
   ...(await import('./harness/start-hook.ts')),
@@ -24,9 +26,12 @@ let lib!: Awaited<ReturnType<typeof load>>
 const USAGE = `usage: pds-transfer-conformance <mode> [options]
 
 modes
-  --source URL        check a sending PDS (needs --did, --token, --key)
-  --destination URL   check a receiving PDS (needs --start-hook; see README "destination mode")
+  --source URL        check a sending PDS (v1: --did, --token or --handle/--password, --key;
+                      --dialect draft: --handle/--password (OAuth DPoP) or --did --token)
+  --destination URL   check a receiving PDS (needs --start-hook; see README "destination mode");
+                      with --dialect draft, its pulls from a hostile draft source
   self                run every check in-process against pds-transfer's own source and destination
+                      (v1 and draft)
   vectors             check this implementation against conformance/vectors
   capture             record one raw exportAccount response (--source, --did, --token, --key, --out)
   inspect DIR         decode a capture offline: frames, blobs, CAR root, violations
@@ -36,9 +41,17 @@ modes
   serve-destination   run our destination with the start hook and a PLC directory (--port, --plc-port)
 
 source options
-  --did DID               the test account
-  --token TOKEN           access token with the transfer scopes (sent as Bearer)
-  --key FILE              recipient JWK (private) published at the token's OAuth client origin (D7)
+  --dialect v1|draft      which proposal the source serves: v1 (0014's stream, default) or draft
+                          (0015's JSON exportAccount and the sync endpoints)
+  --did DID               the test account (default with --handle: the signed-in account)
+  --handle HANDLE         sign the test account in at the PDS's own OAuth server (a loopback
+                          client with DPoP, as a destination does); env CONFORMANCE_HANDLE
+  --password PASSWORD     its password, for a headless sign-in (env CONFORMANCE_PASSWORD); without
+                          it the sign-in URL is printed: open it in a browser on this machine
+  --callback-port N       loopback port of the OAuth redirect (default 8789; part of the client_id,
+                          so keep it fixed between runs: another one is another destination)
+  --token TOKEN           or: an access token with the transfer scopes, sent as Bearer
+  --key FILE              v1: recipient JWK (private) published at the token's OAuth client origin (D7)
   --plc URL               PLC directory (default https://plc.directory)
   --other-token T --other-key FILE   a token of the same account for a second client (another
                           origin publishing FILE), for TransferAlreadyActive
@@ -86,6 +99,10 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
       destination: { type: 'string' },
       did: { type: 'string' },
       token: { type: 'string' },
+      handle: { type: 'string' },
+      password: { type: 'string' },
+      dialect: { type: 'string' },
+      'callback-port': { type: 'string' },
       key: { type: 'string' },
       plc: { type: 'string' },
       'plc-port': { type: 'string' },
@@ -158,13 +175,66 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
     return { host, port: n }
   }
 
+  const dialect = values.dialect ?? 'v1'
+  const handle = values.handle ?? process.env.CONFORMANCE_HANDLE
+  const password = values.password ?? process.env.CONFORMANCE_PASSWORD
+
+  /**
+   * The test account's client: a bearer `--token`, or a real OAuth session with DPoP at the
+   * PDS's own authorization server (`--handle`, headless with `--password`, else in a browser).
+   */
+  async function accountClient(sourceUrl: string): Promise<{ did: string; client: SourceClient }> {
+    if (values.token) return { did: need('did'), client: lib.bearerSourceClient(sourceUrl, values.token) }
+    if (!handle && !values.did) throw new UsageError('give --handle (and --password) or --did and --token')
+    const session = await lib.cliOAuthSession({
+      identifier: values.did ?? (handle as string),
+      ...(handle && { username: handle }),
+      ...(password !== undefined && { password }),
+      scope: dialect === 'draft' ? lib.DRAFT_OAUTH_SCOPE : lib.TRANSFER_OAUTH_SCOPE,
+      ...(values.plc && { plcUrl: url('plc') }),
+      ...(values['callback-port'] && { callbackPort: Number(values['callback-port']) }),
+      onAuthorizeUrl: (u) =>
+        io.err(`open this URL in a browser on this machine and sign in as the test account:\n  ${u.href}\n`),
+    })
+    if (new URL(session.aud).origin !== new URL(sourceUrl).origin) {
+      throw new UsageError(`${session.did} is hosted at ${session.aud}, not at --source ${sourceUrl}`)
+    }
+    io.err(`signed in as ${session.did} with OAuth (DPoP); granted: ${session.grantedScope}\n`)
+    return { did: session.did, client: { url: sourceUrl, fetch: session.client.fetch } }
+  }
+
+  function completion(): SourceTarget['complete'] {
+    if (!values.complete) return undefined
+    const token = need('plc-token')
+    return {
+      plcToken: async () => token,
+      newPdsEndpoint: url('new-pds'),
+      newSigningKey: need('new-signing-key'),
+      newRotationKey: need('new-rotation-key'),
+      submit: values['submit-plc'] === true,
+    }
+  }
+
+  async function draftTarget(): Promise<DraftSourceTarget> {
+    const sourceUrl = url('source')
+    const complete = completion()
+    return {
+      url: sourceUrl,
+      ...(await accountClient(sourceUrl)),
+      ...(values.plc && { plcUrl: url('plc') }),
+      ...(values['other-did'] && { otherDid: values['other-did'] }),
+      ...(timeoutMs && { timeoutMs }),
+      ...(complete && { complete }),
+    }
+  }
+
   async function sourceTarget(): Promise<SourceTarget> {
     const sourceUrl = url('source')
+    const recipientKey = await loadKey(need('key'))
     const target: SourceTarget = {
       url: sourceUrl,
-      did: need('did'),
-      client: lib.bearerSourceClient(sourceUrl, need('token')),
-      recipientKey: await loadKey(need('key')),
+      ...(await accountClient(sourceUrl)),
+      recipientKey,
       ...(values.plc && { plcUrl: url('plc') }),
       ...(values['signing-key'] && { signingKey: values['signing-key'] }),
       ...(values['other-did'] && { otherDid: values['other-did'] }),
@@ -177,16 +247,8 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
       }
     }
     if (values.extensions !== undefined) target.extensions = values.extensions.split(',').filter(Boolean)
-    if (values.complete) {
-      const token = need('plc-token')
-      target.complete = {
-        plcToken: async () => token,
-        newPdsEndpoint: url('new-pds'),
-        newSigningKey: need('new-signing-key'),
-        newRotationKey: need('new-rotation-key'),
-        submit: values['submit-plc'] === true,
-      }
-    }
+    const complete = completion()
+    if (complete) target.complete = complete
     return target
   }
 
@@ -223,7 +285,17 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
       throw new UsageError('--timeout must be a positive number of ms')
     if (values.source) url('source')
     if (values.destination) url('destination')
+    if (dialect !== 'v1' && dialect !== 'draft') throw new UsageError('--dialect must be v1 or draft')
     lib = await load()
+    if (values.source && !mode && dialect === 'draft') {
+      const target = await draftTarget()
+      const results = await lib.runChecks(lib.draftSourceChecks, target, {
+        ...(only && { only }),
+        onResult: progress,
+      })
+      io.err('\n')
+      return report('source', target.url, started, results)
+    }
     if (values.source && !mode) {
       const target = await sourceTarget()
       const results = await lib.runChecks(lib.sourceChecks, target, {
@@ -240,10 +312,42 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
         ? { url: url('plc'), close: async () => {} }
         : await lib.startPlcDirectory(Number(values['plc-port'] ?? 2582))
       const listen = listenAddress()
+      const clientId = values['client-id'] ?? `${destinationUrl}/.well-known/oauth-client-metadata/migration`
+      if (dialect === 'draft') {
+        const hostileDraft = await lib.startHostileDraftSource({
+          plcUrl: plcDir.url,
+          destinationClientId: clientId,
+          host: listen.host,
+          port: listen.port,
+          ...(values['public-url'] && { publicUrl: url('public-url') }),
+        })
+        io.err(`hostile draft source at ${hostileDraft.url}, test DIDs in PLC ${plcDir.url}\n`)
+        try {
+          const driver = lib.httpHookDriver(
+            destinationUrl,
+            hook,
+            values['complete-hook'] ? url('complete-hook') : undefined,
+          )
+          const results = await lib.runChecks(
+            lib.draftDestinationChecks,
+            {
+              url: destinationUrl,
+              hostile: hostileDraft,
+              ...driver,
+              ...(timeoutMs && { verdictTimeoutMs: timeoutMs }),
+            },
+            { ...(only && { only }), onResult: progress },
+          )
+          io.err('\n')
+          return await report('destination', destinationUrl, started, results)
+        } finally {
+          await hostileDraft.close()
+          await plcDir.close()
+        }
+      }
       const hostile = await lib.startHostileSource({
         plcUrl: plcDir.url,
-        destinationClientId:
-          values['client-id'] ?? `${destinationUrl}/.well-known/oauth-client-metadata/migration`,
+        destinationClientId: clientId,
         host: listen.host,
         port: listen.port,
         ...(values['public-url'] && { publicUrl: url('public-url') }),
@@ -378,9 +482,28 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
         )),
       ]
       await src.enableCompletion()
+      results.push(...(await lib.runChecks(lib.sourceChecks.filter(completing), src.target, selected)))
+      // The draft's checks on a source of their own (its exports would supersede the v1 ones').
+      const draftSrc = await lib.startSelfSource({ plc: plcDir })
+      try {
+        const draftCompleting = (c: { id: string }) => lib.DRAFT_COMPLETION_CHECKS.includes(c.id)
+        results.push(
+          ...(await lib.runChecks(
+            lib.draftSourceChecks.filter((c) => !draftCompleting(c)),
+            draftSrc.draft,
+            selected,
+          )),
+        )
+        await draftSrc.enableDraftCompletion()
+        results.push(
+          ...(await lib.runChecks(lib.draftSourceChecks.filter(draftCompleting), draftSrc.draft, selected)),
+        )
+      } finally {
+        await draftSrc.close()
+      }
       results.push(
-        ...(await lib.runChecks(lib.sourceChecks.filter(completing), src.target, selected)),
         ...(await lib.runChecks(lib.destinationChecks, dst.target, selected)),
+        ...(await lib.runChecks(lib.draftDestinationChecks, dst.draftTarget, selected)),
       )
       io.err('\n')
       await report('self', `${src.target.url} + ${dst.target.url}`, started, results)

@@ -6,12 +6,12 @@ import type {
 } from '@pds-transfer/core'
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
 import { type PlcDirectory, startPlcDirectory } from '../src/harness/plc-directory.ts'
-import { destinationChecks, runChecks } from '../src/suite/index.ts'
+import { destinationChecks, draftDestinationChecks, runChecks } from '../src/suite/index.ts'
 import { type SelfDestination, startSelfDestination } from '../src/suite/self-destination.ts'
 
 /** Which deliberately broken build of our destination the core module below gives. */
 const broken = vi.hoisted(() => ({
-  variant: 'none' as 'none' | 'blob-cid' | 'aead-tag' | 'preferences' | 'mst',
+  variant: 'none' as 'none' | 'blob-cid' | 'aead-tag' | 'preferences' | 'mst' | 'plc-move',
 }))
 
 /**
@@ -141,6 +141,22 @@ vi.mock('../../packages/destination/src/repo-verifier.ts', async (importOriginal
   }
 })
 
+/**
+ * A destination that trusts the operation completeTransfer answers as long as it parses: it
+ * never compares it with the move it asked for (the user's keys, nothing else changed, D8).
+ */
+vi.mock('../../packages/destination/src/plc-check.ts', async (importOriginal) => {
+  const real = await importOriginal<typeof import('../../packages/destination/src/plc-check.ts')>()
+  const plcLib = await import('@did-plc/lib')
+  return {
+    ...real,
+    checkPlcMove: (...args: Parameters<typeof real.checkPlcMove>) =>
+      broken.variant === 'plc-move'
+        ? Promise.resolve(plcLib.def.operation.parse(args[1]))
+        : real.checkPlcMove(...args),
+  }
+})
+
 describe('the suite against broken builds of our destination', () => {
   let plcDir: PlcDirectory
   let self: SelfDestination
@@ -157,13 +173,34 @@ describe('the suite against broken builds of our destination', () => {
   async function failures(variant: typeof broken.variant) {
     broken.variant = variant
     try {
-      // A fresh target object: the honest control runs again under this build.
-      const results = await runChecks(destinationChecks, { ...self.target })
+      // A fresh target object: the honest control runs again under this build. The draft's
+      // checks too: the same verifiers read what comes over the sync endpoints.
+      const results = [
+        ...(await runChecks(destinationChecks, { ...self.target })),
+        ...(await runChecks(draftDestinationChecks, { ...self.draftTarget })),
+      ]
       return results.filter((r) => r.status === 'fail')
     } finally {
       broken.variant = 'none'
     }
   }
+
+  it("trusting completeTransfer's operation: fails the v1 and draft completion checks, and only those", async () => {
+    broken.variant = 'plc-move'
+    try {
+      const v1 = await runChecks(destinationChecks, { ...self.target })
+      const draft = await runChecks(draftDestinationChecks, { ...self.draftTarget })
+      const failed = [...v1, ...draft].filter((r) => r.status === 'fail')
+      expect(failed.map((r) => r.id)).toEqual([
+        'destination.complete.hostile-operation',
+        'destination.draft.complete.drops-user-key',
+        'destination.draft.complete.changes-handle',
+      ])
+      for (const r of failed) expect(r.evidence).toMatch(/completed with the operation/)
+    } finally {
+      broken.variant = 'none'
+    }
+  }, 90_000)
 
   it('not checking blob CIDs: fails destination.rejects.blob-wrong-cid, and only that', async () => {
     const failed = await failures('blob-cid')

@@ -3,10 +3,12 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { NSID } from '@pds-transfer/core'
 import { bearerSourceClient, createTransferId } from '@pds-transfer/destination'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { runCli } from '../src/cli-main.ts'
 import { type DestinationServer, startDestinationServer } from '../src/harness/destination-server.ts'
+import { startJsonRewritingProxy } from '../src/harness/json-rewriting-proxy.ts'
 import { type PlcDirectory, startPlcDirectory } from '../src/harness/plc-directory.ts'
 import { type RewritingProxy, renumber, startRewritingProxy } from '../src/harness/rewriting-proxy.ts'
 import { COMPLETE_HOOK_PATH, START_HOOK_PATH } from '../src/harness/start-hook.ts'
@@ -106,6 +108,57 @@ describe('pds-transfer-conformance CLI (black-box modes over HTTP)', () => {
     ])
   })
 
+  it('--source --dialect draft: exit 0 and every draft check, against our source (bearer token)', async () => {
+    const run = await cli([
+      ...sourceArgs(self.target.url),
+      '--dialect',
+      'draft',
+      '--other-did',
+      self.target.otherDid as string,
+      '--json',
+      '-',
+    ])
+    expect(run.code, run.stderr).toBe(0)
+    const report = JSON.parse(run.stdout) as ConformanceReport
+    expect(report.summary).toMatchObject({ fail: 0, mustFailures: 0 })
+    expect(report.results.filter((r) => r.status === 'pass').map((r) => r.id)).toEqual([
+      'source.draft.export.answer',
+      'source.draft.export.no-credentials',
+      'source.draft.capabilities.intersection',
+      'source.draft.auth.probe',
+      'source.draft.auth.other-account',
+      'source.draft.resume.requires-resumable',
+    ])
+  })
+
+  it('--source --dialect draft: exit 1 naming the check a broken draft source fails', async () => {
+    // Capabilities echoed as asked: the unknown token kept.
+    const echo = await startJsonRewritingProxy(self.source.url, async (call) => {
+      if (call.nsid !== NSID.exportAccount || call.status !== 200) return undefined
+      const asked = (call.request as { capabilities?: string[] }).capabilities ?? ['base']
+      return { status: 200, json: { ...(call.json as object), capabilities: asked } }
+    })
+    try {
+      const run = await cli([...sourceArgs(echo.url), '--dialect', 'draft', '--json', '-'])
+      expect(run.code).toBe(1)
+      const report = JSON.parse(run.stdout) as ConformanceReport
+      const failed = report.results.filter((r) => r.status === 'fail')
+      expect(failed.map((r) => [r.id, r.level])).toEqual([['source.draft.capabilities.intersection', 'MUST']])
+      expect(failed[0]?.evidence).toMatch(/x-conformance-unknown.*the unknown token was kept/)
+    } finally {
+      await echo.close()
+    }
+  })
+
+  it('--dialect other, or draft without an account: exit 2 with a clear message', async () => {
+    expect((await cli(['--source', self.target.url, '--dialect', 'v3'])).stderr).toMatch(
+      /--dialect must be v1 or draft/,
+    )
+    const none = await cli(['--source', self.target.url, '--dialect', 'draft'])
+    expect(none.code).toBe(2)
+    expect(none.stderr).toMatch(/give --handle \(and --password\) or --did and --token/)
+  })
+
   it('capture then inspect: a clean capture, and one whose violations are named', async () => {
     const good = join(dir, 'good')
     expect((await cli(['capture', ...sourceArgs(self.target.url), '--out', good])).code).toBe(0)
@@ -144,6 +197,52 @@ describe('pds-transfer-conformance CLI (black-box modes over HTTP)', () => {
     ])
     expect(report.results.find((r) => r.id === 'destination.complete.hostile-operation')?.status).toBe('pass')
     expect(report.summary).toMatchObject({ fail: 0 })
+  })
+
+  it('--destination --dialect draft: exit 0 against our destination, every draft check passing', async () => {
+    const run = await cli([
+      '--destination',
+      dest.url,
+      '--dialect',
+      'draft',
+      '--start-hook',
+      `${dest.url}${START_HOOK_PATH}`,
+      '--complete-hook',
+      `${dest.url}${COMPLETE_HOOK_PATH}`,
+      '--plc',
+      plcDir.url,
+      '--json',
+      '-',
+    ])
+    expect(run.code, run.stderr).toBe(0)
+    const report = JSON.parse(run.stdout) as ConformanceReport
+    expect(report.results.map((r) => [r.id, r.status])).toEqual([
+      ['destination.draft.accepts.honest', 'pass'],
+      ['destination.draft.rejects.car-wrong-key', 'pass'],
+      ['destination.draft.rejects.car-other-did', 'pass'],
+      ['destination.draft.rejects.private-state-invalid', 'pass'],
+      ['destination.draft.rejects.preferences-item-invalid', 'pass'],
+      ['destination.draft.rejects.getblob-wrong-bytes', 'pass'],
+      ['destination.draft.complete.drops-user-key', 'pass'],
+      ['destination.draft.complete.changes-handle', 'pass'],
+    ])
+  })
+
+  it("self: the draft's checks run too, on a source of their own, completion included", async () => {
+    const run = await cli(['self', '--only', 'source.draft', '--json', '-'])
+    expect(run.code, run.stderr).toBe(0)
+    const report = JSON.parse(run.stdout) as ConformanceReport
+    expect(report.results.map((r) => [r.id, r.status])).toEqual([
+      ['source.draft.transport.https', 'skip'],
+      ['source.draft.export.answer', 'pass'],
+      ['source.draft.export.no-credentials', 'pass'],
+      ['source.draft.capabilities.intersection', 'pass'],
+      ['source.draft.auth.probe', 'pass'],
+      ['source.draft.auth.other-account', 'pass'],
+      ['source.draft.resume.requires-resumable', 'pass'],
+      ['source.draft.complete.refuses-dropping-user-key', 'pass'],
+      ['source.draft.complete.plc-operation', 'pass'],
+    ])
   })
 
   it('self: the completion checks run, against its own throwaway account', async () => {

@@ -21,14 +21,17 @@ async function document(t: DestinationTarget) {
 }
 
 /** How a transfer ended, as the destination reports it. */
-type Verdict = { accepted: boolean; status: DestinationStatus }
+export type Verdict = { accepted: boolean; status: DestinationStatus }
 
 /**
  * Polls the destination's status until it has a verdict: `failed` (refused), or the data is
  * verified and it waits for the PLC token (`stage: awaitingPlcToken`, or status `completing` /
  * `completed` for a destination without our `stage` field).
  */
-async function verdict(t: DestinationTarget, transferId: string): Promise<Verdict> {
+export async function verdict(
+  t: Pick<DestinationTarget, 'status' | 'verdictTimeoutMs'>,
+  transferId: string,
+): Promise<Verdict> {
   const deadline = Date.now() + (t.verdictTimeoutMs ?? 120_000)
   let last: DestinationStatus | undefined
   while (Date.now() < deadline) {
@@ -44,7 +47,7 @@ async function verdict(t: DestinationTarget, transferId: string): Promise<Verdic
   )
 }
 
-const show = (s: DestinationStatus) =>
+export const show = (s: DestinationStatus) =>
   `status ${s.status}${s.stage ? `/${s.stage}` : ''}${s.error ? `, ${s.error}` : ''}${s.reason ? ` (${s.reason.slice(0, 160)})` : ''}`
 
 /** Whether the honest control transfer was imported: hostile checks prove nothing otherwise. */
@@ -68,7 +71,7 @@ async function runTransfer(t: DestinationTarget, behaviour: HostileBehaviour) {
 }
 
 /** Our destination's failure names (D14) that the checks expect. */
-type FailureName =
+export type FailureName =
   | 'StreamInvalid'
   | 'StreamCut'
   | 'RepoInvalid'
@@ -83,7 +86,7 @@ type FailureName =
  * where they can (a flipped tag, a renumbered swap), so a destination that skips a check
  * accepts them whatever it reports.
  */
-function reasonEvidence(status: DestinationStatus, reasons: readonly FailureName[]): string {
+export function reasonEvidence(status: DestinationStatus, reasons: readonly FailureName[]): string {
   if (status.error === undefined) return `no failure reason reported (expected ${reasons.join(' or ')})`
   expectThat(
     (reasons as readonly string[]).includes(status.error),
@@ -93,7 +96,10 @@ function reasonEvidence(status: DestinationStatus, reasons: readonly FailureName
 }
 
 /** Evidence that nothing of what `account` must not leave behind is held (and it is inactive). */
-async function nothingKept(t: DestinationTarget, account: HostileAccount): Promise<string> {
+export async function nothingKept(
+  t: Pick<DestinationTarget, 'probe'>,
+  account: Pick<HostileAccount, 'did' | 'mustNotStore'>,
+): Promise<string> {
   const bad = account.mustNotStore
   const probe = await t.probe(account.did, bad.blobs)
   expectThat(
@@ -157,7 +163,10 @@ function rejects(
 }
 
 /** Polls the status after the PLC code was entered until the completion has an outcome. */
-async function completionOutcome(t: DestinationTarget, transferId: string): Promise<DestinationStatus> {
+export async function completionOutcome(
+  t: Pick<DestinationTarget, 'status' | 'verdictTimeoutMs'>,
+  transferId: string,
+): Promise<DestinationStatus> {
   const deadline = Date.now() + (t.verdictTimeoutMs ?? 120_000)
   let last: DestinationStatus | undefined
   while (Date.now() < deadline) {

@@ -6,6 +6,7 @@ import { startKeyHost } from '../harness/key-host.ts'
 import type { PlcDirectory } from '../harness/plc-directory.ts'
 import { type SourceServer, type SourceServerOptions, startSourceServer } from '../harness/source-server.ts'
 import { TRANSFER_SCOPES } from '../harness/test-authorizer.ts'
+import type { DraftSourceTarget } from './draft-source-checks.ts'
 import type { SourceTarget } from './source-target.ts'
 
 /** Our own source as a suite target, with everything the black-box mode cannot see wired in. */
@@ -16,6 +17,17 @@ export interface SelfSource {
   /** The bearer token in `target.otherClient` (a second destination). */
   otherToken: string
   source: SourceServer
+  /**
+   * The same account as a target of the draft checks (`draftSourceChecks`): our source serves
+   * the draft's JSON exportAccount beside the v1 stream. Use a source of its own for it: the
+   * draft's exports supersede the v1 checks' transfers (same destination, D21).
+   */
+  draft: DraftSourceTarget
+  /**
+   * Lets the draft completion checks run: the code is asked for as a draft destination does
+   * (here the SQLite PDS's equivalent of requestPlcOperationSignature), the move submitted.
+   */
+  enableDraftCompletion(): Promise<void>
   /**
    * Lets the completion checks run: `target.complete` asks for a move to made-up keys with the
    * code from the outbox, submitted to PLC, so the throwaway account really moves (and is
@@ -85,11 +97,33 @@ export async function startSelfSource(options: {
     accountActive: async () => (await source.store.getAccount(account.did))?.status === 'active',
     plcTokenSent: async () => source.store.outbox.some((m) => m.did === account.did),
   }
+  const draft: DraftSourceTarget = {
+    url,
+    did: account.did,
+    client: target.client,
+    plcUrl: options.plc.url,
+    otherDid: other.did,
+    ...(target.accountActive && { accountActive: target.accountActive }),
+  }
   return {
     target,
     token,
     otherToken,
     source,
+    draft,
+    async enableDraftCompletion() {
+      draft.state = undefined
+      draft.complete = {
+        plcToken: async () => {
+          await source.store.requestPlcToken(account.did)
+          return source.store.outbox.filter((m) => m.did === account.did).at(-1)?.token ?? ''
+        },
+        newPdsEndpoint: 'https://destination.example',
+        newSigningKey: (await Secp256k1Keypair.create()).did(),
+        newRotationKey: (await Secp256k1Keypair.create()).did(),
+        submit: true,
+      }
+    },
     async enableCompletion() {
       target.recorded = undefined
       target.complete = {

@@ -640,7 +640,7 @@ export const sourceChecks: readonly Check<SourceTarget>[] = [
 ]
 
 /** Evidence that the account is still active at the source; throws CheckFailed when it is not. */
-async function stillActive(t: SourceTarget): Promise<string> {
+export async function stillActive(t: Pick<SourceTarget, 'url' | 'did' | 'accountActive'>): Promise<string> {
   if (t.accountActive) {
     expectThat(await t.accountActive(), 'the account is no longer active at the source')
     return 'account still active'
@@ -661,7 +661,10 @@ function exportInput(t: SourceTarget, key: TransferPrivateJwk = t.recipientKey) 
   return { did: t.did, transferId: createTransferId(), algorithm: key.alg, encryptionKey: publicJwk(key) }
 }
 
-async function currentRotationKeys(t: SourceTarget): Promise<string[]> {
+/** The DID's current rotation keys, then the destination's (`complete.newRotationKey`) when completing. */
+export async function currentRotationKeys(
+  t: Pick<SourceTarget, 'did' | 'plcUrl' | 'complete'>,
+): Promise<string[]> {
   const data = await new plc.Client(t.plcUrl ?? 'https://plc.directory').getDocumentData(t.did)
   return [...data.rotationKeys, ...(t.complete ? [t.complete.newRotationKey] : [])]
 }
