@@ -2,13 +2,14 @@
  * A destination PDS in its own process, for tests that kill it mid-transfer (`kill -9`) and
  * start it again on the same directory and port. Configured by environment:
  * PLC_URL, DEST_DIR, DEST_PORT, SOURCE_URL, SOURCE_TOKEN (a bearer token the source accepts,
- * standing in for a durable OAuth session), ALGORITHMS (optional, comma-separated). On start
+ * standing in for a durable OAuth session), SOURCE_VIA (optional: the base URL the source's
+ * requests are sent to instead, a fault proxy in front of it), ALGORITHMS (optional, comma-separated). On start
  * it runs `engine.recover()`; then it answers IPC messages `{ id, start: did }`,
  * `{ id, wait: transferId }`, `{ id, complete: transferId, plcToken }` and `{ id, rss: true }`
  * with `{ id, result }`. It exits when the test process is gone.
  */
 import type { TransferAlgorithm } from '@pds-transfer/core'
-import { bearerSourceClient } from '@pds-transfer/destination'
+import { bearerSourceClient, type SourceClient } from '@pds-transfer/destination'
 import { peakRssMiB } from '../../../packages/core/bench/peak-rss.ts'
 import { exitWithParent } from './child-peer.ts'
 import { startDestinationServer } from './destination-server.ts'
@@ -20,7 +21,13 @@ const env = (name: string): string => {
 }
 
 exitWithParent()
-const client = () => bearerSourceClient(env('SOURCE_URL'), env('SOURCE_TOKEN'))
+const client = (): SourceClient => {
+  const direct = bearerSourceClient(env('SOURCE_URL'), env('SOURCE_TOKEN'))
+  const via = process.env.SOURCE_VIA
+  if (!via) return direct
+  const routed = bearerSourceClient(via, env('SOURCE_TOKEN'))
+  return { url: direct.url, fetch: routed.fetch }
+}
 const dest = await startDestinationServer({
   plc: { url: env('PLC_URL') },
   dir: env('DEST_DIR'),

@@ -1,6 +1,6 @@
 import { randomBytes, randomUUID, scryptSync } from 'node:crypto'
 import { createWriteStream, type WriteStream } from 'node:fs'
-import { rename, rm } from 'node:fs/promises'
+import { readdir, rename, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { Secp256k1Keypair } from '@atproto/crypto'
 import type { AccountState } from '@pds-transfer/core'
@@ -22,6 +22,23 @@ import type { SqliteAccountStore } from './sqlite-account-store.ts'
  * swaps them in with one transaction; blobs are written to temporary files and renamed into
  * place on commit, so a failed unit leaves nothing behind.
  */
+/** Prefix of a blob's temporary file, before `<pid>-<uuid>`. */
+const INCOMING = '.incoming-'
+
+/** Whether the process named at the start of `<pid>-<uuid>` is this one or still running. */
+function writerAlive(name: string): boolean {
+  const pid = Number(/^(\d+)-/.exec(name)?.[1])
+  if (!Number.isSafeInteger(pid)) return false
+  if (pid === process.pid) return true
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (err) {
+    // EPERM: running, under another user.
+    return (err as NodeJS.ErrnoException).code === 'EPERM'
+  }
+}
+
 export class SqliteAccountSink implements AccountSink {
   /** Stages whose discard failed (e.g. SQLITE_FULL: even a DELETE needs room in the WAL). */
   private readonly leftover = new Set<string>()
@@ -79,7 +96,8 @@ export class SqliteAccountSink implements AccountSink {
   }
 
   async stageRepo(_did: string): Promise<RepoStaging> {
-    const stage = randomUUID()
+    // Named by this process, so that a later one can tell a dead writer's stage from a live one's.
+    const stage = `${process.pid}-${randomUUID()}`
     const db = this.db
     const leftover = this.leftover
     // A failed import's blocks are removed once there is room again, before new ones are staged.
@@ -153,7 +171,7 @@ export class SqliteAccountSink implements AccountSink {
   }
 
   async startBlob(did: string, cid: string, size: number): Promise<BlobUpload> {
-    const temp = join(this.store.dir, 'blobs', `.incoming-${randomUUID()}`)
+    const temp = join(this.store.dir, 'blobs', `${INCOMING}${process.pid}-${randomUUID()}`)
     // A 1 MiB buffer lets writes of decrypted chunks queue up while the next ones are decrypted
     // and hashed: with the default 16 KiB every 64 KiB chunk waited for its own disk write.
     const out: WriteStream = createWriteStream(temp, { highWaterMark: 1 << 20 })
@@ -207,6 +225,28 @@ export class SqliteAccountSink implements AccountSink {
         await rm(temp, { force: true })
       },
     }
+  }
+
+  /**
+   * Removes the temporary blob files and staged blocks of writers that are gone (a process
+   * killed mid-write: its pid, in their names, is no longer running). Those of this process and
+   * of other live ones are left alone.
+   */
+  async sweepUnfinished(): Promise<number> {
+    let removed = 0
+    const dir = join(this.store.dir, 'blobs')
+    for (const name of await readdir(dir)) {
+      if (!name.startsWith(INCOMING) || writerAlive(name.slice(INCOMING.length))) continue
+      await rm(join(dir, name), { force: true })
+      removed++
+    }
+    const stages = this.db.prepare('SELECT DISTINCT stage FROM staged_block').pluck().all() as string[]
+    for (const stage of stages) {
+      if (writerAlive(stage)) continue
+      this.db.prepare('DELETE FROM staged_block WHERE stage = ?').run(stage)
+      removed++
+    }
+    return removed
   }
 
   async hasBlob(did: string, cid: string): Promise<boolean> {
