@@ -1,11 +1,13 @@
+import { spawn } from 'node:child_process'
 import { createHash } from 'node:crypto'
-import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises'
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
+import type { DiskBlobStore } from '@atproto/pds'
 import { verifyRepoCar } from '@atproto/repo'
 import * as plcLib from '@did-plc/lib'
 import { PLAIN_PDS_OAUTH_SCOPE } from '@pds-transfer/core'
-import type { InboundTransfer, SourceClient } from '@pds-transfer/destination'
+import type { AccountSink, InboundTransfer, RepoStagingFile, SourceClient } from '@pds-transfer/destination'
 import { CID } from 'multiformats/cid'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { type SeededAccount, seedReferenceAccount } from '../src/fixtures/seed-reference-account.ts'
@@ -20,6 +22,8 @@ import { type HttpFault, type HttpFaultProxy, startHttpFaultProxy } from '../src
 import { startPlainPds } from '../src/harness/plain-pds.ts'
 import { oauthSourceClient, routeByNsid } from '../src/harness/plain-pds-oauth.ts'
 import { type PlcDirectory, startPlcDirectory } from '../src/harness/plc-directory.ts'
+import { startReferencePds } from '../src/harness/reference-pds.ts'
+import { SqliteAccountSink } from '../src/store/sqlite-account-sink.ts'
 import { SqliteAccountStore } from '../src/store/sqlite-account-store.ts'
 
 /** Small accounts: the drills are about the path, not the volume. */
@@ -391,3 +395,94 @@ async function expectNothingHalfWritten(store: SqliteAccountStore): Promise<void
     )
   }
 }
+
+/**
+ * The guard the SIGKILL drill needed (`AccountSink.sweepUnfinished`, run by `recover()`): what a
+ * dead writer left is removed; what a live one is writing is not (several workers may share a
+ * sink), in the SQLite test PDS and in the reference PDS.
+ */
+describe('sweeping what a killed writer left', () => {
+  const blob = {
+    cid: 'bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku',
+    bytes: Buffer.from('hello world'),
+  }
+  const block = { cid: new Uint8Array(CID.parse(blob.cid).bytes), bytes: new Uint8Array(blob.bytes) }
+
+  /** A pid that was a process a moment ago and is gone now. */
+  async function deadPid(): Promise<number> {
+    const child = spawn(process.execPath, ['-e', ''])
+    await new Promise((resolve) => child.once('exit', resolve))
+    return child.pid as number
+  }
+
+  /** Starts a live blob upload and a live staging in `sink`, to be left alone by a sweep. */
+  async function liveWrites(sink: AccountSink) {
+    const upload = await sink.startBlob('did:plc:sweeplive', blob.cid, 2 * blob.bytes.length)
+    await upload.write(blob.bytes)
+    const staging = await sink.stageRepo('did:plc:sweeplive')
+    await staging.put([block])
+    return { upload, staging }
+  }
+
+  it('the SQLite test PDS', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'sync-drill-sweep-'))
+    const store = await SqliteAccountStore.open(dir)
+    try {
+      const sink = new SqliteAccountSink(store)
+      const live = await liveWrites(sink)
+      const dead = await deadPid()
+      await writeFile(join(dir, 'blobs', `.incoming-${dead}-0a1b`), 'half a blob')
+      store.db
+        .prepare('INSERT INTO staged_block (stage, cid, bytes) VALUES (?, ?, ?)')
+        .run(`${dead}-0a1b`, block.cid, block.bytes)
+      const incoming = async () =>
+        (await readdir(join(dir, 'blobs'))).filter((f) => f.startsWith('.incoming-'))
+      expect(await incoming()).toHaveLength(2)
+
+      expect(await sink.sweepUnfinished()).toBe(2)
+      expect(await incoming()).toHaveLength(1)
+      expect(store.db.prepare('SELECT DISTINCT stage FROM staged_block').pluck().all()).toEqual([
+        expect.stringMatching(new RegExp(`^${process.pid}-`)),
+      ])
+      // The live ones still complete.
+      await live.upload.write(blob.bytes)
+      await live.upload.commit()
+      expect(await live.staging.get(block.cid)).toEqual(block.bytes)
+      await live.staging.discard()
+      expect(await sink.sweepUnfinished()).toBe(0)
+    } finally {
+      store.close()
+      await rm(dir, { recursive: true, force: true })
+    }
+  })
+
+  it('the reference PDS', async () => {
+    const plc = await startPlcDirectory()
+    const b = await startReferencePds(plc)
+    try {
+      const live = await liveWrites(b.sink)
+      const stagingDir = dirname((live.staging as RepoStagingFile).path)
+      const tmpDir = dirname((b.pds.ctx.blobstore('did:plc:sweeplive') as DiskBlobStore).getTmpPath('x'))
+      const dead = await deadPid()
+      await mkdir(tmpDir, { recursive: true })
+      await writeFile(join(tmpDir, `transfer-${dead}-0a1b`), 'half a blob')
+      await writeFile(join(tmpDir, 'not-ours'), 'the PDS’s own upload')
+      await writeFile(join(stagingDir, `${dead}-0a1b.sqlite`), '')
+      await writeFile(join(stagingDir, `${dead}-0a1b.sqlite-wal`), '')
+      const before = { tmp: await readdir(tmpDir), staging: await readdir(stagingDir) }
+
+      expect(await b.sink.sweepUnfinished?.()).toBe(3)
+      const after = { tmp: await readdir(tmpDir), staging: await readdir(stagingDir) }
+      expect(after.tmp.sort()).toEqual(before.tmp.filter((f) => !f.includes(`-${dead}-`)).sort())
+      expect(after.tmp).toContain('not-ours')
+      expect(after.tmp.some((f) => f.startsWith(`transfer-${process.pid}-`))).toBe(true)
+      expect(after.staging.sort()).toEqual(before.staging.filter((f) => !f.startsWith(`${dead}-`)).sort())
+      expect(after.staging.some((f) => f.startsWith(`${process.pid}-`))).toBe(true)
+      await live.upload.abort()
+      await live.staging.discard()
+    } finally {
+      await b.close()
+      await plc.close()
+    }
+  }, 60_000)
+})

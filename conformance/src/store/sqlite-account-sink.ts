@@ -1,4 +1,4 @@
-import { randomBytes, randomUUID, scryptSync } from 'node:crypto'
+import { randomBytes, scryptSync } from 'node:crypto'
 import { createWriteStream, type WriteStream } from 'node:fs'
 import { readdir, rename, rm } from 'node:fs/promises'
 import { join } from 'node:path'
@@ -10,7 +10,9 @@ import {
   type HeldBlocks,
   ImportFailure,
   type RepoStaging,
+  unfinishedName,
   type VerifiedBlock,
+  writerGone,
 } from '@pds-transfer/destination'
 import type { Statement } from 'better-sqlite3'
 import { CID } from 'multiformats/cid'
@@ -24,20 +26,6 @@ import type { SqliteAccountStore } from './sqlite-account-store.ts'
  */
 /** Prefix of a blob's temporary file, before `<pid>-<uuid>`. */
 const INCOMING = '.incoming-'
-
-/** Whether the process named at the start of `<pid>-<uuid>` is this one or still running. */
-function writerAlive(name: string): boolean {
-  const pid = Number(/^(\d+)-/.exec(name)?.[1])
-  if (!Number.isSafeInteger(pid)) return false
-  if (pid === process.pid) return true
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch (err) {
-    // EPERM: running, under another user.
-    return (err as NodeJS.ErrnoException).code === 'EPERM'
-  }
-}
 
 export class SqliteAccountSink implements AccountSink {
   /** Stages whose discard failed (e.g. SQLITE_FULL: even a DELETE needs room in the WAL). */
@@ -97,7 +85,7 @@ export class SqliteAccountSink implements AccountSink {
 
   async stageRepo(_did: string): Promise<RepoStaging> {
     // Named by this process, so that a later one can tell a dead writer's stage from a live one's.
-    const stage = `${process.pid}-${randomUUID()}`
+    const stage = unfinishedName()
     const db = this.db
     const leftover = this.leftover
     // A failed import's blocks are removed once there is room again, before new ones are staged.
@@ -171,7 +159,7 @@ export class SqliteAccountSink implements AccountSink {
   }
 
   async startBlob(did: string, cid: string, size: number): Promise<BlobUpload> {
-    const temp = join(this.store.dir, 'blobs', `${INCOMING}${process.pid}-${randomUUID()}`)
+    const temp = join(this.store.dir, 'blobs', `${INCOMING}${unfinishedName()}`)
     // A 1 MiB buffer lets writes of decrypted chunks queue up while the next ones are decrypted
     // and hashed: with the default 16 KiB every 64 KiB chunk waited for its own disk write.
     const out: WriteStream = createWriteStream(temp, { highWaterMark: 1 << 20 })
@@ -236,13 +224,13 @@ export class SqliteAccountSink implements AccountSink {
     let removed = 0
     const dir = join(this.store.dir, 'blobs')
     for (const name of await readdir(dir)) {
-      if (!name.startsWith(INCOMING) || writerAlive(name.slice(INCOMING.length))) continue
+      if (!name.startsWith(INCOMING) || !writerGone(name.slice(INCOMING.length))) continue
       await rm(join(dir, name), { force: true })
       removed++
     }
     const stages = this.db.prepare('SELECT DISTINCT stage FROM staged_block').pluck().all() as string[]
     for (const stage of stages) {
-      if (writerAlive(stage)) continue
+      if (!writerGone(stage)) continue
       this.db.prepare('DELETE FROM staged_block WHERE stage = ?').run(stage)
       removed++
     }
