@@ -6,8 +6,17 @@ import { dirname, join } from 'node:path'
 import type { DiskBlobStore } from '@atproto/pds'
 import { verifyRepoCar } from '@atproto/repo'
 import * as plcLib from '@did-plc/lib'
+import { ReferencePdsSource } from '@pds-transfer/atproto-pds'
 import { PLAIN_PDS_OAUTH_SCOPE } from '@pds-transfer/core'
-import type { AccountSink, InboundTransfer, RepoStagingFile, SourceClient } from '@pds-transfer/destination'
+import {
+  type AccountSink,
+  type InboundTransfer,
+  PlcDidResolver,
+  type RepoStagingFile,
+  type SourceClient,
+  SqliteInboundTransferStore,
+  TransferEngine,
+} from '@pds-transfer/destination'
 import Database from 'better-sqlite3'
 import { CID } from 'multiformats/cid'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
@@ -300,6 +309,86 @@ describe('faults on the sync path, through the engine (plain PDS)', () => {
     expect(calls('getBlob')).toHaveLength(SHAPE.images - held)
     console.log(`drill failing source + resume: ${(performance.now() - started).toFixed(0)} ms`)
   }, 60_000)
+
+  it('into the reference PDS: a getBlob cut, 429s and a 500 on getRepo; the records verify with the key PLC names after the move', async () => {
+    const started = performance.now()
+    const alice = await seed()
+    const b = await startReferencePds(plc)
+    cleanups.push(() => b.close())
+    const common = {
+      sink: b.sink,
+      store: new SqliteInboundTransferStore(':memory:'),
+      resolver: new PlcDidResolver(plc.url),
+      serviceUrl: b.url,
+    }
+    const engine = new TransferEngine({
+      ...common,
+      keys: b.keys,
+      plc: new plcLib.Client(plc.url),
+      rotationKey: b.pds.ctx.plcRotationKey.did(),
+      limits: { retry: { attempts: 5, baseDelayMs: 20 } },
+    })
+    cleanups.push(() => engine.close())
+    const cut = await startFaultProxy(plain.url, () =>
+      cut && cut.applied.length > 0 ? { kind: 'none' } : { kind: 'cut', on: 'response', at: 50_000 },
+    )
+    cleanups.push(() => cut.close())
+    const proxy = await startHttpFaultProxy(cut.url, ({ nsid, n }) => {
+      if (nsid === SYNC('getRepo') && n === 0) return { status: 500 }
+      if (nsid === SYNC('getBlob') && n >= 1 && n < 3)
+        return { status: 429, headers: { 'retry-after': '1' }, body: { error: 'RateLimitExceeded' } }
+      return undefined
+    })
+    cleanups.push(() => proxy.close())
+    const client = await signIn(alice, { [SYNC('getRepo')]: proxy.url, [SYNC('getBlob')]: proxy.url })
+    const t = await engine.start({ did: alice.did, client })
+    const pulled = await engine.wait(t.transferId)
+    expect(pulled.failure).toBeUndefined()
+    expect(pulled).toMatchObject({ stage: 'awaitingPlcToken', missingBlobs: [] })
+    const dataDir = dirname(join((b.pds.ctx.cfg.blobstore as { location: string }).location))
+    const halfWritten = async () => {
+      const staging = await readdir(join(dataDir, 'transfer-staging')).catch(() => [])
+      const tmpRoot = dirname(dirname((b.pds.ctx.blobstore(alice.did) as DiskBlobStore).getTmpPath('x')))
+      const temps: string[] = []
+      for (const d of await readdir(tmpRoot).catch(() => []))
+        for (const f of await readdir(join(tmpRoot, d)).catch(() => []))
+          if (f.startsWith('transfer-')) temps.push(f)
+      return [...staging, ...temps]
+    }
+    expect(await halfWritten()).toEqual([])
+    const source = await sourceRecords(alice.did)
+    const done = await engine.complete(t.transferId, {
+      plcToken: (await plain.plcToken(alice.did)) as string,
+    })
+    expect(done.failure).toBeUndefined()
+    expect(done).toMatchObject({ status: 'completed', stage: 'activated' })
+    expect(cut.applied[0]).toMatchObject({ kind: 'cut' })
+    expect(proxy.requests.filter((r) => r.status === 429)).toHaveLength(2)
+
+    // B serves the account: its repo verifies with the key PLC now names (B re-signed the head).
+    const doc = await new plcLib.Client(plc.url).getDocumentData(alice.did)
+    expect(doc.services.atproto_pds?.endpoint).toBe(b.url)
+    expect(doc.verificationMethods.atproto).toBe(done.signingKey)
+    expect(doc.verificationMethods.atproto).not.toBe(source.key)
+    const car = await fetch(`${b.url}/xrpc/com.atproto.sync.getRepo?did=${alice.did}`)
+    expect(car.status).toBe(200)
+    const here = await recordsOf(
+      new Uint8Array(await car.arrayBuffer()),
+      alice.did,
+      doc.verificationMethods.atproto as string,
+    )
+    expect([...here].sort()).toEqual([...source.records].sort())
+    for (const [cid, bytes] of alice.blobs) {
+      const res = await fetch(`${b.url}/xrpc/com.atproto.sync.getBlob?did=${alice.did}&cid=${cid}`)
+      expect(Buffer.from(await res.arrayBuffer()).equals(bytes), `blob ${cid} byte-identical`).toBe(true)
+    }
+    const held = new ReferencePdsSource(b.pds.ctx)
+    expect(await held.getPreferences(alice.did)).toEqual(alice.preferences)
+    const account = await b.pds.ctx.accountManager.getAccount(alice.did as `did:plc:${string}`)
+    expect(account?.email).toBe(`${alice.handle.split('.')[0]}@example.com`)
+    expect(await halfWritten()).toEqual([])
+    console.log(`drill into the reference PDS: ${(performance.now() - started).toFixed(0)} ms`)
+  }, 90_000)
 
   /**
    * The destination in its own process, SIGKILLed while the requests `held` chooses stop
