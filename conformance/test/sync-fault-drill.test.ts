@@ -3,11 +3,11 @@ import { createHash } from 'node:crypto'
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
-import type { DiskBlobStore } from '@atproto/pds'
+import type { DiskBlobStore, PDS } from '@atproto/pds'
 import { verifyRepoCar } from '@atproto/repo'
 import * as plcLib from '@did-plc/lib'
-import { ReferencePdsSource } from '@pds-transfer/atproto-pds'
-import { PLAIN_PDS_OAUTH_SCOPE } from '@pds-transfer/core'
+import { ReferencePdsSource, startTransferPds } from '@pds-transfer/atproto-pds'
+import { DRAFT_OAUTH_SCOPE, NSID, PLAIN_PDS_OAUTH_SCOPE } from '@pds-transfer/core'
 import {
   type AccountSink,
   type InboundTransfer,
@@ -51,18 +51,22 @@ const SYNC = (m: string) => `com.atproto.sync.${m}`
  * email), or failed by a named reason with a way on (resume); and nothing half-written is left
  * (no staged blocks, no temporary blob files, no blob whose bytes do not hash to its CID).
  */
-describe('faults on the sync path, through the engine (plain PDS)', () => {
+describe('faults on the sync path, through the engine', () => {
   let plc: PlcDirectory
   let plain: Awaited<ReturnType<typeof startPlainPds>>
+  /** The source the helpers work on: the plain PDS, or a draft source for the draft drills. */
+  let on: Source
   let seq = 0
   const cleanups: (() => Promise<void>)[] = []
 
   beforeAll(async () => {
     plc = await startPlcDirectory()
     plain = await startPlainPds(plc.namedUrl)
+    on = { ...plain, scope: PLAIN_PDS_OAUTH_SCOPE }
   }, 120_000)
   afterEach(async () => {
     for (const clean of cleanups.splice(0).reverse()) await clean()
+    on = { ...plain, scope: PLAIN_PDS_OAUTH_SCOPE }
   })
   afterAll(async () => {
     await plain?.close()
@@ -71,7 +75,7 @@ describe('faults on the sync path, through the engine (plain PDS)', () => {
 
   async function seed(shape: Partial<typeof SHAPE> = {}): Promise<SeededAccount> {
     const n = ++seq
-    return seedReferenceAccount(plain.url, {
+    return seedReferenceAccount(on.url, {
       ...SHAPE,
       ...shape,
       handle: `syncdrill${n}.test`,
@@ -83,12 +87,12 @@ describe('faults on the sync path, through the engine (plain PDS)', () => {
   /** The account's OAuth session at the plain PDS; requests of the NSIDs in `via` go through those proxies. */
   async function signIn(alice: SeededAccount, via: Record<string, string>): Promise<SourceClient> {
     const { client } = await oauthSourceClient({
-      pdsUrl: plain.url,
+      pdsUrl: on.url,
       plcUrl: plc.url,
       did: alice.did,
       account: { username: alice.handle, password: alice.password },
-      scope: PLAIN_PDS_OAUTH_SCOPE,
-      fetch: routeByNsid(plain.url, () => via),
+      scope: on.scope,
+      fetch: routeByNsid(on.url, () => via),
     })
     return client
   }
@@ -103,7 +107,7 @@ describe('faults on the sync path, through the engine (plain PDS)', () => {
   }
 
   async function httpProxy(decide: Parameters<typeof startHttpFaultProxy>[1]): Promise<HttpFaultProxy> {
-    const proxy = await startHttpFaultProxy(plain.url, decide)
+    const proxy = await startHttpFaultProxy(on.url, decide)
     cleanups.push(() => proxy.close())
     return proxy
   }
@@ -114,7 +118,7 @@ describe('faults on the sync path, through the engine (plain PDS)', () => {
    */
   async function sourceRecords(did: string): Promise<SourceRepo> {
     const key = (await new plcLib.Client(plc.url).getDocumentData(did)).verificationMethods.atproto as string
-    const car = await fetch(`${plain.url}/xrpc/com.atproto.sync.getRepo?did=${did}`)
+    const car = await fetch(`${on.url}/xrpc/com.atproto.sync.getRepo?did=${did}`)
     expect(car.status).toBe(200)
     return { key, records: await recordsOf(new Uint8Array(await car.arrayBuffer()), did, key) }
   }
@@ -130,7 +134,7 @@ describe('faults on the sync path, through the engine (plain PDS)', () => {
     expect(pulled).toMatchObject({ stage: 'awaitingPlcToken', missingBlobs: [] })
     await expectNothingHalfWritten(dest.store)
     const records = await sourceRecords(alice.did)
-    const code = await plain.plcToken(alice.did)
+    const code = await plcCode(on, alice.did)
     expect(code).toBeDefined()
     const done = await dest.engine.complete(transferId, { plcToken: code as string })
     return { done, records }
@@ -147,6 +151,8 @@ describe('faults on the sync path, through the engine (plain PDS)', () => {
     alice: SeededAccount
     done: InboundTransfer
     records: SourceRepo
+    /** What the preferences must be here (default: the account's; none from a draft source without `preferences`). */
+    preferences?: unknown[]
   }): Promise<void> {
     const { store, alice, done } = opts
     expect(done.failure).toBeUndefined()
@@ -165,12 +171,12 @@ describe('faults on the sync path, through the engine (plain PDS)', () => {
     for (const [cid, bytes] of alice.blobs) {
       expect((await readFile(store.blobPath(cid))).equals(bytes), `blob ${cid} byte-identical`).toBe(true)
     }
-    expect(await store.getPreferences(alice.did)).toEqual(alice.preferences)
+    expect(await store.getPreferences(alice.did)).toEqual(opts.preferences ?? alice.preferences)
     expect(await store.getAccountState(alice.did)).toMatchObject({
       email: `${alice.handle.split('.')[0]}@example.com`,
     })
     expect((await store.getAccount(alice.did))?.status).toBe('active')
-    const atSource = await plain.pds.ctx.accountManager.getAccount(alice.did as `did:plc:${string}`, {
+    const atSource = await on.pds.ctx.accountManager.getAccount(alice.did as `did:plc:${string}`, {
       includeDeactivated: true,
     })
     expect(atSource?.deactivatedAt).toBeTruthy()
@@ -400,6 +406,8 @@ describe('faults on the sync path, through the engine (plain PDS)', () => {
     held: (nsid: string, n: number) => boolean
     holdAfter: number
     halfWritten: (dir: string) => Promise<number>
+    /** Also wait for this before the kill (e.g. every blob asked for). */
+    asked?: (proxy: HttpFaultProxy) => boolean
   }) {
     const { alice } = opts
     let release: () => void = () => {}
@@ -418,9 +426,18 @@ describe('faults on the sync path, through the engine (plain PDS)', () => {
       PLC_URL: plc.url,
       DEST_DIR: dir,
       DEST_PORT: String(port),
-      SOURCE_URL: plain.url,
-      // The account's session at A, standing in for a durable OAuth session across the restart.
+      SOURCE_URL: on.url,
+      // The account's session at A, standing in for a durable OAuth session across the restart
+      // (a draft source takes OAuth only: the destination signs in itself).
       SOURCE_TOKEN: alice.accessJwt,
+      ...(on.scope === DRAFT_OAUTH_SCOPE && {
+        SOURCE_OAUTH: JSON.stringify({
+          did: alice.did,
+          username: alice.handle,
+          password: alice.password,
+          scope: on.scope,
+        }),
+      }),
       SOURCE_VIA: proxy.url,
     }
     const first = ChildPeer.fork<{ url: string }>(DESTINATION_SCRIPT, env)
@@ -429,11 +446,12 @@ describe('faults on the sync path, through the engine (plain PDS)', () => {
     try {
       await first.ready
       transferId = (await first.call<InboundTransfer>({ start: alice.did })).transferId
-      for (let i = 0; i < 400 && halfWrittenAtKill === 0; i++) {
+      for (let i = 0; i < 400 && (halfWrittenAtKill === 0 || !(opts.asked?.(proxy) ?? true)); i++) {
         await new Promise((r) => setTimeout(r, 25))
         halfWrittenAtKill = await opts.halfWritten(dir)
       }
-      expect(halfWrittenAtKill).toBeGreaterThan(0)
+      if (halfWrittenAtKill === 0)
+        expect.fail(`nothing half-written: ${JSON.stringify(await first.call({ wait: transferId }))}`)
     } finally {
       await first.kill()
     }
@@ -448,7 +466,7 @@ describe('faults on the sync path, through the engine (plain PDS)', () => {
     expect(pulled.failure).toBeUndefined()
     expect(pulled).toMatchObject({ stage: 'awaitingPlcToken', missingBlobs: [] })
     const records = await sourceRecords(alice.did)
-    const code = await plain.plcToken(alice.did)
+    const code = await plcCode(on, alice.did)
     const done = await second.call<InboundTransfer>({ complete: transferId, plcToken: code })
     const landed = await SqliteAccountStore.open(dir)
     try {
@@ -470,6 +488,7 @@ describe('faults on the sync path, through the engine (plain PDS)', () => {
       holdAfter: 40_000,
       halfWritten: async (dir) =>
         (await readdir(join(dir, 'blobs'))).filter((f) => f.startsWith('.incoming-')).length,
+      asked: (proxy) => proxy.requests.filter((r) => r.nsid === SYNC('getBlob')).length === SHAPE.images,
     })
     // Blobs committed before the kill were not asked for again.
     // (4 at a time: 2 done, 4 held at the kill; the restarted one asks for those 4 only.)
@@ -478,6 +497,100 @@ describe('faults on the sync path, through the engine (plain PDS)', () => {
     expect(blobAsks).toHaveLength(2 * SHAPE.images - 2)
     console.log(
       `drill SIGKILL mid-blob: ${halfWrittenAtKill} temporary blob files at the kill; ${blobAsks.length} getBlob asks for ${SHAPE.images} blobs; ${(performance.now() - started).toFixed(0)} ms`,
+    )
+  }, 90_000)
+
+  /** A source serving only the current draft (our reference-PDS adapter), closed after the test. */
+  async function draftSource(capabilities?: string[]): Promise<Source> {
+    const dir = await mkdtemp(join(tmpdir(), 'sync-drill-draft-'))
+    const pds = await startTransferPds({
+      dataDir: dir,
+      port: await freePort(),
+      plcUrl: plc.namedUrl,
+      env: { bskyAppViewUrl: 'http://127.0.0.1:9', bskyAppViewDid: 'did:web:appview.invalid' },
+      sourceDialects: ['draft'],
+      ...(capabilities && { draftCapabilities: capabilities }),
+    })
+    cleanups.push(async () => {
+      await pds.close()
+      await rm(dir, { recursive: true, force: true })
+    })
+    return { url: pds.url, pds: pds.pds, scope: DRAFT_OAUTH_SCOPE }
+  }
+
+  /**
+   * A draft pull whose getBlob fails from the third blob on until the attempts are spent, then
+   * resumed through a clean proxy and completed. Returns the clean proxy's requests.
+   */
+  async function draftFailThenResume(capabilities?: string[]) {
+    on = await draftSource(capabilities)
+    const alice = await seed()
+    const failing = await httpProxy(({ nsid, n }) =>
+      nsid === SYNC('getBlob') && n >= 2 ? { status: 500 } : undefined,
+    )
+    const clean = await httpProxy(() => undefined)
+    const dest = await destination()
+    const via: Record<string, string> = { [NSID.exportAccount]: clean.url, [SYNC('getBlob')]: failing.url }
+    const client = await signIn(alice, via)
+    const t = await dest.engine.start({ did: alice.did, client })
+    expect(t.dialect).toBe('draft')
+    const failed = await dest.engine.wait(t.transferId)
+    expect(failed).toMatchObject({ status: 'failed', failure: { reason: 'SourceUnreachable' } })
+    await expectNothingHalfWritten(dest.store)
+    expect((await dest.engine.resumable(alice.did))?.transferId).toBe(t.transferId)
+    const held = (dest.store.db.prepare('SELECT count(*) AS n FROM blob').get() as { n: number }).n
+    expect(held).toBe(2)
+
+    for (const m of ['getRepo', 'getLatestCommit', 'listBlobs', 'getBlob']) via[SYNC(m)] = clean.url
+    await dest.engine.resume(t.transferId, client)
+    const { done, records } = await completeMove(dest, alice, t.transferId)
+    const base = capabilities?.includes('preferences') === false
+    await expectMoved({
+      store: dest.store,
+      destUrl: dest.url,
+      alice,
+      done,
+      records,
+      ...(base && { preferences: [] }),
+    })
+    const calls = (m: string) => clean.requests.filter((r) => r.nsid === m)
+    expect(calls(SYNC('getRepo'))).toHaveLength(0)
+    expect(calls(SYNC('getBlob'))).toHaveLength(SHAPE.images - held)
+    return { calls }
+  }
+
+  it('draft: a source that keeps failing mid-blobs, resumed: exportAccount repeated (resumable), only the missing blobs fetched, moved identical', async () => {
+    const started = performance.now()
+    const { calls } = await draftFailThenResume()
+    expect(calls(NSID.exportAccount)).toHaveLength(2)
+    console.log(`drill draft fail + resume (resumable): ${(performance.now() - started).toFixed(0)} ms`)
+  }, 90_000)
+
+  it('draft, base only: resumed without exportAccount again, blobs listed from the start, held ones skipped, moved identical', async () => {
+    const started = performance.now()
+    const { calls } = await draftFailThenResume(['base'])
+    expect(calls(NSID.exportAccount)).toHaveLength(1)
+    expect(calls(SYNC('listBlobs'))[0]?.query.get('cursor')).toBeNull()
+    console.log(`drill draft fail + resume (base): ${(performance.now() - started).toFixed(0)} ms`)
+  }, 90_000)
+
+  it('draft: the destination SIGKILLed mid-blob and restarted: recover() resumes the draft pull, moved identical', async () => {
+    const started = performance.now()
+    on = await draftSource()
+    const alice = await seed()
+    const { proxy, halfWrittenAtKill } = await killDrill({
+      alice,
+      held: (nsid, n) => nsid === SYNC('getBlob') && n >= 2,
+      holdAfter: 40_000,
+      halfWritten: async (dir) =>
+        (await readdir(join(dir, 'blobs'))).filter((f) => f.startsWith('.incoming-')).length,
+      asked: (proxy) => proxy.requests.filter((r) => r.nsid === SYNC('getBlob')).length === SHAPE.images,
+    })
+    expect(proxy.requests.filter((r) => r.nsid === NSID.exportAccount)).toHaveLength(2)
+    const blobAsks = proxy.requests.filter((r) => r.nsid === SYNC('getBlob'))
+    expect(blobAsks).toHaveLength(2 * SHAPE.images - 2)
+    console.log(
+      `drill draft SIGKILL mid-blob: ${halfWrittenAtKill} temporary blob files at the kill; ${(performance.now() - started).toFixed(0)} ms`,
     )
   }, 90_000)
 
@@ -506,6 +619,24 @@ describe('faults on the sync path, through the engine (plain PDS)', () => {
     )
   }, 90_000)
 })
+
+/** A source PDS of the drills, and the OAuth scope a move from it asks for. */
+interface Source {
+  url: string
+  pds: PDS
+  scope: string
+}
+
+/** The PLC code the source last "emailed" to the account (kept in its account database). */
+async function plcCode(source: Source, did: string): Promise<string | undefined> {
+  const row = await source.pds.ctx.accountManager.db.db
+    .selectFrom('email_token')
+    .select('token')
+    .where('did', '=', did as never)
+    .where('purpose', '=', 'plc_operation')
+    .executeTakeFirst()
+  return row?.token
+}
 
 interface SourceRepo {
   key: string

@@ -109,7 +109,18 @@ export async function startHttpFaultProxy(
 function forwardHeaders(req: IncomingMessage): Headers {
   const headers = new Headers()
   for (const [name, value] of Object.entries(req.headers)) {
-    if (value !== undefined && !['host', 'connection', 'content-length', 'accept-encoding'].includes(name))
+    // Hop-by-hop and framing headers are this connection's: the body is sent on whole.
+    if (
+      value !== undefined &&
+      ![
+        'host',
+        'connection',
+        'keep-alive',
+        'content-length',
+        'transfer-encoding',
+        'accept-encoding',
+      ].includes(name)
+    )
       headers.set(name, String(value))
   }
   return headers

@@ -66,17 +66,29 @@ function mapStore<V>(map: Map<string, V>) {
 }
 
 /**
- * A fetch that sends XRPC requests to `pdsUrl` for the NSIDs named in `via()` to that base URL
- * instead (a fault proxy in front of the PDS), everything else as asked. `via` is read at each
+ * A fetch that sends XRPC requests to `pdsUrl` for the NSIDs named in `via()` (`'*'`: any
+ * other) to that base URL instead (a fault proxy in front of the PDS), everything else as asked. `via` is read at each
  * request, so a test may reroute a session mid-move.
  */
 export function routeByNsid(pdsUrl: string, via: () => Record<string, string>): typeof globalThis.fetch {
   const origin = new URL(pdsUrl).origin
-  return (input, init) => {
+  return async (input, init) => {
     const request = new Request(input, init)
     const url = new URL(request.url)
+    const routes = via()
     const base =
-      url.origin === origin && url.pathname.startsWith('/xrpc/') ? via()[url.pathname.slice(6)] : undefined
-    return fetch(base ? new Request(`${base}${url.pathname}${url.search}`, request) : request)
+      url.origin === origin && url.pathname.startsWith('/xrpc/')
+        ? (routes[url.pathname.slice(6)] ?? routes['*'])
+        : undefined
+    if (!base) return fetch(request)
+    // A body is sent as bytes: a stream body would need `duplex` and go chunked.
+    const body =
+      request.method === 'GET' || request.method === 'HEAD' ? undefined : await request.arrayBuffer()
+    return fetch(`${base}${url.pathname}${url.search}`, {
+      method: request.method,
+      headers: request.headers,
+      signal: request.signal,
+      ...(body && { body }),
+    })
   }
 }
