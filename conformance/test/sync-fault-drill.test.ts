@@ -316,6 +316,44 @@ describe('faults on the sync path, through the engine', () => {
     console.log(`drill failing source + resume: ${(performance.now() - started).toFixed(0)} ms`)
   }, 60_000)
 
+  it('blob bytes that never hash to the CID: failed BlobInvalid by name, nothing half-written, no blob of wrong bytes kept', async () => {
+    const alice = await seed()
+    const proxy = await httpProxy(({ nsid, n }) =>
+      nsid === SYNC('getBlob') && n >= 1 ? { corruptAt: 30_000, mask: 0x10 } : undefined,
+    )
+    const dest = await destination()
+    const client = await signIn(alice, { [SYNC('getBlob')]: proxy.url })
+    const t = await dest.engine.start({ did: alice.did, client })
+    const failed = await dest.engine.wait(t.transferId)
+    expect(failed).toMatchObject({ status: 'failed', failure: { reason: 'BlobInvalid' } })
+    expect(failed.failure?.message).toMatch(/do not hash to the CID/)
+    await expectNothingHalfWritten(dest.store)
+    // Not the connection's fault: not offered for resuming; a new move is the way on.
+    expect(await dest.engine.resumable(alice.did)).toBeUndefined()
+    expect((await dest.engine.get(t.transferId))?.status).toBe('failed')
+  }, 60_000)
+
+  it('a 429 asking for an hour: the pull does not hang, it fails by name saying how long the source asked to wait', async () => {
+    const alice = await seed()
+    const proxy = await httpProxy(({ nsid }) =>
+      nsid === SYNC('getBlob')
+        ? { status: 429, headers: { 'retry-after': '3600' }, body: { error: 'RateLimitExceeded' } }
+        : undefined,
+    )
+    const dest = await destination()
+    const client = await signIn(alice, { [SYNC('getBlob')]: proxy.url })
+    const started = performance.now()
+    const t = await dest.engine.start({ did: alice.did, client })
+    const failed = await dest.engine.wait(t.transferId)
+    const ms = performance.now() - started
+    expect(failed).toMatchObject({ status: 'failed', failure: { reason: 'SourceUnreachable' } })
+    console.log(`drill 429 for an hour: failed in ${ms.toFixed(0)} ms: ${failed.failure?.message}`)
+    expect(ms).toBeLessThan(10_000)
+    expect(failed.failure?.message).toMatch(/3600 s/)
+    await expectNothingHalfWritten(dest.store)
+    expect((await dest.engine.resumable(alice.did))?.transferId).toBe(t.transferId)
+  }, 60_000)
+
   it('into the reference PDS: a getBlob cut, 429s and a 500 on getRepo; the records verify with the key PLC names after the move', async () => {
     const started = performance.now()
     const alice = await seed()
