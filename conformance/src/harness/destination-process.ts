@@ -2,16 +2,18 @@
  * A destination PDS in its own process, for tests that kill it mid-transfer (`kill -9`) and
  * start it again on the same directory and port. Configured by environment:
  * PLC_URL, DEST_DIR, DEST_PORT, SOURCE_URL, SOURCE_TOKEN (a bearer token the source accepts,
- * standing in for a durable OAuth session), ALGORITHMS (optional, comma-separated). On start
+ * standing in for a durable OAuth session) or SOURCE_OAUTH (see `client`), SOURCE_VIA (optional: the base URL the source's
+ * requests are sent to instead, a fault proxy in front of it), ALGORITHMS (optional, comma-separated). On start
  * it runs `engine.recover()`; then it answers IPC messages `{ id, start: did }`,
  * `{ id, wait: transferId }`, `{ id, complete: transferId, plcToken }` and `{ id, rss: true }`
  * with `{ id, result }`. It exits when the test process is gone.
  */
 import type { TransferAlgorithm } from '@pds-transfer/core'
-import { bearerSourceClient } from '@pds-transfer/destination'
+import { bearerSourceClient, type SourceClient } from '@pds-transfer/destination'
 import { peakRssMiB } from '../../../packages/core/bench/peak-rss.ts'
 import { exitWithParent } from './child-peer.ts'
 import { startDestinationServer } from './destination-server.ts'
+import { oauthSourceClient, routeByNsid } from './plain-pds-oauth.ts'
 
 const env = (name: string): string => {
   const value = process.env[name]
@@ -20,7 +22,36 @@ const env = (name: string): string => {
 }
 
 exitWithParent()
-const client = () => bearerSourceClient(env('SOURCE_URL'), env('SOURCE_TOKEN'))
+/**
+ * The client for the source: a bearer token, or with SOURCE_OAUTH (JSON `{ did, username,
+ * password, scope }`) an OAuth session signed in headlessly at the source's own provider (once
+ * per process: a restarted destination signs in again, standing in for a stored session).
+ */
+let oauth: Promise<SourceClient> | undefined
+const client = async (): Promise<SourceClient> => {
+  const via = process.env.SOURCE_VIA
+  if (process.env.SOURCE_OAUTH) {
+    const account = JSON.parse(process.env.SOURCE_OAUTH) as {
+      did: string
+      username: string
+      password: string
+      scope: string
+    }
+    oauth ??= oauthSourceClient({
+      pdsUrl: env('SOURCE_URL'),
+      plcUrl: env('PLC_URL'),
+      did: account.did,
+      account: { username: account.username, password: account.password },
+      scope: account.scope,
+      ...(via && { fetch: routeByNsid(env('SOURCE_URL'), () => ({ '*': via })) }),
+    }).then((signedIn) => signedIn.client)
+    return oauth
+  }
+  const direct = bearerSourceClient(env('SOURCE_URL'), env('SOURCE_TOKEN'))
+  if (!via) return direct
+  const routed = bearerSourceClient(via, env('SOURCE_TOKEN'))
+  return { url: direct.url, fetch: routed.fetch }
+}
 const dest = await startDestinationServer({
   plc: { url: env('PLC_URL') },
   dir: env('DEST_DIR'),
@@ -40,7 +71,7 @@ type Message = {
 }
 process.on('message', (msg: Message) => {
   const run = async () => {
-    if (msg.start) return dest.engine.start({ did: msg.start, client: client() })
+    if (msg.start) return dest.engine.start({ did: msg.start, client: await client() })
     if (msg.wait) return dest.engine.wait(msg.wait)
     if (msg.complete) return dest.engine.complete(msg.complete, { plcToken: msg.plcToken ?? '' })
     if (msg.rss) return { maxRssMiB: peakRssMiB() }

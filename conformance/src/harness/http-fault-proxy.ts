@@ -22,6 +22,8 @@ export type HttpFault =
   | { rewriteJson: (body: unknown) => unknown }
   /** Passed on with the body's byte at offset `at` (after HTTP framing and decoding) flipped by `mask`. */
   | { corruptAt: number; mask: number }
+  /** Passed on, the body held after `holdAfter` bytes until `until` settles (a source gone quiet mid-body). */
+  | { holdAfter: number; until: Promise<void> }
 
 export interface HttpFaultProxy {
   url: string
@@ -83,6 +85,8 @@ export async function startHttpFaultProxy(
       res.writeHead(answer.status, { ...out, ...(length && { 'content-length': length }) })
       if (answer.body && fault && 'corruptAt' in fault)
         await pipeline(Readable.fromWeb(answer.body as never), corrupting(fault.corruptAt, fault.mask), res)
+      else if (answer.body && fault && 'holdAfter' in fault)
+        await pipeline(Readable.fromWeb(answer.body as never), holding(fault.holdAfter, fault.until), res)
       else if (answer.body) await pipeline(Readable.fromWeb(answer.body as never), res)
       else res.end()
     })().catch((err: unknown) => {
@@ -105,7 +109,18 @@ export async function startHttpFaultProxy(
 function forwardHeaders(req: IncomingMessage): Headers {
   const headers = new Headers()
   for (const [name, value] of Object.entries(req.headers)) {
-    if (value !== undefined && !['host', 'connection', 'content-length', 'accept-encoding'].includes(name))
+    // Hop-by-hop and framing headers are this connection's: the body is sent on whole.
+    if (
+      value !== undefined &&
+      ![
+        'host',
+        'connection',
+        'keep-alive',
+        'content-length',
+        'transfer-encoding',
+        'accept-encoding',
+      ].includes(name)
+    )
       headers.set(name, String(value))
   }
   return headers
@@ -128,6 +143,24 @@ function corrupting(at: number, mask: number): Transform {
       const copy = Buffer.from(chunk)
       copy[at - start] = (copy[at - start] as number) ^ mask
       done(null, copy)
+    },
+  })
+}
+
+/** Passes the first `after` bytes of the stream, then holds the rest until `until` settles. */
+function holding(after: number, until: Promise<void>): Transform {
+  let passed = 0
+  return new Transform({
+    transform(chunk: Buffer, _encoding, done) {
+      const start = passed
+      passed += chunk.length
+      if (passed <= after) return done(null, chunk)
+      const cut = Math.max(0, after - start)
+      if (cut > 0) this.push(chunk.subarray(0, cut))
+      until.then(
+        () => done(null, chunk.subarray(cut)),
+        () => done(null, chunk.subarray(cut)),
+      )
     },
   })
 }

@@ -19,6 +19,12 @@ export async function oauthSourceClient(params: {
   did: string
   account: { username: string; password: string }
   scope: string
+  /**
+   * The HTTP client under the session's DPoP layer (default: global fetch). The proof is made
+   * for the URL asked (the PDS's own, as its verifier expects); this fetch may send the request
+   * elsewhere, e.g. through a fault proxy (`routeByNsid`).
+   */
+  fetch?: typeof globalThis.fetch
 }): Promise<{ client: SourceClient; grantedScope: string }> {
   const client = new NodeOAuthClient({
     clientMetadata: buildAtprotoLoopbackClientMetadata({
@@ -30,6 +36,7 @@ export async function oauthSourceClient(params: {
     requestLock: requestLocalLock,
     allowHttp: true,
     plcDirectoryUrl: params.plcUrl,
+    ...(params.fetch && { fetch: params.fetch }),
   })
   const authorizeUrl = await client.authorize(params.did, { scope: params.scope })
   const callback = await headlessAuthorize(authorizeUrl, params.account)
@@ -55,5 +62,33 @@ function mapStore<V>(map: Map<string, V>) {
     async del(key: string) {
       map.delete(key)
     },
+  }
+}
+
+/**
+ * A fetch that sends XRPC requests to `pdsUrl` for the NSIDs named in `via()` (`'*'`: any
+ * other) to that base URL instead (a fault proxy in front of the PDS), everything else as asked. `via` is read at each
+ * request, so a test may reroute a session mid-move.
+ */
+export function routeByNsid(pdsUrl: string, via: () => Record<string, string>): typeof globalThis.fetch {
+  const origin = new URL(pdsUrl).origin
+  return async (input, init) => {
+    const request = new Request(input, init)
+    const url = new URL(request.url)
+    const routes = via()
+    const base =
+      url.origin === origin && url.pathname.startsWith('/xrpc/')
+        ? (routes[url.pathname.slice(6)] ?? routes['*'])
+        : undefined
+    if (!base) return fetch(request)
+    // A body is sent as bytes: a stream body would need `duplex` and go chunked.
+    const body =
+      request.method === 'GET' || request.method === 'HEAD' ? undefined : await request.arrayBuffer()
+    return fetch(`${base}${url.pathname}${url.search}`, {
+      method: request.method,
+      headers: request.headers,
+      signal: request.signal,
+      ...(body && { body }),
+    })
   }
 }

@@ -1,6 +1,6 @@
-import { randomBytes, randomUUID, scryptSync } from 'node:crypto'
+import { randomBytes, scryptSync } from 'node:crypto'
 import { createWriteStream, type WriteStream } from 'node:fs'
-import { rename, rm } from 'node:fs/promises'
+import { readdir, rename, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { Secp256k1Keypair } from '@atproto/crypto'
 import type { AccountState } from '@pds-transfer/core'
@@ -10,7 +10,9 @@ import {
   type HeldBlocks,
   ImportFailure,
   type RepoStaging,
+  unfinishedName,
   type VerifiedBlock,
+  writerGone,
 } from '@pds-transfer/destination'
 import type { Statement } from 'better-sqlite3'
 import { CID } from 'multiformats/cid'
@@ -22,6 +24,9 @@ import type { SqliteAccountStore } from './sqlite-account-store.ts'
  * swaps them in with one transaction; blobs are written to temporary files and renamed into
  * place on commit, so a failed unit leaves nothing behind.
  */
+/** Prefix of a blob's temporary file, before `<pid>-<uuid>`. */
+const INCOMING = '.incoming-'
+
 export class SqliteAccountSink implements AccountSink {
   /** Stages whose discard failed (e.g. SQLITE_FULL: even a DELETE needs room in the WAL). */
   private readonly leftover = new Set<string>()
@@ -79,7 +84,8 @@ export class SqliteAccountSink implements AccountSink {
   }
 
   async stageRepo(_did: string): Promise<RepoStaging> {
-    const stage = randomUUID()
+    // Named by this process, so that a later one can tell a dead writer's stage from a live one's.
+    const stage = unfinishedName()
     const db = this.db
     const leftover = this.leftover
     // A failed import's blocks are removed once there is room again, before new ones are staged.
@@ -153,7 +159,7 @@ export class SqliteAccountSink implements AccountSink {
   }
 
   async startBlob(did: string, cid: string, size: number): Promise<BlobUpload> {
-    const temp = join(this.store.dir, 'blobs', `.incoming-${randomUUID()}`)
+    const temp = join(this.store.dir, 'blobs', `${INCOMING}${unfinishedName()}`)
     // A 1 MiB buffer lets writes of decrypted chunks queue up while the next ones are decrypted
     // and hashed: with the default 16 KiB every 64 KiB chunk waited for its own disk write.
     const out: WriteStream = createWriteStream(temp, { highWaterMark: 1 << 20 })
@@ -207,6 +213,28 @@ export class SqliteAccountSink implements AccountSink {
         await rm(temp, { force: true })
       },
     }
+  }
+
+  /**
+   * Removes the temporary blob files and staged blocks of writers that are gone (a process
+   * killed mid-write: its pid, in their names, is no longer running). Those of this process and
+   * of other live ones are left alone.
+   */
+  async sweepUnfinished(): Promise<number> {
+    let removed = 0
+    const dir = join(this.store.dir, 'blobs')
+    for (const name of await readdir(dir)) {
+      if (!name.startsWith(INCOMING) || !writerGone(name.slice(INCOMING.length))) continue
+      await rm(join(dir, name), { force: true })
+      removed++
+    }
+    const stages = this.db.prepare('SELECT DISTINCT stage FROM staged_block').pluck().all() as string[]
+    for (const stage of stages) {
+      if (!writerGone(stage)) continue
+      this.db.prepare('DELETE FROM staged_block WHERE stage = ?').run(stage)
+      removed++
+    }
+    return removed
   }
 
   async hasBlob(did: string, cid: string): Promise<boolean> {

@@ -1,8 +1,11 @@
-import { randomUUID } from 'node:crypto'
 import { type FileHandle, mkdir, open, rename, rm } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import type { Cid } from '@atproto/lex-data'
 import type { DiskBlobStore } from '@atproto/pds'
+import { unfinishedName } from '@pds-transfer/destination'
+
+/** Prefix of our temporary files in the blob store's temporary directory, before `<pid>-<uuid>`. */
+export const TRANSFER_TMP = 'transfer-'
 
 /** Bytes gathered before a write to the file: decrypted chunks arrive at network size. */
 const WRITE_BATCH = 1 << 20
@@ -30,7 +33,7 @@ export class DiskBlobUpload {
 
   /** `declaredSize` sizes the write buffer (a negative one means unknown). */
   static async start(blobstore: DiskBlobStore, cid: Cid, declaredSize: number): Promise<DiskBlobUpload> {
-    const tmpPath = blobstore.getTmpPath(`transfer-${randomUUID()}`)
+    const tmpPath = blobstore.getTmpPath(`${TRANSFER_TMP}${unfinishedName()}`)
     const file = await openCreatingDir(tmpPath)
     return new DiskBlobUpload(file, tmpPath, blobstore.getStoredPath(cid), declaredSize)
   }

@@ -1,6 +1,5 @@
-import { randomUUID } from 'node:crypto'
-import { mkdir } from 'node:fs/promises'
-import { join } from 'node:path'
+import { mkdir, readdir, rm } from 'node:fs/promises'
+import { dirname, join } from 'node:path'
 import { Secp256k1Keypair } from '@atproto/crypto'
 import { decodeCid, enumBlobRefs, parseCid } from '@atproto/lex-data'
 import { type AppContext, DiskBlobStore } from '@atproto/pds'
@@ -16,12 +15,14 @@ import {
   type RepoStaging,
   RepoStagingFile,
   stagedRecords,
+  unfinishedName,
+  writerGone,
 } from '@pds-transfer/destination'
 import { importAccountState } from './account-state.ts'
 import { ActorBlobIndex, UNKNOWN_MIME } from './actor-blob-index.ts'
 import { openActorDb } from './actor-db.ts'
 import { BlobStoreUpload } from './blob-store-upload.ts'
-import { DiskBlobUpload } from './disk-blob-upload.ts'
+import { DiskBlobUpload, TRANSFER_TMP } from './disk-blob-upload.ts'
 import { type Backlink, getBacklinks } from './pds-backlinks.ts'
 
 import { WriteFreeze } from './write-freeze.ts'
@@ -91,7 +92,7 @@ export class ReferencePdsSink implements AccountSink {
 
   async stageRepo(_did: string): Promise<RepoStaging> {
     await mkdir(this.options.stagingDir, { recursive: true })
-    return new RepoStagingFile(join(this.options.stagingDir, `${randomUUID()}.sqlite`))
+    return new RepoStagingFile(join(this.options.stagingDir, `${unfinishedName()}.sqlite`))
   }
 
   async openRepoBlocks(did: string): Promise<HeldBlocks> {
@@ -205,6 +206,30 @@ export class ReferencePdsSink implements AccountSink {
       },
       abort: () => upload.abort(),
     }
+  }
+
+  /**
+   * Removes the repo stagings and temporary blob files of writers that are gone (a process of
+   * this PDS killed mid-import: its pid, in their names, no longer runs). The PDS's own
+   * temporary uploads (other names) and those of live processes are left alone.
+   */
+  async sweepUnfinished(): Promise<number> {
+    const leftovers: string[] = []
+    const staging = this.options.stagingDir
+    for (const name of await readdir(staging).catch(() => [] as string[]))
+      if (name.endsWith('.sqlite') || /\.sqlite-(wal|shm)$/.test(name))
+        if (writerGone(name)) leftovers.push(join(staging, name))
+    const store = this.ctx.blobstore('did:plc:sweep')
+    if (store instanceof DiskBlobStore) {
+      // The temporary directory has one directory per account.
+      const tmp = dirname(dirname(store.getTmpPath('x')))
+      for (const did of await readdir(tmp).catch(() => [] as string[]))
+        for (const name of await readdir(join(tmp, did)).catch(() => [] as string[]))
+          if (name.startsWith(TRANSFER_TMP) && writerGone(name.slice(TRANSFER_TMP.length)))
+            leftovers.push(join(tmp, did, name))
+    }
+    await Promise.all(leftovers.map((path) => rm(path, { force: true })))
+    return leftovers.length
   }
 
   async hasBlob(did: string, cid: string): Promise<boolean> {

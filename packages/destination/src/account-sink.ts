@@ -70,6 +70,14 @@ export interface AccountSink {
    * posts would lose which images if they move without them. Optional.
    */
   recordsUsingBlobs?(did: string, cids: string[]): Promise<BlobUse[]>
+  /**
+   * Removes what the writes of a process that died mid-write left behind (a blob's temporary
+   * file, a repo's staged blocks): `abort` and `discard` never ran for them. Called by
+   * `TransferEngine.recover()` before any pull resumes. It must leave alone what a live process
+   * is writing (several workers may share a sink). Returns how many leftovers it removed.
+   * Optional, but a sink without it keeps the leftovers of every crash.
+   */
+  sweepUnfinished?(): Promise<number>
 }
 
 /** A record that references a blob, as the user would recognise it. */

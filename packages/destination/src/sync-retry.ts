@@ -76,12 +76,26 @@ export async function withRetries<T>(
     } catch (err) {
       if (!(err instanceof TransientSourceError) || n >= retry.attempts) throw err
       const asked = err.retryAfterMs
-      if (asked !== undefined && asked > MAX_REQUESTED_WAIT_MS) throw err
+      if (asked !== undefined && asked > MAX_REQUESTED_WAIT_MS) throw tooLongAWait(err, asked)
       const delayMs = asked ?? backoff(retry, n)
       await onRetry?.({ attempt: n, delayMs, error: err })
       await new Promise((resolve) => setTimeout(resolve, delayMs))
     }
   }
+}
+
+/**
+ * The failure of a call whose source asked for a wait longer than a pull waits: it says how long
+ * and until when, which is the user's way on (resume after then).
+ */
+function tooLongAWait(err: TransientSourceError, askedMs: number): TransientSourceError {
+  const until = new Date(Date.now() + askedMs).toISOString()
+  return new TransientSourceError(
+    `${err.message}: the source asks to wait ${Math.ceil(askedMs / 1000)} s (until ${until}), longer than the ${MAX_REQUESTED_WAIT_MS / 60_000} min a pull waits; resume after then`,
+    err.kind,
+    askedMs,
+    { cause: err },
+  )
 }
 
 /**

@@ -288,6 +288,9 @@ export class TransferEngine {
    */
   async recover(): Promise<InboundTransfer[]> {
     await this.failures.flush()
+    // A process killed mid-blob or mid-repo left temporary files and staged blocks that no
+    // abort will ever remove; swept before a pull resumes (each resumed unit starts afresh).
+    await this.options.sink.sweepUnfinished?.()
     const seen: InboundTransfer[] = []
     for (const t of await this.options.store.listActive()) {
       if (this.running.has(t.transferId) || this.failures.shown(t.transferId)) continue

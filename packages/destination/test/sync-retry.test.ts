@@ -53,7 +53,9 @@ describe('withRetries', () => {
       withRetries(retry, limited, async ({ delayMs }) => {
         waits.push(delayMs)
       }),
-    ).rejects.toThrow('429')
+    ).rejects.toThrow(
+      /^429: the source asks to wait 3600 s \(until .+\), longer than the 15 min a pull waits/,
+    )
     expect(waits).toEqual([])
   })
 })
