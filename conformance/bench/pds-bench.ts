@@ -22,7 +22,7 @@ export interface PdsAccountShape {
   follows: number
 }
 
-export type MigrationFlow = 'client-orchestrated' | '0014 transfer' | 'plain-PDS pull'
+export type MigrationFlow = 'client-orchestrated' | '0014 transfer' | 'draft pull' | 'plain-PDS pull'
 
 /** One migration between two fresh reference PDSes, verified after the clock stopped. */
 export interface PdsMigrationResult {
@@ -34,7 +34,7 @@ export interface PdsMigrationResult {
   /** From the user's start to the account active at the destination (seeding excluded). */
   seconds: number
   phases: Phase[]
-  /** The 0014 pull split by the destination's record of it. */
+  /** The pull (0014, draft or plain) split by the destination's record of it. */
   pull?: Phase[]
   sourcePeakRssMiB: number
   destinationPeakRssMiB: number
@@ -61,8 +61,13 @@ export async function benchPdsMigration(
     const env = { DATA_DIR: join(dir, name), PORT: String(await freePort()), PLC_URL: plcUrl, ...extra }
     return ChildPeer.fork<PdsReady>(PDS_SCRIPT, env)
   }
-  // The plain-PDS pull leaves a PDS with nothing of ours installed; the destination is the same.
-  const a = await fork('a', flow === 'plain-PDS pull' ? { PLAIN: '1' } : {})
+  // The plain-PDS pull leaves a PDS with nothing of ours installed, the draft pull one whose
+  // source role serves the current draft only (spec/dialect-draft.md); the destination is the
+  // same, and picks the dialect itself at /migrate.
+  const a = await fork(
+    'a',
+    flow === 'plain-PDS pull' ? { PLAIN: '1' } : flow === 'draft pull' ? { DRAFT: '1' } : {},
+  )
   let b: ChildPeer<PdsReady> | undefined
   try {
     const { url: aUrl } = await a.ready

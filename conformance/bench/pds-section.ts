@@ -17,12 +17,17 @@ export interface PdsSection {
   plainSpeedup: number
   /** Median plain-PDS pull time over median 0014 time (issue 19's target: at most 1.5). */
   plainOverV1: number
+  /** Median client-orchestrated time over median draft pull time (judged as the plain pull: 4). */
+  draftSpeedup: number
+  /** Median draft pull time over median 0014 time (judged as the plain pull: at most 1.5). */
+  draftOverV1: number
 }
 
-const FLOWS: MigrationFlow[] = ['client-orchestrated', '0014 transfer', 'plain-PDS pull']
+const FLOWS: MigrationFlow[] = ['client-orchestrated', '0014 transfer', 'draft pull', 'plain-PDS pull']
 
 /**
- * Issue 8's comparison on reference PDSes: the same account moved `repeat` times by each flow,
+ * Issue 8's and issue 19's comparison on reference PDSes: the same account moved `repeat` times
+ * by each flow (client-orchestrated, 0014, the draft pull, the plain-PDS pull),
  * the flows alternating so that a busy spell of the (shared) machine does not fall on one
  * flow only. Prints each run, the median run's phases, and returns the figures.
  */
@@ -73,5 +78,24 @@ export async function runPdsSection(options: {
   }
   const plainSpeedup = median['client-orchestrated'].seconds / median['plain-PDS pull'].seconds
   const plainOverV1 = median['plain-PDS pull'].seconds / median['0014 transfer'].seconds
-  return { account: options.account, runs, median, speedup, plainSpeedup, plainOverV1 }
+  const draftSpeedup = median['client-orchestrated'].seconds / median['draft pull'].seconds
+  const draftOverV1 = median['draft pull'].seconds / median['0014 transfer'].seconds
+  console.table(
+    (['0014 transfer', 'draft pull', 'plain-PDS pull'] as const).map((flow) => ({
+      flow,
+      'median s': median[flow].seconds.toFixed(2),
+      'client-orchestrated / flow': `x${(median['client-orchestrated'].seconds / median[flow].seconds).toFixed(2)}`,
+      'flow / 0014': `x${(median[flow].seconds / median['0014 transfer'].seconds).toFixed(2)}`,
+    })),
+  )
+  return {
+    account: options.account,
+    runs,
+    median,
+    speedup,
+    plainSpeedup,
+    plainOverV1,
+    draftSpeedup,
+    draftOverV1,
+  }
 }

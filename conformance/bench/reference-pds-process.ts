@@ -2,7 +2,8 @@
  * One reference PDS (`@atproto/pds` with our transfer roles, `startTransferPds`) in its own
  * process for the `pds` benchmark, so that its peak RSS and its CPU are its own, as they would
  * be on two real hosts. Env: DATA_DIR, PORT, PLC_URL, HANDLE_RESOLVER_URL (optional), PLAIN (set:
- * the PDS as shipped, without our routes, as a plain source).
+ * the PDS as shipped, without our routes, as a plain source), DRAFT (set: our source role serves
+ * the current draft only, spec/dialect-draft.md, as `startDraftPds` does).
  * Its first message is `{ ready, url, serviceDid }`; then it answers IPC requests
  * (`{ id, ... }` → `{ id, result }`, see `ChildPeer`):
  * - `{ plcToken: email }`: the newest PLC code "emailed" to that address, waiting for one;
@@ -53,6 +54,8 @@ const transferPds = plain
       port: Number(env('PORT')),
       plcUrl: env('PLC_URL'),
       ...(process.env.HANDLE_RESOLVER_URL && { handleResolverUrl: process.env.HANDLE_RESOLVER_URL }),
+      // DRAFT=1: no well-known, the draft's exportAccount and completeTransfer, its own OAuth.
+      ...(process.env.DRAFT && { sourceDialects: ['draft' as const] }),
       // Preferences are app.bsky routes, served only with an AppView configured; none runs here.
       env: { bskyAppViewUrl: 'http://127.0.0.1:9', bskyAppViewDid: 'did:web:appview.invalid' },
     })
@@ -68,7 +71,8 @@ const pds = {
 }
 
 // Development mode has no SMTP server: catch the PLC codes at the mailer, whichever flow asked
-// for them (requestPlcOperationSignature of the client-orchestrated flow, or 0014's source role).
+// for them (requestPlcOperationSignature of the client-orchestrated flow and of a draft
+// destination, or 0014's source role).
 const tokens = new Map<string, string>()
 const tokenWaiters = new Map<string, Array<(token: string) => void>>()
 const mailer = pds.ctx.mailer

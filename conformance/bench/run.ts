@@ -249,6 +249,18 @@ function targets(r: typeof report) {
       value: `${plain.seconds.toFixed(2)} s / ${transfer.seconds.toFixed(2)} s = x${pds.plainOverV1.toFixed(2)}`,
       verdict: pds.plainOverV1 <= 1.5 ? 'PASS' : 'MISS',
     })
+    // The draft pull judged by the plain pull's targets (issue 19 asks for both in one run).
+    const draft = pds.median['draft pull']
+    out.push({
+      target: 'draft pull >= 4x faster than client-orchestrated (issue 19, medians)',
+      value: `${client.seconds.toFixed(2)} s / ${draft.seconds.toFixed(2)} s = x${pds.draftSpeedup.toFixed(2)}`,
+      verdict: pds.draftSpeedup >= 4 ? 'PASS' : 'MISS',
+    })
+    out.push({
+      target: 'draft pull within 1.5x of 0014 (issue 19, medians)',
+      value: `${draft.seconds.toFixed(2)} s / ${transfer.seconds.toFixed(2)} s = x${pds.draftOverV1.toFixed(2)}`,
+      verdict: pds.draftOverV1 <= 1.5 ? 'PASS' : 'MISS',
+    })
   }
   return out
 }

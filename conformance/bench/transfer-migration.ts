@@ -93,23 +93,47 @@ export async function migrateByTransfer(input: TransferMigrationInput): Promise<
     transferId,
     seconds: phases.seconds,
     phases: phases.list,
-    pull: pullPhases(timeline, pullStartedAt),
+    pull: pullPhases(timeline, pullStartedAt, pulled.dialect),
     records: pulled.progress.records,
     blobs: pulled.progress.blobsReceived + pulled.progress.blobsReconciled,
     bytesReceived: pulled.progress.bytesReceived,
   }
 }
 
-/** The pull split at the moments the destination recorded: stream open, repo staged, repo indexed, blobs, end. */
-function pullPhases(timeline: TimelineEvent[], startedAt: number): Phases['list'] {
+/**
+ * The pull split at the moments the destination recorded. A v1 pull: stream open, repo staged,
+ * repo indexed, blobs, end. A draft or plain pull (the sync endpoints, `PlainPdsReader`): the
+ * account created (after the draft's exportAccount), repo staged, repo indexed, the blobs
+ * listBlobs names fetched by getBlob (stage `streaming` until `reconciling`), then any blob the
+ * records name that was not listed, preferences, email and the PLC code asked of the source.
+ */
+function pullPhases(
+  timeline: TimelineEvent[],
+  startedAt: number,
+  dialect: InboundTransfer['dialect'],
+): Phases['list'] {
   const at = (event: string) => timeline.find((e) => e.event === event)?.at
-  const marks: Array<[string, number | undefined]> = [
-    ['well-known, account created, exportAccount until its response', at('stream open')],
-    ['repo CAR (first frame): receive, decrypt, verify, stage', at('repo verified and staged')],
-    ['repo: blocks copied, records indexed in the actor store', at('repo indexed')],
-    ['blobs, preferences, private state, end of stream', at('stream ended')],
-    ['reconciliation, PLC code sent', at('stage awaitingPlcToken')],
-  ]
+  const marks: Array<[string, number | undefined]> =
+    dialect === undefined
+      ? [
+          ['well-known, account created, exportAccount until its response', at('stream open')],
+          ['repo CAR (first frame): receive, decrypt, verify, stage', at('repo verified and staged')],
+          ['repo: blocks copied, records indexed in the actor store', at('repo indexed')],
+          ['blobs, preferences, private state, end of stream', at('stream ended')],
+          ['reconciliation, PLC code sent', at('stage awaitingPlcToken')],
+        ]
+      : [
+          [
+            dialect === 'draft'
+              ? 'dialect probe, exportAccount (private state), account created'
+              : 'dialect probe, account created',
+            at('stream open'),
+          ],
+          ['repo: getRepo, verify, stage', at('repo verified and staged')],
+          ['repo: blocks copied, records indexed in the actor store', at('repo indexed')],
+          ['blobs: listBlobs, getBlob (bounded concurrency), hash, store', at('stage reconciling')],
+          ['unlisted blobs, preferences, email, PLC code requested', at('stage awaitingPlcToken')],
+        ]
   const phases: Phases['list'] = []
   let last = startedAt
   for (const [name, time] of marks) {
