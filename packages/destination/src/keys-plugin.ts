@@ -11,6 +11,7 @@ import {
 } from '@pds-transfer/identity'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
+import { accountDid } from './account-did.ts'
 import { type KeysFlow, KeysFlows } from './keys-flows.ts'
 import {
   type KeysListInput,
@@ -76,7 +77,7 @@ export const keysPlugin = fp(
       const query = request.query as { identifier?: unknown; key?: unknown }
       const identifier = String(query.identifier ?? '').trim()
       const key = String(query.key ?? '').trim()
-      const did = await findDid(accountOf(identifier))
+      const did = await accountDid(accountOf(identifier), opts.resolveHandle)
       if (!did)
         return html(
           reply,
@@ -339,23 +340,6 @@ export const keysPlugin = fp(
         keys,
         recent: changes,
         maxKeys: MAX_ROTATION_KEYS,
-      }
-    }
-
-    async function findDid(wanted: string): Promise<string | undefined> {
-      if (wanted.startsWith('did:')) return wanted
-      if (!wanted) return undefined
-      try {
-        return opts.resolveHandle
-          ? await opts.resolveHandle(wanted)
-          : await fetch(`https://${wanted}/.well-known/atproto-did`, {
-              signal: AbortSignal.timeout(5000),
-            }).then(async (res) => {
-              const found = res.ok ? (await res.text()).trim() : ''
-              return found.startsWith('did:') ? found : undefined
-            })
-      } catch {
-        return undefined
       }
     }
   },

@@ -1,6 +1,7 @@
 import { parseWellKnown, selectAlgorithm, WELL_KNOWN_PATH } from '@pds-transfer/core'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
+import { accountDid } from './account-did.ts'
 import type { DidResolver } from './did-resolver.ts'
 import { esc, page } from './html-page.ts'
 import type { InboundTransfer } from './inbound-transfer.ts'
@@ -469,17 +470,7 @@ ${error ? `<p class="error" role="alert" id="identifier-error">${esc(error)}</p>
     }
 
     async function resolveHandle(handle: string): Promise<string | undefined> {
-      const found = opts.resolveHandle
-        ? await opts.resolveHandle(handle)
-        : await fetch(`https://${handle}/.well-known/atproto-did`, {
-            signal: AbortSignal.timeout(5000),
-          }).then(
-            async (res) => {
-              const text = res.ok ? (await res.text()).trim() : ''
-              return text.startsWith('did:') ? text : undefined
-            },
-            () => undefined,
-          )
+      const found = await accountDid(handle, opts.resolveHandle)
       // A handle of this server's own accounts (someone checking whether they already moved).
       return found ?? (await ownHandle(handle))
     }

@@ -4,6 +4,7 @@ import multipart from '@fastify/multipart'
 import { describeChange, describeRotationKeys, restoreChallenge } from '@pds-transfer/identity'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
+import { accountDid } from './account-did.ts'
 import { ExportUnreadable } from './export-files.ts'
 import { esc, page } from './html-page.ts'
 import type { InboundTransfer } from './inbound-transfer.ts'
@@ -83,7 +84,7 @@ export const recoverPlugin = fp(
           }),
           400,
         )
-      const did = await findDid(accountOf(typed.identifier))
+      const did = await accountDid(accountOf(typed.identifier), opts.resolveHandle)
       if (!did)
         return html(
           reply,
@@ -359,23 +360,6 @@ export const recoverPlugin = fp(
         challenge: restoreChallenge({ serviceDid: opts.serviceDid, did, source }),
         ...(unfinished && isRestore(unfinished) && { unfinished: unfinished.transferId }),
         ...(upload && { uploadLimit: copies.maxBytes }),
-      }
-    }
-
-    async function findDid(wanted: string): Promise<string | undefined> {
-      if (wanted.startsWith('did:')) return wanted
-      if (!wanted) return undefined
-      try {
-        return opts.resolveHandle
-          ? await opts.resolveHandle(wanted)
-          : await fetch(`https://${wanted}/.well-known/atproto-did`, {
-              signal: AbortSignal.timeout(5000),
-            }).then(async (res) => {
-              const found = res.ok ? (await res.text()).trim() : ''
-              return found.startsWith('did:') ? found : undefined
-            })
-      } catch {
-        return undefined
       }
     }
   },
