@@ -123,6 +123,33 @@ export async function nothingKept(
   return `${held} (${probe.via})`
 }
 
+/**
+ * A getBlob answer that does not hash to its CID (`account.mustNotStore.blobs[0]`) must not be
+ * stored under it: either the pull failed by name with nothing kept (`refused`, the evidence),
+ * or it was imported with that CID listed missing (`cid`, and the probe that saw it not stored).
+ */
+export async function judgeWrongBlob(
+  t: Pick<DestinationTarget, 'probe'>,
+  account: Pick<HostileAccount, 'did' | 'mustNotStore'>,
+  result: Verdict,
+): Promise<{ refused: string } | { cid: string; stored: Awaited<ReturnType<DestinationTarget['probe']>> }> {
+  const [cid] = account.mustNotStore.blobs as [string]
+  const stored = await t.probe(account.did, [cid])
+  expectThat(
+    !stored.blobs,
+    `the getBlob answer was stored under ${cid}, which it does not hash to (${stored.via})`,
+  )
+  if (!result.accepted) {
+    const reason = reasonEvidence(result.status, ['BlobInvalid'])
+    return { refused: `${show(result.status)}; ${reason}; ${await nothingKept(t, account)}` }
+  }
+  expectThat(
+    result.status.missingBlobs?.includes(cid),
+    `imported with ${cid} neither stored nor listed missing: ${JSON.stringify(result.status.missingBlobs ?? [])}`,
+  )
+  return { cid, stored }
+}
+
 /** Skips unless the honest control transfer of this target was imported. */
 async function needControl(t: DestinationTarget): Promise<void> {
   // The control runs first in the list; with `--only` it runs here, once.
@@ -414,20 +441,9 @@ export const destinationChecks: readonly Check<DestinationTarget>[] = [
     async run(t) {
       await needControl(t)
       const { account, result } = await runTransfer(t, 'getblob-wrong-bytes')
-      const [cid] = account.mustNotStore.blobs as [string]
-      const stored = await t.probe(account.did, [cid])
-      expectThat(
-        !stored.blobs,
-        `the getBlob answer was stored under ${cid}, which it does not hash to (${stored.via})`,
-      )
-      if (!result.accepted) {
-        const reason = reasonEvidence(result.status, ['BlobInvalid'])
-        return `${show(result.status)}; ${reason}; ${await nothingKept(t, account)}`
-      }
-      expectThat(
-        result.status.missingBlobs?.includes(cid),
-        `imported with ${cid} neither stored nor listed missing: ${JSON.stringify(result.status.missingBlobs ?? [])}`,
-      )
+      const judged = await judgeWrongBlob(t, account, result)
+      if ('refused' in judged) return judged.refused
+      const { cid, stored } = judged
       const rest = account.blobs.filter((c) => c !== cid)
       const others = await t.probe(account.did, rest)
       expectThat(
