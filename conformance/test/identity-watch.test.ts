@@ -6,7 +6,13 @@ import { join } from 'node:path'
 import { type Keypair, Secp256k1Keypair } from '@atproto/crypto'
 import * as plc from '@did-plc/lib'
 import { checkRollbacks, type InboundTransfer, type InboundTransferStore } from '@pds-transfer/destination'
-import { readRotationKeyFile, runIdentityCli, type WebhookBody } from '@pds-transfer/identity'
+import {
+  readRotationKeyFile,
+  runIdentityCli,
+  verifyWebhookSignature,
+  WEBHOOK_SIGNATURE_HEADER,
+  type WebhookBody,
+} from '@pds-transfer/identity'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { type PlcDirectory, startPlcDirectory } from '../src/harness/plc-directory.ts'
 
@@ -26,6 +32,7 @@ describe('the PLC watcher', () => {
   let hooks: Server
   let hookUrl: string
   const received: WebhookBody[] = []
+  const signed: { header: string | undefined; body: string }[] = []
   let failing = 0
 
   beforeAll(async () => {
@@ -42,6 +49,13 @@ describe('the PLC watcher', () => {
       req.on('end', () => {
         if (req.url === '/hook') {
           received.push(JSON.parse(Buffer.concat(chunks).toString('utf8')) as WebhookBody)
+          res.writeHead(204).end()
+        } else if (req.url === '/signed') {
+          const header = req.headers[WEBHOOK_SIGNATURE_HEADER]
+          signed.push({
+            header: Array.isArray(header) ? header[0] : header,
+            body: Buffer.concat(chunks).toString(),
+          })
           res.writeHead(204).end()
         } else if (req.url === '/broken') {
           failing++
@@ -244,6 +258,46 @@ describe('the PLC watcher', () => {
     const missing = await cli('watch', 'did:plc:aaaaaaaaaaaaaaaaaaaaaaaa', '--state', state, '--once')
     expect(missing.code).toBe(3)
     expect(missing.err).toMatch(/could not check did:plc:a+: .*trying again next round/)
+  })
+
+  it('signs the webhook with PDS_IDENTITY_WEBHOOK_SECRET so the receiver can refuse forgeries and replays', async () => {
+    const { did, pds } = await identity((pds) => [user.did(), pds.did()])
+    const state = join(work, 'signed.json')
+    const args = [
+      'watch',
+      did,
+      '--expect',
+      user.did(),
+      '--state',
+      state,
+      '--webhook',
+      `${hookUrl}/signed`,
+      '--once',
+    ]
+    const secret = 'a shared secret of the operator'
+    expect((await cli(...args)).code).toBe(0)
+    await hijack(did, pds)
+    process.env.PDS_IDENTITY_WEBHOOK_SECRET = secret
+    try {
+      expect((await cli(...args)).code).toBe(1)
+      // A secret without a webhook is a mistake worth saying.
+      const noHook = await cli('watch', did, '--state', state, '--once')
+      expect(noHook.code).toBe(2)
+      expect(noHook.err).toContain('PDS_IDENTITY_WEBHOOK_SECRET is set but no --webhook URL is given')
+    } finally {
+      delete process.env.PDS_IDENTITY_WEBHOOK_SECRET
+    }
+    expect(signed).toHaveLength(1)
+    const [{ header, body }] = signed as [{ header: string; body: string }]
+    expect(header).toMatch(/^t=\d+,sha256=[0-9a-f]{64}$/)
+    expect(JSON.parse(body)).toMatchObject({ type: 'pds-identity.alert', alert: { did, expected: false } })
+    expect(verifyWebhookSignature(secret, header, body)).toBeNull()
+    expect(verifyWebhookSignature('another secret', header, body)).toBe('mismatch')
+    expect(verifyWebhookSignature(secret, header, body.replace('NOT EXPECTED', 'expected'))).toBe('mismatch')
+    expect(verifyWebhookSignature(secret, undefined, body)).toBe('missing')
+    expect(verifyWebhookSignature(secret, 'sha256=00', body)).toBe('malformed')
+    const later = new Date(Date.now() + 10 * 60_000)
+    expect(verifyWebhookSignature(secret, header, body, { now: later })).toBe('stale')
   })
 
   it('watches every account of a PDS, page by page, and in a loop until stopped', async () => {

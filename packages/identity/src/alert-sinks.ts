@@ -4,6 +4,7 @@
  * (`deliverAlert`'s `onFailure`), never allowed to stop the watch: the next identity and the next
  * round must still be checked.
  */
+import { createHmac, timingSafeEqual } from 'node:crypto'
 import type { IdentityAlert } from './identity-watch.ts'
 
 /** Anything that can tell a person about an alert (an email sink is a PDS's mailer behind this). */
@@ -64,28 +65,76 @@ export function logSink(write: (text: string) => void): AlertSink {
   }
 }
 
+/** The header that carries a webhook's signature when the sink has a secret. */
+export const WEBHOOK_SIGNATURE_HEADER = 'x-pds-identity-signature'
+
+/**
+ * The signature header's value: `t=<unix seconds>,sha256=<hex HMAC-SHA256 of "<t>.<body>">`.
+ * The time is inside the MAC so that a captured alert cannot be replayed later as a new one.
+ */
+export function signWebhookBody(secret: string, body: string, now: Date = new Date()): string {
+  const t = Math.floor(now.getTime() / 1000)
+  return `t=${t},sha256=${webhookMac(secret, t, body)}`
+}
+
+/** Why a receiver refuses a webhook (`verifyWebhookSignature`). */
+export type WebhookSignatureProblem = 'missing' | 'malformed' | 'mismatch' | 'stale'
+
+/**
+ * For a webhook's receiver: null when `header` signs exactly `body` with `secret` within
+ * `toleranceSeconds` (default 300) of `now`, else why not. Compares in constant time.
+ */
+export function verifyWebhookSignature(
+  secret: string,
+  header: string | undefined,
+  body: string,
+  options: { now?: Date; toleranceSeconds?: number } = {},
+): WebhookSignatureProblem | null {
+  if (!header) return 'missing'
+  const m = /^t=(\d+),sha256=([0-9a-f]{64})$/.exec(header.trim())
+  if (!m?.[1] || !m[2]) return 'malformed'
+  const t = Number(m[1])
+  const expected = Buffer.from(webhookMac(secret, t, body), 'hex')
+  if (!timingSafeEqual(expected, Buffer.from(m[2], 'hex'))) return 'mismatch'
+  const now = Math.floor((options.now ?? new Date()).getTime() / 1000)
+  return Math.abs(now - t) > (options.toleranceSeconds ?? 300) ? 'stale' : null
+}
+
+function webhookMac(secret: string, t: number, body: string): string {
+  return createHmac('sha256', secret).update(`${t}.${body}`).digest('hex')
+}
+
 /**
  * POSTs `WebhookBody` as JSON to `url`; a refused or unanswered request is tried again after
  * each of `retryDelaysMs` (default 1 s, 5 s, 30 s), then the failure is thrown to `deliverAlert`.
+ * With `secret`, each attempt is signed afresh (`WEBHOOK_SIGNATURE_HEADER`), so a receiver can
+ * tell our alerts from anyone's POST to its URL.
  */
 export function webhookSink(
   url: string,
-  options: { retryDelaysMs?: number[]; timeoutMs?: number; fetch?: typeof fetch } = {},
+  options: { retryDelaysMs?: number[]; timeoutMs?: number; fetch?: typeof fetch; secret?: string } = {},
 ): AlertSink {
   const doFetch = options.fetch ?? fetch
   const delays = options.retryDelaysMs ?? [1000, 5000, 30_000]
   return {
     name: `webhook ${url}`,
     async send(alert) {
-      const body: WebhookBody = { type: 'pds-identity.alert', version: 1, text: formatAlert(alert), alert }
+      const body = JSON.stringify({
+        type: 'pds-identity.alert',
+        version: 1,
+        text: formatAlert(alert),
+        alert,
+      } satisfies WebhookBody)
       let failure = ''
       for (let attempt = 0; attempt <= delays.length; attempt++) {
         if (attempt > 0) await new Promise((r) => setTimeout(r, delays[attempt - 1]))
+        const headers: Record<string, string> = { 'content-type': 'application/json' }
+        if (options.secret) headers[WEBHOOK_SIGNATURE_HEADER] = signWebhookBody(options.secret, body)
         try {
           const res = await doFetch(url, {
             method: 'POST',
-            headers: { 'content-type': 'application/json' },
-            body: JSON.stringify(body),
+            headers,
+            body,
             signal: AbortSignal.timeout(options.timeoutMs ?? 10_000),
           })
           await res.body?.cancel()

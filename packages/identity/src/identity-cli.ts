@@ -35,7 +35,8 @@ commands
       alert on every new PLC operation of these identities (and of every account of the PDS at
       --pds URL): who signed it, whether that key is yours (--key files, --expect public keys),
       what changed, the time left in PLC's 72-hour window and the command that undoes it.
-      Alerts go to stdout and, as JSON, to --webhook. --state keeps what was seen between runs
+      Alerts go to stdout and, as JSON, to --webhook (signed with HMAC-SHA256 when
+      PDS_IDENTITY_WEBHOOK_SECRET is set: header x-pds-identity-signature). --state keeps what was seen between runs
       (the first look at a DID records it, no alert). Checks every 60 seconds (--every), or
       once with --once: exit code 1 if an operation was not expected, 3 if a DID could not be
       checked
@@ -220,12 +221,17 @@ async function watchCommand(
       return { key }
     }),
   ]
+  // From the environment, not argv: a secret on the command line is visible to every user in ps.
+  const webhookSecret = process.env.PDS_IDENTITY_WEBHOOK_SECRET
+  if (webhookSecret && !values.webhook)
+    throw new UsageError('PDS_IDENTITY_WEBHOOK_SECRET is set but no --webhook URL is given')
   return runWatch(
     {
       dids,
       ...(values.pds && { pds: values.pds }),
       keys,
       ...(values.webhook && { webhook: values.webhook }),
+      ...(webhookSecret && { webhookSecret }),
       ...(values.state && { statePath: values.state }),
       everySeconds: every,
       once: values.once ?? false,

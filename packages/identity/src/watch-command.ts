@@ -19,6 +19,8 @@ export interface WatchCommand {
   /** Expected signers (and the keys recovery is planned with), each with its key file if known. */
   keys: { key: string; file?: string }[]
   webhook?: string
+  /** Signs each webhook POST (HMAC-SHA256, spec/recovery.md "Sinks"). */
+  webhookSecret?: string
   statePath?: string
   everySeconds: number
   once: boolean
@@ -39,7 +41,10 @@ export async function runWatch(
   const sinks: AlertSink[] = [logSink(io.out)]
   if (cmd.webhook)
     sinks.push(
-      webhookSink(cmd.webhook, deps.webhookRetryDelaysMs ? { retryDelaysMs: deps.webhookRetryDelaysMs } : {}),
+      webhookSink(cmd.webhook, {
+        ...(deps.webhookRetryDelaysMs && { retryDelaysMs: deps.webhookRetryDelaysMs }),
+        ...(cmd.webhookSecret && { secret: cmd.webhookSecret }),
+      }),
     )
   let state: WatchState = cmd.statePath ? await readWatchState(cmd.statePath) : emptyWatchState()
   const signers = cmd.keys.map((k) => k.key)
