@@ -339,5 +339,11 @@ describe('two reference PDSes', () => {
     })
     expect(sent[0]?.text).toContain(`${message}\n\n${alice.did}: new PLC operation`)
     expect(sent[0]?.text).toContain(`signed by ${b.pds.ctx.plcRotationKey.did()}`)
+    // An identity B holds no address for is a failure the watcher reports, not a silent drop.
+    const stranger = { ...(finding?.alert as IdentityAlert), did: 'did:plc:aaaaaaaaaaaaaaaaaaaaaaaa' }
+    await expect(pdsMailerSink(b.pds.ctx).send(stranger)).rejects.toThrow(
+      'did:plc:aaaaaaaaaaaaaaaaaaaaaaaa has no email address here to alert',
+    )
+    expect(sent).toHaveLength(1)
   })
 })
