@@ -97,6 +97,14 @@ describe('/migrate in Chromium', () => {
     await page.click('button[type=submit]')
     await page.waitForURL(/\/migrate\/check/)
     await expect(page.textContent('body')).resolves.toContain('Checklist')
+    // Item 7: the size before the move, from what A serves to anyone: her 4 images, the lost one
+    // named as one A cannot send, the repository as "plus", and a time at a stated rate.
+    const sizeLine = (await page.textContent('li:has-text("Size:")')) as string
+    expect(sizeLine).toMatch(
+      /^Size: 4 images and files \(\d+ KiB\), plus your posts, likes, follows and settings\./,
+    )
+    expect(sizeLine).toContain('Copying takes less than a minute at 10.0 MiB/s')
+    expect(sizeLine).toContain('Your current server could not send 1 of them just now')
     await shot('checklist')
     // The backup the checklist offers: one zip with a name she recognises, its README naming the image A lost.
     const [backup] = await Promise.all([
@@ -248,6 +256,19 @@ describe('/migrate in Chromium', () => {
       await small.waitForSelector('h1:has-text("Moved")', { timeout: 60_000 })
       await fits()
       await mobileShot('moved')
+      // He added no key of his own: only B's key is left, and the page says so and leads to /keys,
+      // where his keys are listed with the way to make one.
+      await expect(small.textContent('main')).resolves.toContain(
+        'Only this server can change your identity now',
+      )
+      await expect(small.textContent('main')).resolves.toContain(
+        'For 72 hours after any change to your identity',
+      )
+      await small.click('text=Make a rotation key of your own')
+      await small.waitForURL((url) => url.pathname === '/keys/list')
+      await expect(small.textContent('main')).resolves.toContain(frank.did)
+      await fits()
+      await mobileShot('moved-then-keys')
     } finally {
       await context.close()
     }

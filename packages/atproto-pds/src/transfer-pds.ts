@@ -193,6 +193,7 @@ export async function startTransferPds(options: TransferPdsOptions): Promise<Tra
     publicUrl: url,
     serviceDid,
     resolveHandle: (handle) => resolveHandleVia(handleResolverUrl, handle),
+    keysPath: '/keys',
   })
   await destinationApp.register(recoverPlugin, {
     engine,

@@ -10,6 +10,7 @@ import { accountZip } from './migrate-backup-download.ts'
 import { checklistPage } from './migrate-checklist-page.ts'
 import { accountOf, looksPrivate, normalizeCode, readPassword } from './migrate-form.ts'
 import { liveProgress } from './migrate-html.ts'
+import { estimateAccountSize, type SizeEstimate } from './migrate-size-estimate.ts'
 import { type PageExtra, transferPage } from './migrate-transfer-page.ts'
 import { copyUrl, probeCopy, restoreSourceClient } from './restore-source-client.ts'
 import { AuthorizationNotCompleted, type SourceAuthorizer } from './source-authorizer.ts'
@@ -27,6 +28,11 @@ export interface MigratePluginOptions {
   serviceDid: string
   /** Resolves a handle to a DID (default: `https://<handle>/.well-known/atproto-did`). */
   resolveHandle?: (handle: string) => Promise<string | undefined>
+  /**
+   * Where this server serves `/keys` (`keysPlugin`), if it does: the start page and the result
+   * of a move that left the account without a rotation key of its own point there.
+   */
+  keysPath?: string
 }
 
 /**
@@ -52,7 +58,13 @@ export const migratePlugin = fp(
       )
     // Form posts must come from our own pages (browsers send Origin on POST).
     const sameOrigin = (request: FastifyRequest) => request.headers.origin === origin
-    const view = { origin, host: new URL(opts.publicUrl).host, canSetPassword: opts.engine.canSetPassword }
+    const estimates = new Estimates()
+    const view = {
+      origin,
+      host: new URL(opts.publicUrl).host,
+      canSetPassword: opts.engine.canSetPassword,
+      ...(opts.keysPath && { keysPath: opts.keysPath }),
+    }
     const render = async (t: InboundTransfer, extra: PageExtra = {}) => {
       // At the code step: whether the account already holds a rotation key of its own.
       const holdsOwnKey =
@@ -66,7 +78,8 @@ export const migratePlugin = fp(
         t.stage === 'awaitingPlcToken' && t.missingBlobs.length > 0
           ? await opts.engine.missingBlobUses(t.transferId).catch(() => [])
           : []
-      return transferPage(t, view, { holdsOwnKey, missingUses, ...extra })
+      const estimate = estimates.of(t)
+      return transferPage(t, view, { holdsOwnKey, missingUses, ...(estimate && { estimate }), ...extra })
     }
 
     /** The start page; after an error, with what was typed and the error at the field. */
@@ -88,8 +101,8 @@ ${error ? `<p class="error" role="alert" id="identifier-error">${esc(error)}</p>
 <a href="/recover">Take your account back</a> with your rotation key and a copy of your data.</p>`
             : ''
         }${
-          app.hasRoute({ method: 'GET', url: '/keys' })
-            ? '\n<p>Not moving? <a href="/keys">See who can change your identity, and add a rotation key of your own</a>.</p>'
+          opts.keysPath
+            ? `\n<p>Not moving? <a href="${esc(opts.keysPath)}">See who can change your identity, and add a rotation key of your own</a>.</p>`
             : ''
         }`,
       )
@@ -135,7 +148,12 @@ ${error ? `<p class="error" role="alert" id="identifier-error">${esc(error)}</p>
       // What kind of source it is, told as the engine will tell it (source-dialect.ts); a v1
       // source's well-known is then read for its version and algorithms, and any failure there is
       // a server we cannot talk to now.
-      const dialect = await sourceDialect(source, did)
+      // The size is read alongside (public endpoints, a few seconds at most); see migrate-size-estimate.ts.
+      const [dialect, size] = await Promise.all([
+        sourceDialect(source, did),
+        estimateAccountSize(source, did).catch(() => undefined),
+      ])
+      if (size) estimates.remember(did, size)
       let capabilities: ReturnType<typeof parseWellKnown>['document'] | undefined
       if (dialect === 'v1') {
         try {
@@ -160,6 +178,7 @@ ${error ? `<p class="error" role="alert" id="identifier-error">${esc(error)}</p>
           dialect,
           capabilities,
           algorithm: capabilities && selectAlgorithm(opts.keys.algorithms, capabilities.algorithms),
+          size,
         }),
       )
     })
@@ -282,7 +301,7 @@ ${error ? `<p class="error" role="alert" id="identifier-error">${esc(error)}</p>
       if (!t) return reply.code(404).send({ error: 'TransferNotFound' })
       return reply
         .header('cache-control', 'no-store')
-        .send({ stage: t.stage, status: t.status, html: liveProgress(t) })
+        .send({ stage: t.stage, status: t.status, html: liveProgress(t, Date.now(), estimates.of(t)) })
     })
 
     app.post('/migrate/transfer/:id/complete', async (request, reply) => {
@@ -486,6 +505,37 @@ ${error ? `<p class="error" role="alert" id="identifier-error">${esc(error)}</p>
   },
   { name: '@pds-transfer/destination/migrate', fastify: '5.x' },
 )
+
+/**
+ * The checklist's size estimate of each account, kept in memory for its progress page (a source
+ * without a size hint): by DID from the checklist for an hour, then by the transfer it started.
+ * Only a display aid: a restarted server shows progress without it.
+ */
+class Estimates {
+  private readonly byDid = new Map<string, { estimate: SizeEstimate; at: number }>()
+  private readonly byTransfer = new Map<string, SizeEstimate>()
+
+  remember(did: string, estimate: SizeEstimate): void {
+    const now = Date.now()
+    for (const [key, held] of this.byDid) if (now - held.at > 60 * 60_000) this.byDid.delete(key)
+    this.byDid.set(did, { estimate, at: now })
+  }
+
+  /** The estimate for `t`'s page while it copies; the first look binds it to the transfer. */
+  of(t: InboundTransfer): SizeEstimate | undefined {
+    if (t.status === 'completed' || t.status === 'failed' || t.expected) {
+      this.byTransfer.delete(t.transferId)
+      return undefined
+    }
+    const bound = this.byTransfer.get(t.transferId)
+    if (bound) return bound
+    const held = this.byDid.get(t.did)
+    if (!held || held.at < t.createdAt - 60 * 60_000) return undefined
+    this.byDid.delete(t.did)
+    this.byTransfer.set(t.transferId, held.estimate)
+    return held.estimate
+  }
+}
 
 /** `{ copy }` when there is one, for `TransferEngine.start`. */
 function withCopy(copy: SourceClient | undefined): { copy?: SourceClient } {

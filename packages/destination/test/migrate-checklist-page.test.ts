@@ -45,6 +45,21 @@ describe('/migrate checklist by kind of source', () => {
     expect(checklistPage(input('v1', 'HPKE-3'))).toMatch(/encrypted\s+end to end/)
   })
 
+  it('says the size when the current server listed the images, for every kind of source, and nothing without it', () => {
+    const size = { blobs: 4, allListed: true, sized: 3, sizedBytes: 3 * 12_000, notServed: 1 }
+    for (const html of [
+      checklistPage({ ...input('plain'), size }),
+      checklistPage({ ...input('draft'), size }),
+      checklistPage({ ...input('v1', 'HPKE-3'), size }),
+    ]) {
+      expect(html).toContain(
+        '<li>Size: 4 images and files (35 KiB), plus your posts, likes, follows and settings.',
+      )
+      expect(html).toContain('Your current server could not send 1 of them just now')
+    }
+    expect(checklistPage(input('plain'))).not.toContain('Size:')
+  })
+
   it('offers no sign-in to a v1 source without an encryption method in common', () => {
     const html = checklistPage(input('v1'))
     expect(html).toContain('no encryption method in common')
