@@ -252,6 +252,18 @@ ${error ? `<p class="error" role="alert" id="identifier-error">${esc(error)}</p>
       }
     })
 
+    // A choice the person made at their server, not a fault: no error styling, and the way back.
+    app.get('/migrate/declined', async (_request, reply) =>
+      html(
+        reply,
+        page(
+          'Nothing was moved',
+          `<p role="status">You declined the authorization at your current server, so nothing was copied and nothing changed.</p>
+<p>Changed your mind? <a href="/migrate">Start again</a>: your current server will ask you again.</p>`,
+        ),
+      ),
+    )
+
     app.get('/migrate/callback', async (request, reply) => {
       const query = new URLSearchParams(request.query as Record<string, string>)
       // Another flow of ours (/keys) signed in through this shared callback: back to it, also when
@@ -265,10 +277,8 @@ ${error ? `<p class="error" role="alert" id="identifier-error">${esc(error)}</p>
           (err: unknown) => (err instanceof AuthorizationNotCompleted ? err.returnTo : undefined),
         )
         if (other) return back(other, 'declined')
-        return problem(
-          reply,
-          'You declined the authorization at your current server, so nothing was copied and nothing changed. You can start again at any time.',
-        )
+        // On our public origin (a loopback callback arrives on 127.0.0.1).
+        return reply.redirect(`${origin}/migrate/declined`, 303)
       }
       try {
         const { did, client, returnTo } = await opts.authorizer.callback(query)

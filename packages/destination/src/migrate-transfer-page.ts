@@ -143,7 +143,9 @@ ${COMPLETION_STAGES.has(t.stage) ? stalledSection(t) : cancelForm(t)}
 function rotationKeysSection(t: InboundTransfer, keysPath: string | undefined): string {
   const keys = (t.plcOperation as { rotationKeys?: unknown } | undefined)?.rotationKeys
   if (!Array.isArray(keys) || keys.length === 0) return ''
-  const list = `<ol>${keys.map((k) => `<li><code>${esc(k)}</code></li>`).join('')}</ol>`
+  const list = `<ol>${keys
+    .map((k, i) => `<li><code>${esc(k)}</code>${i === keys.length - 1 ? " (this server's key)" : ''}</li>`)
+    .join('')}</ol>`
   if (keys.length > 1)
     return `<h2>Who can change your identity</h2>
 <p>These rotation keys can change your identity, highest priority first. Whoever holds the private key of one of
