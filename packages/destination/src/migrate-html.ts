@@ -43,6 +43,11 @@ export function steps(
   return `<ol>${items.join('')}</ol>`
 }
 
+/** Whether the copy is still under way (after it, a hint's "of about" would read as missing data). */
+function copying(t: InboundTransfer): boolean {
+  return ['created', 'streaming', 'retrying', 'reconciling'].includes(t.stage)
+}
+
 /** Counters of a transfer as a definition list; protocol details folded away. */
 export function counters(t: InboundTransfer, estimate?: SizeEstimate): string {
   const p = t.progress
@@ -54,7 +59,7 @@ export function counters(t: InboundTransfer, estimate?: SizeEstimate): string {
       ? ` of ${estimate.allListed ? '' : 'at least '}${estimate.blobs}`
       : ''
   return `<dl>
-<dt>Data received</dt><dd data-field="bytes">${received(p.bytesReceived, t.expected?.bytes)}</dd>
+<dt>Data received</dt><dd data-field="bytes">${received(p.bytesReceived, copying(t) ? t.expected?.bytes : undefined)}</dd>
 <dt>Images and files received</dt><dd data-field="blobs">${blobs}${ofBlobs}</dd>
 <dt>Records</dt><dd data-field="records">${p.records}</dd>${
     t.copyUrl

@@ -27,6 +27,24 @@ describe('/migrate progress', () => {
     expect(received(101 * MiB, 100 * MiB)).toBe('101.0 MiB (nearly done)')
   })
 
+  it('once the copy is done, says what arrived without the hint\'s "of about" (it read as 84% copied)', () => {
+    const t = (stage: InboundTransfer['stage']) =>
+      ({
+        stage,
+        transferId: 't',
+        progress: {
+          bytesReceived: 63 * 1024,
+          blobsReceived: 4,
+          blobsReconciled: 0,
+          framesReceived: 9,
+          records: 9,
+        },
+        expected: { bytes: 74 * 1024, blobs: 4 },
+      }) as InboundTransfer
+    expect(counters(t('streaming'))).toContain('63 KiB of about 74 KiB (85%)')
+    expect(counters(t('awaitingPlcToken'))).toContain('<dd data-field="bytes">63 KiB</dd>')
+  })
+
   it('says small accounts in KiB and large ones in GiB (not "0.0 of about 0.0 MiB")', () => {
     expect(size(86_000)).toBe('84 KiB')
     expect(received(86_000, 87_000)).toBe('84 KiB of about 85 KiB (98%)')
