@@ -258,6 +258,9 @@ describe('/migrate in Chromium', () => {
     await page.click('button[type=submit]')
     await page.waitForSelector('h1:has-text("Already here")')
     await expect(page.textContent('main')).resolves.toContain('already lives on this server')
+    expect(await page.getAttribute('a:has-text("See who can change your identity")', 'href')).toBe(
+      `/keys/list?identifier=${encodeURIComponent(erin.did)}`,
+    )
     await shot('already-here')
     // Every page of ours passes axe-core's checks.
     expect(violations).toEqual([])

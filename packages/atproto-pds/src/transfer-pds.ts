@@ -214,6 +214,7 @@ export async function startTransferPds(options: TransferPdsOptions): Promise<Tra
     serviceDid,
     resolveHandle: (handle) => resolveHandleVia(handleResolverUrl, handle),
     keysPath: '/keys',
+    pdsUrl: url,
   })
   await destinationApp.register(recoverPlugin, {
     engine,

@@ -33,6 +33,11 @@ export interface MigratePluginOptions {
    * of a move that left the account without a rotation key of its own point there.
    */
   keysPath?: string
+  /**
+   * This PDS's own URL as DID documents name it, when the pages are served at another address
+   * (`publicUrl`, e.g. a TLS proxy's): an account whose PDS it is already lives here.
+   */
+  pdsUrl?: string
 }
 
 /**
@@ -134,13 +139,18 @@ ${error ? `<p class="error" role="alert" id="identifier-error">${esc(error)}</p>
         return problem(reply, `Could not read the identity of ${did}: ${(err as Error).message}`)
       }
       const source = identity.pds.replace(/\/+$/, '')
-      if (source.toLowerCase() === origin.toLowerCase()) {
+      const here = [origin, opts.pdsUrl].filter((u): u is string => u !== undefined)
+      if (here.some((u) => new URL(u).origin.toLowerCase() === source.toLowerCase())) {
         return html(
           reply,
           page(
             'Already here',
             `<p class="ok" role="status">${esc(identity.handle ?? did)} already lives on this server: there is nothing to move.</p>
-<p>Sign in to your apps with this server as your hosting provider (<strong>${esc(new URL(origin).host)}</strong>).</p>
+<p>Sign in to your apps with this server as your hosting provider (<strong>${esc(new URL(origin).host)}</strong>).</p>${
+              opts.keysPath
+                ? `\n<p><a href="${esc(opts.keysPath)}/list?identifier=${encodeURIComponent(did)}">See who can change your identity</a>, and add a rotation key of your own.</p>`
+                : ''
+            }
 <p><a href="${esc(origin)}/migrate">Move another account</a></p>`,
           ),
         )
