@@ -103,3 +103,36 @@ describe('/migrate code step of a draft source', () => {
     expect(at(['base'])).toContain('does not offer your app settings, so they were not copied')
   })
 })
+
+describe('/migrate result page: who can change the identity', () => {
+  const moved = (rotationKeys: string[]) => ({
+    ...newTransfer(DID, 'https://old.example'),
+    status: 'completed' as const,
+    stage: 'activated' as const,
+    passwordChosen: true,
+    plcOperation: { rotationKeys },
+  })
+  const view = { origin: 'https://new.example', host: 'new.example', canSetPassword: true }
+
+  it("leads to /keys when only this server's key is left, with the 72-hour undo explained", () => {
+    const html = transferPage(moved(['did:key:zServer']), { ...view, keysPath: '/keys' }, {})
+    expect(html).toContain('Only this server can change your identity now')
+    expect(html).toContain('For 72 hours after any change to your identity')
+    expect(html).toContain(
+      `<a href="/keys/list?identifier=${encodeURIComponent(DID)}">Make a rotation key of your own</a>`,
+    )
+    // Without /keys served here, a tool that can.
+    const without = transferPage(moved(['did:key:zServer']), view, {})
+    expect(without).toContain('Only this server can change your identity now')
+    expect(without).not.toContain('/keys/list')
+    expect(without).toContain('goat key generate')
+  })
+
+  it("lists the person's key first and marks this server's", () => {
+    const html = transferPage(moved(['did:key:zMine', 'did:key:zServer']), { ...view, keysPath: '/keys' }, {})
+    expect(html).not.toContain('Only this server can change your identity now')
+    expect(html).toContain(
+      "<ol><li><code>did:key:zMine</code></li><li><code>did:key:zServer</code> (this server's key)</li></ol>",
+    )
+  })
+})
