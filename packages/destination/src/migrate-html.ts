@@ -44,7 +44,7 @@ export function steps(
 }
 
 /** Whether the copy is still under way (after it, a hint's "of about" would read as missing data). */
-function copying(t: InboundTransfer): boolean {
+export function copying(t: InboundTransfer): boolean {
   return ['created', 'streaming', 'retrying', 'reconciling'].includes(t.stage)
 }
 
@@ -76,13 +76,35 @@ export function counters(t: InboundTransfer, estimate?: SizeEstimate): string {
 
 /**
  * The live part of the progress page (refreshed in place by its script): bar, pace, counters.
- * `estimate` is the checklist's count of images and files, for a source that gives no size hint.
+ * `estimate` is the checklist's count of images and files, for a source that gives no size hint;
+ * `since` where the pace is measured from (default: the transfer's start).
  */
-export function liveProgress(t: InboundTransfer, now: number = Date.now(), estimate?: SizeEstimate): string {
-  const timing = pace(t, now, estimate)
+export function liveProgress(
+  t: InboundTransfer,
+  now: number = Date.now(),
+  estimate?: SizeEstimate,
+  since?: PaceSample,
+): string {
+  const timing = pace(t, now, estimate, since)
   return `${progressBar(t, estimate)}
 ${timing ? `<p data-field="pace">${esc(timing)}</p>` : ''}
 ${counters(t, estimate)}`
+}
+
+/** A point the pace is measured from: when, and what had arrived by then. */
+export interface PaceSample {
+  at: number
+  bytes: number
+  blobs: number
+}
+
+/** What has arrived now, as a pace sample. */
+export function sampleOf(t: InboundTransfer, now: number): PaceSample {
+  return {
+    at: now,
+    bytes: t.progress.bytesReceived,
+    blobs: t.progress.blobsReceived + t.progress.blobsReconciled,
+  }
 }
 
 /**
@@ -113,17 +135,26 @@ export function share(
 }
 
 /**
- * Speed and time left from the average since the transfer started ("2.3 MiB/s, about 4
- * minutes left"); empty while there is too little to go on.
+ * Speed and time left from the average since `since` ("2.3 MiB/s, about 4 minutes left"):
+ * by default the transfer's start, but a move resumed after a pause is measured from a sample
+ * taken after it (else the pause would count as slowness). Empty while there is too little to
+ * go on.
  */
-export function pace(t: InboundTransfer, now: number, estimate?: SizeEstimate): string {
-  const seconds = (now - t.createdAt) / 1000
-  const bytes = t.progress.bytesReceived
-  if (seconds < 2 || bytes === 0) return ''
+export function pace(
+  t: InboundTransfer,
+  now: number,
+  estimate?: SizeEstimate,
+  since: PaceSample = { at: t.createdAt, bytes: 0, blobs: 0 },
+): string {
+  const seconds = (now - since.at) / 1000
+  const bytes = t.progress.bytesReceived - since.bytes
+  if (seconds < 2 || bytes <= 0) return ''
   const speed = `${size(bytes / seconds)}/s`
   const part = share(t, estimate)
-  if (!part || part.done === 0 || part.done >= part.total) return speed
-  const left = ((part.total - part.done) * seconds) / part.done
+  if (!part || part.done >= part.total) return speed
+  const gained = part.done - (part.of === 'bytes' ? since.bytes : since.blobs)
+  if (gained <= 0) return speed
+  const left = ((part.total - part.done) * seconds) / gained
   return `${speed}, ${duration(left)} left`
 }
 

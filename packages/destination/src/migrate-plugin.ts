@@ -9,7 +9,8 @@ import type { KeyRing } from './key-ring.ts'
 import { accountZip } from './migrate-backup-download.ts'
 import { checklistPage } from './migrate-checklist-page.ts'
 import { accountOf, looksPrivate, normalizeCode, readPassword } from './migrate-form.ts'
-import { liveProgress } from './migrate-html.ts'
+import { copying, liveProgress } from './migrate-html.ts'
+import { PaceWindow } from './migrate-pace-window.ts'
 import { estimateAccountSize, type SizeEstimate } from './migrate-size-estimate.ts'
 import { type PageExtra, transferPage } from './migrate-transfer-page.ts'
 import { copyUrl, probeCopy, restoreSourceClient } from './restore-source-client.ts'
@@ -64,6 +65,7 @@ export const migratePlugin = fp(
     // Form posts must come from our own pages (browsers send Origin on POST).
     const sameOrigin = (request: FastifyRequest) => request.headers.origin === origin
     const estimates = new Estimates()
+    const paces = new PaceWindow()
     const view = {
       origin,
       host: new URL(opts.publicUrl).host,
@@ -84,7 +86,14 @@ export const migratePlugin = fp(
           ? await opts.engine.missingBlobUses(t.transferId).catch(() => [])
           : []
       const estimate = estimates.of(t)
-      return transferPage(t, view, { holdsOwnKey, missingUses, ...(estimate && { estimate }), ...extra })
+      const since = paces.since(t, Date.now(), copying(t))
+      return transferPage(t, view, {
+        holdsOwnKey,
+        missingUses,
+        ...(estimate && { estimate }),
+        ...(since && { since }),
+        ...extra,
+      })
     }
 
     /** The start page; after an error, with what was typed and the error at the field. */
@@ -319,9 +328,12 @@ ${error ? `<p class="error" role="alert" id="identifier-error">${esc(error)}</p>
     app.get('/migrate/transfer/:id/live', async (request, reply) => {
       const t = await opts.engine.get((request.params as { id: string }).id)
       if (!t) return reply.code(404).send({ error: 'TransferNotFound' })
-      return reply
-        .header('cache-control', 'no-store')
-        .send({ stage: t.stage, status: t.status, html: liveProgress(t, Date.now(), estimates.of(t)) })
+      const now = Date.now()
+      return reply.header('cache-control', 'no-store').send({
+        stage: t.stage,
+        status: t.status,
+        html: liveProgress(t, now, estimates.of(t), paces.since(t, now, copying(t))),
+      })
     })
 
     app.post('/migrate/transfer/:id/complete', async (request, reply) => {

@@ -2,7 +2,7 @@ import type { BlobUse } from './account-sink.ts'
 import { esc, page } from './html-page.ts'
 import type { InboundTransfer } from './inbound-transfer.ts'
 import { failedSection, stalledSection } from './migrate-failures.ts'
-import { counters, liveProgress, steps } from './migrate-html.ts'
+import { counters, liveProgress, type PaceSample, steps } from './migrate-html.ts'
 import { passwordFields, signInSection } from './migrate-password.ts'
 import type { SizeEstimate } from './migrate-size-estimate.ts'
 import { keygenSection } from './rotation-keygen.ts'
@@ -29,6 +29,8 @@ export interface PageExtra {
   missingUses?: BlobUse[]
   /** The checklist's count of images and files (a source without a size hint). */
   estimate?: SizeEstimate
+  /** Where the pace is measured from (`PaceWindow`; default the transfer's start). */
+  since?: PaceSample
 }
 
 /** The live page of one transfer: progress while it runs, the token form, or the result. */
@@ -108,7 +110,7 @@ ${canSetPassword ? `${fieldError('password')}${passwordFields(host, fieldState('
 </form>
 ${cancelForm(t)}`
   } else {
-    body = `<div aria-live="polite" id="live">${liveProgress(t, Date.now(), extra.estimate)}</div>
+    body = `<div aria-live="polite" id="live">${liveProgress(t, Date.now(), extra.estimate, extra.since)}</div>
 <p>You can close this page: the move goes on without it. To come back, open
 <a href="/migrate">${esc(view.host)}/migrate</a> and sign in with your handle again.</p>
 ${t.retry && t.stage === 'retrying' ? `<p class="warn" role="status">The connection broke (${esc(t.retry.lastFailure.reason)}); continuing where it stopped (attempt ${t.retry.attempt + 1} of ${t.retry.of}).</p>` : ''}

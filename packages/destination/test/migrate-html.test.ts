@@ -66,6 +66,19 @@ describe('/migrate progress', () => {
     expect(pace(started(10 * MiB, 10, 70 * MiB), 1_000_000)).toBe('1.0 MiB/s, about a minute left')
   })
 
+  it('measures a resumed move from a sample after the pause, not from its start', () => {
+    // Created an hour ago, 50 of 100 MiB then; 10 MiB more in the 10 s since the sample.
+    const t = {
+      createdAt: 1_000_000 - 3_600_000,
+      progress: { bytesReceived: 60 * MiB, blobsReceived: 0, blobsReconciled: 0 },
+      expected: { bytes: 100 * MiB, blobs: 1 },
+    } as InboundTransfer
+    const since = { at: 1_000_000 - 10_000, bytes: 50 * MiB, blobs: 0 }
+    expect(pace(t, 1_000_000, undefined, since)).toBe('1.0 MiB/s, less than a minute left')
+    // From the start, the hour's pause would read as a crawl.
+    expect(pace(t, 1_000_000)).toBe('17 KiB/s, about 40 minutes left')
+  })
+
   it('without a size hint, goes by the images and files the checklist counted (plain and draft sources)', () => {
     const copying = (blobsReceived: number) =>
       ({
