@@ -8,10 +8,11 @@ import type { InboundTransfer } from './inbound-transfer.ts'
 import type { KeyRing } from './key-ring.ts'
 import { accountZip } from './migrate-backup-download.ts'
 import { checklistPage } from './migrate-checklist-page.ts'
+import { Estimates } from './migrate-estimates.ts'
 import { accountOf, looksPrivate, normalizeCode, readPassword } from './migrate-form.ts'
 import { copying, liveProgress } from './migrate-html.ts'
 import { PaceWindow } from './migrate-pace-window.ts'
-import { estimateAccountSize, type SizeEstimate } from './migrate-size-estimate.ts'
+import { estimateAccountSize } from './migrate-size-estimate.ts'
 import { type PageExtra, transferPage } from './migrate-transfer-page.ts'
 import { copyUrl, probeCopy, restoreSourceClient } from './restore-source-client.ts'
 import { AuthorizationNotCompleted, type SourceAuthorizer } from './source-authorizer.ts'
@@ -537,37 +538,6 @@ ${error ? `<p class="error" role="alert" id="identifier-error">${esc(error)}</p>
   },
   { name: '@pds-transfer/destination/migrate', fastify: '5.x' },
 )
-
-/**
- * The checklist's size estimate of each account, kept in memory for its progress page (a source
- * without a size hint): by DID from the checklist for an hour, then by the transfer it started.
- * Only a display aid: a restarted server shows progress without it.
- */
-class Estimates {
-  private readonly byDid = new Map<string, { estimate: SizeEstimate; at: number }>()
-  private readonly byTransfer = new Map<string, SizeEstimate>()
-
-  remember(did: string, estimate: SizeEstimate): void {
-    const now = Date.now()
-    for (const [key, held] of this.byDid) if (now - held.at > 60 * 60_000) this.byDid.delete(key)
-    this.byDid.set(did, { estimate, at: now })
-  }
-
-  /** The estimate for `t`'s page while it copies; the first look binds it to the transfer. */
-  of(t: InboundTransfer): SizeEstimate | undefined {
-    if (t.status === 'completed' || t.status === 'failed' || t.expected) {
-      this.byTransfer.delete(t.transferId)
-      return undefined
-    }
-    const bound = this.byTransfer.get(t.transferId)
-    if (bound) return bound
-    const held = this.byDid.get(t.did)
-    if (!held || held.at < t.createdAt - 60 * 60_000) return undefined
-    this.byDid.delete(t.did)
-    this.byTransfer.set(t.transferId, held.estimate)
-    return held.estimate
-  }
-}
 
 /** `{ copy }` when there is one, for `TransferEngine.start`. */
 function withCopy(copy: SourceClient | undefined): { copy?: SourceClient } {
