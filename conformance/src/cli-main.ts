@@ -67,7 +67,7 @@ destination options
                           registers test DIDs there); default: start one on --plc-port (2582)
   --listen HOST:PORT      where our hostile source listens (default 127.0.0.1:0)
   --public-url URL        how the destination reaches it (default http://HOST:PORT)
-  --client-id ID          the destination's OAuth client_id (default URL/.well-known/oauth-client-metadata/migration)
+  --client-id ID          the destination's OAuth client_id (default URL/oauth-client-metadata.json)
 
 output
   --json FILE             write the JSON report (- for stdout; the table then goes to stderr)
@@ -312,7 +312,7 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
         ? { url: url('plc'), close: async () => {} }
         : await lib.startPlcDirectory(Number(values['plc-port'] ?? 2582))
       const listen = listenAddress()
-      const clientId = values['client-id'] ?? `${destinationUrl}/.well-known/oauth-client-metadata/migration`
+      const clientId = values['client-id'] ?? `${destinationUrl}/oauth-client-metadata.json`
       if (dialect === 'draft') {
         const hostileDraft = await lib.startHostileDraftSource({
           plcUrl: plcDir.url,

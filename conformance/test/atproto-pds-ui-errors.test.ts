@@ -69,9 +69,15 @@ describe('/migrate errors on reference PDSes', () => {
   it('a refused consent', async () => {
     const callback = await signIn(carol.did, false)
     expect(callback.searchParams.get('error')).toBe('access_denied')
-    const res = await fetch(callback, { redirect: 'manual' })
-    expect(res.status).toBe(400)
-    expect(text(await res.text())).toContain('You declined the authorization')
+    const declined = await fetch(callback, { redirect: 'manual' })
+    // The person's choice, not a failure (issue 18, item 5): said as such, on our public origin.
+    expect(declined.headers.get('location')).toBe(`${pair.b.url}/migrate/declined`)
+    const res = await fetch(declined.headers.get('location') as string)
+    expect(res.status).toBe(200)
+    const body = text(await res.text())
+    expect(body).toContain('You declined the authorization')
+    expect(body).toContain('Nothing was moved')
+    expect(body).not.toContain('Something went wrong')
     expect(await activeAt(pair.a.url, carol.did)).toBe(true)
     expect(await pair.b.pds.ctx.accountManager.getAccount(carol.did as `did:plc:${string}`)).toBeNull()
   })

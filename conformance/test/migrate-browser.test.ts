@@ -1,4 +1,4 @@
-import { mkdir, mkdtemp, readFile, rename, rm } from 'node:fs/promises'
+import { mkdir, mkdtemp, readdir, readFile, rename, rm } from 'node:fs/promises'
 import { createRequire } from 'node:module'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -34,22 +34,35 @@ describe('/migrate in Chromium', () => {
   const closers: (() => Promise<void>)[] = []
   /** Accessibility problems axe-core found on our pages (the source's own pages are not ours). */
   const violations: string[] = []
-  const shot = async (name: string) => {
-    step++
-    await page.screenshot({
-      path: join(SHOTS, `${String(step).padStart(2, '0')}-${name}.png`),
-      fullPage: true,
+  /** axe-core's checks on a page of ours (the source's own pages are not ours). */
+  const audit = async (p: Page, name: string) => {
+    if (new URL(p.url()).origin !== pair.b.url) return
+    const run = async () => {
+      await p.addScriptTag({ path: AXE })
+      return (await p.evaluate(async () => {
+        const axe = (globalThis as unknown as { axe: { run(): Promise<{ violations: unknown[] }> } }).axe
+        return (await axe.run()).violations
+      })) as { id: string; impact: string; nodes: { target: string[] }[] }[]
+    }
+    // A progress page reloads itself when its stage changes: audit the page it became.
+    const found = await run().catch(async (err: Error) => {
+      if (!err.message.includes('Execution context was destroyed')) throw err
+      await p.waitForLoadState()
+      return run()
     })
-    if (new URL(page.url()).origin !== pair.b.url) return
-    await page.addScriptTag({ path: AXE })
-    const found = (await page.evaluate(async () => {
-      const axe = (globalThis as unknown as { axe: { run(): Promise<{ violations: unknown[] }> } }).axe
-      return (await axe.run()).violations
-    })) as { id: string; impact: string; nodes: { target: string[] }[] }[]
     for (const v of found)
       violations.push(
         `${name}: ${v.id} (${v.impact}) at ${v.nodes.map((n) => n.target.join(' ')).join(', ')}`,
       )
+  }
+  /** A numbered screenshot of `p` (the main page by default), then its audit. */
+  const shot = async (name: string, p: Page = page) => {
+    step++
+    await p.screenshot({
+      path: join(SHOTS, `${String(step).padStart(2, '0')}-${name}.png`),
+      fullPage: true,
+    })
+    await audit(p, name)
   }
 
   /** From the checklist: the source's own sign-in and consent pages, as the user goes through them. */
@@ -66,8 +79,27 @@ describe('/migrate in Chromium', () => {
     await authorize.click()
   }
 
+  /** Another browser (a new device, or after the tab and cookies are gone): signs in at the source from the checklist. */
+  const signInElsewhere = async (identifier: string, sourceUrl: string, password: string) => {
+    const context = await browser.newContext()
+    const other = await context.newPage()
+    await other.goto(`${pair.b.url}/migrate`)
+    await other.fill('#identifier', identifier)
+    await other.click('button[type=submit]')
+    await other.waitForURL(/\/migrate\/check/)
+    await other.click('form[action="/migrate/authorize"] button')
+    await other.waitForURL((url) => url.origin === sourceUrl)
+    await other.fill('input[autocomplete="current-password"]', password)
+    await other.click('button[type=submit]')
+    await other.getByRole('button', { name: 'Authorize' }).waitFor()
+    return { context, other }
+  }
+
   beforeAll(async () => {
     await mkdir(SHOTS, { recursive: true })
+    // This run's screenshots only: step numbers shift when steps are added.
+    for (const name of await readdir(SHOTS))
+      if (/^(\d\d|mobile|draft|plain)-.*\.png$/.test(name)) await rm(join(SHOTS, name))
     pair = await startReferencePdsPair({ limits: { retry: { attempts: 3, baseDelayMs: 20 } } })
     erin = await seedReferenceAccount(pair.a.url, {
       handle: 'erin.test',
@@ -93,10 +125,26 @@ describe('/migrate in Chromium', () => {
     await rename(lostPath, `${lostPath}.lost`)
     await page.goto(`${pair.b.url}/migrate`)
     await shot('start')
+    // Item 6: a handle nobody has is refused at the field, and what she typed stays.
+    await page.fill('#identifier', 'nobody.test')
+    await page.click('button[type=submit]')
+    await page.waitForSelector('#identifier-error')
+    expect(await page.inputValue('#identifier')).toBe('nobody.test')
+    expect(await page.getAttribute('#identifier', 'aria-invalid')).toBe('true')
+    expect(await page.evaluate('document.activeElement?.id')).toBe('identifier')
+    await shot('start-unknown-handle')
     await page.fill('#identifier', erin.handle)
     await page.click('button[type=submit]')
     await page.waitForURL(/\/migrate\/check/)
     await expect(page.textContent('body')).resolves.toContain('Checklist')
+    // Item 7: the size before the move, from what A serves to anyone: her 4 images, the lost one
+    // named as one A cannot send, the repository as "plus", and a time at a stated rate.
+    const sizeLine = (await page.textContent('li:has-text("Size:")')) as string
+    expect(sizeLine).toMatch(
+      /^Size: 4 images and files \(\d+ KiB\), plus your posts, likes, follows and settings\./,
+    )
+    expect(sizeLine).toContain('Copying takes less than a minute at 10.0 MiB/s')
+    expect(sizeLine).toContain('Your current server could not send 1 of them just now')
     await shot('checklist')
     // The backup the checklist offers: one zip with a name she recognises, its README naming the image A lost.
     const [backup] = await Promise.all([
@@ -122,6 +170,15 @@ describe('/migrate in Chromium', () => {
     await expect(page.textContent('main')).resolves.toContain('the fault is there, not here')
     await expect(page.textContent('main ul')).resolves.toMatch(/“.+”/)
     await shot('missing-image')
+    // Item 2: she comes back from another browser and signs in again: the same move, not a second one.
+    const elsewhere = await signInElsewhere(erin.handle, pair.a.url, erin.password)
+    await elsewhere.other.getByRole('button', { name: 'Authorize' }).click()
+    await elsewhere.other.waitForURL((url) => url.href === transferPage)
+    await shot('signed-in-again-same-move', elsewhere.other)
+    await elsewhere.context.close()
+    expect((await pair.b.engine.unfinished(erin.did))?.transferId).toBe(
+      new URL(transferPage).pathname.split('/').at(-1),
+    )
     // A's operator restores the file; "Try those again" fetches it, and the warning is gone.
     await rename(`${lostPath}.lost`, lostPath)
     await page.click('form[action$="/retry-missing"] button')
@@ -139,6 +196,15 @@ describe('/migrate in Chromium', () => {
       'Your last attempt to finish the move did not complete (SourceRefused): your current server did not accept the code (wrong or expired).',
     )
     await shot('came-back-after-wrong-code')
+    // Item 4: a private key pasted where the public one goes is refused plainly, at the field.
+    await page.fill('input[name="token"]', 'AAAAA-BBBBB')
+    await page.fill('#rotationKey', 'a'.repeat(64))
+    await page.click('form[action$="/complete"] button[type=submit]')
+    await page.waitForSelector('#rotationKey-error')
+    await expect(page.textContent('#rotationKey-error')).resolves.toContain('This looks like a private key')
+    expect(await page.inputValue('input[name="token"]')).toBe('AAAAA-BBBBB')
+    expect(await page.inputValue('#rotationKey')).toBe('')
+    await shot('private-key-refused')
     const token = pair.plcTokens.get(erin.did)?.at(-1) as string
     await page.fill('input[name="token"]', token)
     // She holds no rotation key yet (the section opens itself): she makes one here and saves it.
@@ -186,9 +252,19 @@ describe('/migrate in Chromium', () => {
     })
     expect(session.status).toBe(200)
     expect(((await session.json()) as { active?: boolean }).active).toBe(true)
+    // Item 8: a pasted profile URL is understood, and an account already here is told so.
+    await page.goto(`${pair.b.url}/migrate`)
+    await page.fill('#identifier', `https://bsky.app/profile/${erin.handle}`)
+    await page.click('button[type=submit]')
+    await page.waitForSelector('h1:has-text("Already here")')
+    await expect(page.textContent('main')).resolves.toContain('already lives on this server')
+    expect(await page.getAttribute('a:has-text("See who can change your identity")', 'href')).toBe(
+      `/keys/list?identifier=${encodeURIComponent(erin.did)}`,
+    )
+    await shot('already-here')
     // Every page of ours passes axe-core's checks.
     expect(violations).toEqual([])
-  }, 120_000)
+  }, 180_000)
 
   it('works on a 390x844 screen, keyboard only, with JavaScript off', async () => {
     const frank = await seedReferenceAccount(pair.a.url, {
@@ -248,6 +324,19 @@ describe('/migrate in Chromium', () => {
       await small.waitForSelector('h1:has-text("Moved")', { timeout: 60_000 })
       await fits()
       await mobileShot('moved')
+      // He added no key of his own: only B's key is left, and the page says so and leads to /keys,
+      // where his keys are listed with the way to make one.
+      await expect(small.textContent('main')).resolves.toContain(
+        'Only this server can change your identity now',
+      )
+      await expect(small.textContent('main')).resolves.toContain(
+        'For 72 hours after any change to your identity',
+      )
+      await small.click('text=Make a rotation key of your own')
+      await small.waitForURL((url) => url.pathname === '/keys/list')
+      await expect(small.textContent('main')).resolves.toContain(frank.did)
+      await fits()
+      await mobileShot('moved-then-keys')
     } finally {
       await context.close()
     }
@@ -379,6 +468,17 @@ describe('/migrate in Chromium', () => {
       } finally {
         await small.close()
       }
+
+      // Item 5: declining at her server is said plainly, with the way on (not "Something went wrong").
+      const declining = await signInElsewhere(hana.did, draft.url, hana.password)
+      await declining.other.getByRole('button', { name: 'Deny access' }).click()
+      await declining.other.waitForURL(`${pair.b.url}/migrate/declined`)
+      const declined = (await declining.other.textContent('main')) as string
+      expect(declined).toContain('You declined the authorization at your current server')
+      expect(declined).not.toContain('Something went wrong')
+      await shot('draft-declined', declining.other)
+      await declining.context.close()
+      expect(await pair.b.engine.unfinished(hana.did)).toBeUndefined()
 
       await signInAtSource(draft.url, hana.password, 'draft-')
       await page.waitForURL(

@@ -6,11 +6,13 @@
  */
 import { parseArgs } from 'node:util'
 import { type SeededAccount, seedReferenceAccount } from '../fixtures/seed-reference-account.ts'
+import { freePort } from '../harness/destination-server.ts'
 import { startDraftPds } from '../harness/draft-pds.ts'
 import { headlessAuthorize } from '../harness/headless-oauth.ts'
 import { listAllRecords } from '../harness/list-records.ts'
 import { startPlainPds } from '../harness/plain-pds.ts'
 import { startReferencePdsPair } from '../harness/reference-pds.ts'
+import { startTlsFront, type TlsFront } from '../harness/tls-front.ts'
 
 const USAGE = `usage: bash scripts/dev demo [--from v1|draft|plain|all] [--keep-running] [--posts N] [--images N]
 
@@ -22,7 +24,12 @@ Moves one account into PDS B through its /migrate from each kind of source, then
   plain  a reference PDS with nothing of ours installed: the sync endpoints, its own PLC code
   all    each of the three in turn (the default)
 --keep-running  leave the PDSes up afterwards, with a second account to move by hand in a browser
---posts N, --images N  the size of each account (default 1000 and 40)`
+--posts N, --images N  the size of each account (default 1000 and 40)
+--loopback      serve B's pages on http://localhost only (any browser reaches them; sources then
+                show B as "an application on your device"). By default, when this machine lets
+                it bind port 443 and has openssl, B's pages and OAuth client are served as a
+                deployment serves them, at https://b.pds-transfer.internal through a TLS proxy (the name
+                resolves to a loopback address in this process and in the Chromium command shown)`
 
 const { values: args } = parseArgs({
   options: {
@@ -31,6 +38,7 @@ const { values: args } = parseArgs({
     posts: { type: 'string', default: '1000' },
     images: { type: 'string', default: '40' },
     from: { type: 'string', default: 'all' },
+    loopback: { type: 'boolean', default: false },
   },
 })
 if (args.help) {
@@ -58,6 +66,8 @@ const MOVED: Record<Kind, { name: string; pull: string; completion: string }> = 
   plain: { name: 'carol', pull: 'pull over the sync endpoints', completion: 'signPlcOperation' },
 }
 
+/** B's public name when served as deployed (`.internal`: for private use, never in public DNS). */
+const B_NAME = 'b.pds-transfer.internal'
 const checks: { name: string; ok: boolean; detail: string }[] = []
 const check = (name: string, ok: boolean, detail = '') => {
   checks.push({ name, ok, detail })
@@ -73,19 +83,46 @@ const lap = (name: string) => {
 const collections = ['app.bsky.feed.post', 'app.bsky.graph.follow']
 
 console.log('Starting a PLC directory and two reference PDSes (@atproto/pds 0.5.35) on loopback…')
+// B as deployed: its pages and OAuth client at https://B_NAME, so that sources fetch its client
+// metadata (spec D26); on a machine that does not allow it, the loopback client instead.
+const bPort = await freePort()
+let front: TlsFront | undefined
+if (!args.loopback) {
+  front = await startTlsFront(B_NAME, `http://127.0.0.1:${bPort}`).catch((err: Error) => {
+    console.log(`  (B's pages stay on http://localhost: ${err.message}; --loopback says this is wanted)`)
+    return undefined
+  })
+}
 const pair = await startReferencePdsPair({
   onPlcToken: (did, token) => console.log(`  [mail] PLC code for ${did}: ${token}`),
+  ports: [await freePort(), bPort],
+  ...(front && { b: { pagesUrl: front.url, oauthClient: { name: 'PDS B (the pds-transfer demo)' } } }),
 })
 const { a, b } = pair
+/** Where people (and the demo's requests) reach B's pages. */
+const pages = front?.url ?? b.url
 const draft = kinds.includes('draft') ? await startDraftPds(pair.plc.namedUrl) : undefined
 const plain = kinds.includes('plain') ? await startPlainPds(pair.plc.namedUrl) : undefined
 console.log(
-  `  PDS A (source, v1)  ${a.url}\n${draft ? `  PDS D (source, the current draft only) ${draft.url}\n` : ''}${plain ? `  PDS P (source, plain: nothing of ours installed) ${plain.url}\n` : ''}  PDS B (destination) ${b.url}\n  PLC directory       ${pair.plc.url}`,
+  `  PDS A (source, v1)  ${a.url}\n${draft ? `  PDS D (source, the current draft only) ${draft.url}\n` : ''}${plain ? `  PDS P (source, plain: nothing of ours installed) ${plain.url}\n` : ''}  PDS B (destination) ${b.url}${front ? `, its pages and OAuth client at ${front.url} (${front.address}:443)` : ''}\n  PLC directory       ${pair.plc.url}`,
 )
 lap('start PLC + PDSes')
 const closeAll = async () => {
   await Promise.allSettled([draft?.close(), plain?.close()])
   await pair.close()
+  await front?.close()
+}
+if (front) {
+  // What a source's consent screen reads of B (spec D26), as a source fetches it.
+  const metadata = (await (await fetch(`${front.url}/oauth-client-metadata.json`)).json()) as {
+    client_id?: string
+    client_name?: string
+  }
+  check(
+    "B's OAuth client metadata served at its https address",
+    metadata.client_id === `${front.url}/oauth-client-metadata.json` && metadata.client_name !== undefined,
+    `${metadata.client_name}`,
+  )
 }
 
 let exitCode = 0
@@ -135,10 +172,10 @@ async function moveOne(kind: Kind): Promise<void> {
   console.log(
     `[${kind}] Migrating ${account.did} to B: /migrate → OAuth sign-in at its server → ${pull} → PLC code…`,
   )
-  const authorize = await fetch(`${b.url}/migrate/authorize`, {
+  const authorize = await fetch(`${pages}/migrate/authorize`, {
     method: 'POST',
     redirect: 'manual',
-    headers: { 'content-type': 'application/x-www-form-urlencoded', origin: b.url },
+    headers: { 'content-type': 'application/x-www-form-urlencoded', origin: pages },
     body: new URLSearchParams({ did: account.did }),
   })
   const authorizeUrl = new URL(authorize.headers.get('location') ?? '')
@@ -176,10 +213,10 @@ async function moveOne(kind: Kind): Promise<void> {
     kind === 'v1'
       ? (pair.plcTokens.get(account.did)?.at(-1) ?? '')
       : ((await (kind === 'draft' ? draft : plain)?.plcToken(account.did)) ?? '')
-  const done = await fetch(`${b.url}/migrate/transfer/${transferId}/complete`, {
+  const done = await fetch(`${pages}/migrate/transfer/${transferId}/complete`, {
     method: 'POST',
     redirect: 'manual',
-    headers: { 'content-type': 'application/x-www-form-urlencoded', origin: b.url },
+    headers: { 'content-type': 'application/x-www-form-urlencoded', origin: pages },
     body: new URLSearchParams({ token }),
   })
   transfer = await b.engine.get(transferId)
@@ -219,7 +256,13 @@ if (args['keep-running'] && exitCode === 0) {
   })
   console.log(`
 Both PDSes keep running. Try it yourself:
-  1. open ${b.url}/migrate
+  1. open ${pages}/migrate${
+    front
+      ? ` in a browser that knows the name, e.g.
+     chromium ${front.chromiumArgs.map((a) => `'${a}'`).join(' ')} ${front.url}/migrate
+     (or run the demo with --loopback and open ${b.url}/migrate in any browser)`
+      : ''
+  }
   2. enter ${bob.handle} (or ${bob.did})
   3. sign in at A as ${bob.handle} / bob-demo-password
   4. the PLC code appears here as "[mail]" when the data has arrived

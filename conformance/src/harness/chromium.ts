@@ -5,10 +5,10 @@ import { type Browser, chromium } from 'playwright-core'
 export const CHROMIUM_PATH = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium'
 
 /**
- * Headless Chromium for browser tests (playwright gives it a fresh profile). The flags keep it from calling out to Google's services,
+ * Headless Chromium for browser tests (playwright gives it a fresh profile), with `extraArgs` (a test's host mapping). The flags keep it from calling out to Google's services,
  * which this machine's closed network refuses.
  */
-export async function launchChromium(): Promise<Browser> {
+export async function launchChromium(extraArgs: string[] = []): Promise<Browser> {
   if (!existsSync(CHROMIUM_PATH)) {
     throw new Error(
       `no Chromium at ${CHROMIUM_PATH}: run 'apt-get install chromium' (as .ci/run does) or set CHROMIUM_PATH`,
@@ -25,6 +25,7 @@ export async function launchChromium(): Promise<Browser> {
       '--disable-background-networking',
       '--disable-component-update',
       '--disable-sync',
+      ...extraArgs,
     ],
   })
 }

@@ -86,7 +86,7 @@ export async function startDestinationServer(options: {
   // Tests close servers while peers in the same process still hold keep-alive sockets.
   const app = Fastify({ logger: false, forceCloseConnections: true })
   const serviceDid = 'did:web:destination.test'
-  const clientId = `${url}/.well-known/oauth-client-metadata/migration`
+  const clientId = `${url}/oauth-client-metadata.json`
   await app.register(destinationPlugin, { engine, keys, serviceDid, ...options.watch })
   if (options.startHook) registerStartHook(app, engine)
   if (options.authorizer) {

@@ -34,6 +34,6 @@ export async function startKeyHost(
   await app.listen({ host: bind, port: listen.port ?? 0 })
   const { port } = app.server.address() as AddressInfo
   host.origin = `http://${bind}:${port}`
-  host.clientId = `${host.origin}/.well-known/oauth-client-metadata/migration`
+  host.clientId = `${host.origin}/oauth-client-metadata.json`
   return host
 }

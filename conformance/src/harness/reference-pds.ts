@@ -44,6 +44,8 @@ export async function startReferencePdsPair(
     ports?: [number, number]
     /** Also told of every PLC token "emailed" (the demo prints them). */
     onPlcToken?: (did: string, token: string) => void
+    /** B's pages and OAuth client at an https address in front of it (`startTlsFront`). */
+    b?: Pick<TransferPdsOptions, 'pagesUrl' | 'oauthClient'>
   } = {},
 ): Promise<ReferencePdsPair> {
   const dir = options.dir ?? (await mkdtemp(join(tmpdir(), 'pds-transfer-reference-')))
@@ -54,8 +56,14 @@ export async function startReferencePdsPair(
     options.onPlcToken?.(did, token)
   }
   // Both hand out `.test` handles, which no DNS knows: B asks A, where the accounts to move live.
-  const start = async (name: string, port: number | undefined, handleResolverUrl?: string) =>
+  const start = async (
+    name: string,
+    port: number | undefined,
+    handleResolverUrl?: string,
+    more: Partial<TransferPdsOptions> = {},
+  ) =>
     startTransferPds({
+      ...more,
       ...(handleResolverUrl && { handleResolverUrl }),
       dataDir: join(dir, name),
       port: port ?? (await freePort()),
@@ -65,7 +73,7 @@ export async function startReferencePdsPair(
       ...(options.limits && { limits: options.limits }),
     })
   const a = await start('a', options.ports?.[0])
-  const b = await start('b', options.ports?.[1], a.url)
+  const b = await start('b', options.ports?.[1], a.url, options.b)
   return {
     plc,
     a,

@@ -6,6 +6,9 @@ import { envToCfg, envToSecrets, PDS, type ServerEnvironment } from '@atproto/pd
 import * as plc from '@did-plc/lib'
 import { EXTENSION, NSID, WELL_KNOWN_PATH } from '@pds-transfer/core'
 import {
+  CLIENT_JWKS_PATH,
+  CLIENT_LOGO_PATH,
+  CLIENT_METADATA_PATH,
   destinationPlugin,
   type EngineLimits,
   type InboundTransfer,
@@ -57,6 +60,16 @@ export interface TransferPdsOptions {
   sourceDialects?: ('v1' | 'draft')[]
   /** Capabilities the source role offers a draft destination (default: base, preferences, resumable). */
   draftCapabilities?: string[]
+  /**
+   * The https address a TLS proxy in front serves this PDS's pages at (/migrate, /keys,
+   * /recover), as a deployment does. It makes the destination a public OAuth client whose
+   * metadata (`oauthClient`) sources fetch and show on their consent screens. Default: the PDS's
+   * own `http://localhost:<port>`, a loopback client, which sources can only call "an
+   * application on your device".
+   */
+  pagesUrl?: string
+  /** What sources' consent screens show of this destination (public client only; `OAuthSourceAuthorizerOptions`). */
+  oauthClient?: { name?: string; logoUri?: string; tosUri?: string; policyUri?: string }
 }
 
 /** A running reference PDS with both transfer roles. */
@@ -141,8 +154,15 @@ export async function startTransferPds(options: TransferPdsOptions): Promise<Tra
   const keyStore = new SqliteKeyStore(join(dataDir, 'transfer-keys.sqlite'))
   const keys = new KeyRing(keyStore, ['HPKE-3', 'HPKE-4'])
   const oauthStore = new SqliteOAuthStore(join(dataDir, 'transfer-oauth.sqlite'))
+  // The address people and sources reach the pages and the OAuth client at.
+  const pagesUrl = options.pagesUrl ?? url
+  const client = options.oauthClient
   const authorizer = await OAuthSourceAuthorizer.create({
-    publicUrl: url,
+    publicUrl: pagesUrl,
+    ...(client?.name && { clientName: client.name }),
+    ...(client?.logoUri && { logoUri: client.logoUri }),
+    ...(client?.tosUri && { tosUri: client.tosUri }),
+    ...(client?.policyUri && { policyUri: client.policyUri }),
     store: oauthStore,
     plcDirectoryUrl: options.plcUrl,
     allowHttp: ctx.cfg.service.devMode,
@@ -190,22 +210,24 @@ export async function startTransferPds(options: TransferPdsOptions): Promise<Tra
     keys,
     resolver,
     authorizer,
-    publicUrl: url,
+    publicUrl: pagesUrl,
     serviceDid,
     resolveHandle: (handle) => resolveHandleVia(handleResolverUrl, handle),
+    keysPath: '/keys',
+    pdsUrl: url,
   })
   await destinationApp.register(recoverPlugin, {
     engine,
     copies,
     plc: directory,
-    publicUrl: url,
+    publicUrl: pagesUrl,
     serviceDid,
     resolveHandle: (handle) => resolveHandleVia(handleResolverUrl, handle),
   })
   await destinationApp.register(keysPlugin, {
     plc: directory,
     authorizer,
-    publicUrl: url,
+    publicUrl: pagesUrl,
     resolveHandle: (handle) => resolveHandleVia(handleResolverUrl, handle),
     moveUnderWay: async (did) => (await engine.unfinished(did)) !== undefined,
   })
@@ -224,7 +246,9 @@ export async function startTransferPds(options: TransferPdsOptions): Promise<Tra
       path.startsWith('/recover/') ||
       path === '/keys' ||
       path.startsWith('/keys/') ||
-      path.startsWith('/.well-known/oauth-client-metadata/')
+      path === CLIENT_METADATA_PATH ||
+      path === CLIENT_JWKS_PATH ||
+      path === CLIENT_LOGO_PATH
     ) {
       destinationApp.routing(req, res)
     } else {

@@ -7,6 +7,7 @@
 import type { TransferWellKnown } from '@pds-transfer/core'
 import type { DidResolver } from './did-resolver.ts'
 import { esc, page } from './html-page.ts'
+import { type SizeEstimate, sizeSentence } from './migrate-size-estimate.ts'
 import type { SourceDialect } from './source-dialect.ts'
 
 /** What the checklist is rendered from. */
@@ -24,6 +25,8 @@ export interface ChecklistInput {
   capabilities: TransferWellKnown | undefined
   /** The encryption both sides speak, for a v1 source. */
   algorithm: string | undefined
+  /** What the current server said of the account's images and files (none if it would not). */
+  size?: SizeEstimate | undefined
 }
 
 /** The page. */
@@ -33,6 +36,7 @@ export function checklistPage(input: ChecklistInput): string {
   const ownKeys = identity.rotationKeys.length > 1
   const here = `<strong>${esc(new URL(origin).host)}</strong>`
   const checklist = [
+    ...(input.size ? [`<li>Size: ${esc(sizeSentence(input.size))}</li>`] : []),
     ownKeys
       ? `<li>Rotation keys: ${identity.rotationKeys.length} keys can change your identity; the one at the top
 (<code>${esc(identity.rotationKeys[0])}</code>) overrides your current server's. Keep it safe: it is how you undo

@@ -8,8 +8,11 @@ import type { InboundTransfer } from './inbound-transfer.ts'
 import type { KeyRing } from './key-ring.ts'
 import { accountZip } from './migrate-backup-download.ts'
 import { checklistPage } from './migrate-checklist-page.ts'
+import { Estimates } from './migrate-estimates.ts'
 import { accountOf, looksPrivate, normalizeCode, readPassword } from './migrate-form.ts'
-import { liveProgress } from './migrate-html.ts'
+import { copying, liveProgress } from './migrate-html.ts'
+import { PaceWindow } from './migrate-pace-window.ts'
+import { estimateAccountSize } from './migrate-size-estimate.ts'
 import { type PageExtra, transferPage } from './migrate-transfer-page.ts'
 import { copyUrl, probeCopy, restoreSourceClient } from './restore-source-client.ts'
 import { AuthorizationNotCompleted, type SourceAuthorizer } from './source-authorizer.ts'
@@ -27,6 +30,16 @@ export interface MigratePluginOptions {
   serviceDid: string
   /** Resolves a handle to a DID (default: `https://<handle>/.well-known/atproto-did`). */
   resolveHandle?: (handle: string) => Promise<string | undefined>
+  /**
+   * Where this server serves `/keys` (`keysPlugin`), if it does: the start page and the result
+   * of a move that left the account without a rotation key of its own point there.
+   */
+  keysPath?: string
+  /**
+   * This PDS's own URL as DID documents name it, when the pages are served at another address
+   * (`publicUrl`, e.g. a TLS proxy's): an account whose PDS it is already lives here.
+   */
+  pdsUrl?: string
 }
 
 /**
@@ -52,7 +65,14 @@ export const migratePlugin = fp(
       )
     // Form posts must come from our own pages (browsers send Origin on POST).
     const sameOrigin = (request: FastifyRequest) => request.headers.origin === origin
-    const view = { origin, host: new URL(opts.publicUrl).host, canSetPassword: opts.engine.canSetPassword }
+    const estimates = new Estimates()
+    const paces = new PaceWindow()
+    const view = {
+      origin,
+      host: new URL(opts.publicUrl).host,
+      canSetPassword: opts.engine.canSetPassword,
+      ...(opts.keysPath && { keysPath: opts.keysPath }),
+    }
     const render = async (t: InboundTransfer, extra: PageExtra = {}) => {
       // At the code step: whether the account already holds a rotation key of its own.
       const holdsOwnKey =
@@ -66,7 +86,15 @@ export const migratePlugin = fp(
         t.stage === 'awaitingPlcToken' && t.missingBlobs.length > 0
           ? await opts.engine.missingBlobUses(t.transferId).catch(() => [])
           : []
-      return transferPage(t, view, { holdsOwnKey, missingUses, ...extra })
+      const estimate = estimates.of(t)
+      const since = paces.since(t, Date.now(), copying(t))
+      return transferPage(t, view, {
+        holdsOwnKey,
+        missingUses,
+        ...(estimate && { estimate }),
+        ...(since && { since }),
+        ...extra,
+      })
     }
 
     /** The start page; after an error, with what was typed and the error at the field. */
@@ -88,8 +116,8 @@ ${error ? `<p class="error" role="alert" id="identifier-error">${esc(error)}</p>
 <a href="/recover">Take your account back</a> with your rotation key and a copy of your data.</p>`
             : ''
         }${
-          app.hasRoute({ method: 'GET', url: '/keys' })
-            ? '\n<p>Not moving? <a href="/keys">See who can change your identity, and add a rotation key of your own</a>.</p>'
+          opts.keysPath
+            ? `\n<p>Not moving? <a href="${esc(opts.keysPath)}">See who can change your identity, and add a rotation key of your own</a>.</p>`
             : ''
         }`,
       )
@@ -121,13 +149,18 @@ ${error ? `<p class="error" role="alert" id="identifier-error">${esc(error)}</p>
         return problem(reply, `Could not read the identity of ${did}: ${(err as Error).message}`)
       }
       const source = identity.pds.replace(/\/+$/, '')
-      if (source.toLowerCase() === origin.toLowerCase()) {
+      const here = [origin, opts.pdsUrl].filter((u): u is string => u !== undefined)
+      if (here.some((u) => new URL(u).origin.toLowerCase() === source.toLowerCase())) {
         return html(
           reply,
           page(
             'Already here',
             `<p class="ok" role="status">${esc(identity.handle ?? did)} already lives on this server: there is nothing to move.</p>
-<p>Sign in to your apps with this server as your hosting provider (<strong>${esc(new URL(origin).host)}</strong>).</p>
+<p>Sign in to your apps with this server as your hosting provider (<strong>${esc(new URL(origin).host)}</strong>).</p>${
+              opts.keysPath
+                ? `\n<p><a href="${esc(opts.keysPath)}/list?identifier=${encodeURIComponent(did)}">See who can change your identity</a>, and add a rotation key of your own.</p>`
+                : ''
+            }
 <p><a href="${esc(origin)}/migrate">Move another account</a></p>`,
           ),
         )
@@ -135,7 +168,12 @@ ${error ? `<p class="error" role="alert" id="identifier-error">${esc(error)}</p>
       // What kind of source it is, told as the engine will tell it (source-dialect.ts); a v1
       // source's well-known is then read for its version and algorithms, and any failure there is
       // a server we cannot talk to now.
-      const dialect = await sourceDialect(source, did)
+      // The size is read alongside (public endpoints, a few seconds at most); see migrate-size-estimate.ts.
+      const [dialect, size] = await Promise.all([
+        sourceDialect(source, did),
+        estimateAccountSize(source, did).catch(() => undefined),
+      ])
+      if (size) estimates.remember(did, size)
       let capabilities: ReturnType<typeof parseWellKnown>['document'] | undefined
       if (dialect === 'v1') {
         try {
@@ -160,6 +198,7 @@ ${error ? `<p class="error" role="alert" id="identifier-error">${esc(error)}</p>
           dialect,
           capabilities,
           algorithm: capabilities && selectAlgorithm(opts.keys.algorithms, capabilities.algorithms),
+          size,
         }),
       )
     })
@@ -233,6 +272,18 @@ ${error ? `<p class="error" role="alert" id="identifier-error">${esc(error)}</p>
       }
     })
 
+    // A choice the person made at their server, not a fault: no error styling, and the way back.
+    app.get('/migrate/declined', async (_request, reply) =>
+      html(
+        reply,
+        page(
+          'Nothing was moved',
+          `<p role="status">You declined the authorization at your current server, so nothing was copied and nothing changed.</p>
+<p>Changed your mind? <a href="/migrate">Start again</a>: your current server will ask you again.</p>`,
+        ),
+      ),
+    )
+
     app.get('/migrate/callback', async (request, reply) => {
       const query = new URLSearchParams(request.query as Record<string, string>)
       // Another flow of ours (/keys) signed in through this shared callback: back to it, also when
@@ -246,10 +297,8 @@ ${error ? `<p class="error" role="alert" id="identifier-error">${esc(error)}</p>
           (err: unknown) => (err instanceof AuthorizationNotCompleted ? err.returnTo : undefined),
         )
         if (other) return back(other, 'declined')
-        return problem(
-          reply,
-          'You declined the authorization at your current server, so nothing was copied and nothing changed. You can start again at any time.',
-        )
+        // On our public origin (a loopback callback arrives on 127.0.0.1).
+        return reply.redirect(`${origin}/migrate/declined`, 303)
       }
       try {
         const { did, client, returnTo } = await opts.authorizer.callback(query)
@@ -280,9 +329,12 @@ ${error ? `<p class="error" role="alert" id="identifier-error">${esc(error)}</p>
     app.get('/migrate/transfer/:id/live', async (request, reply) => {
       const t = await opts.engine.get((request.params as { id: string }).id)
       if (!t) return reply.code(404).send({ error: 'TransferNotFound' })
-      return reply
-        .header('cache-control', 'no-store')
-        .send({ stage: t.stage, status: t.status, html: liveProgress(t) })
+      const now = Date.now()
+      return reply.header('cache-control', 'no-store').send({
+        stage: t.stage,
+        status: t.status,
+        html: liveProgress(t, now, estimates.of(t), paces.since(t, now, copying(t))),
+      })
     })
 
     app.post('/migrate/transfer/:id/complete', async (request, reply) => {

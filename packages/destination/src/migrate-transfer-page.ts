@@ -2,8 +2,9 @@ import type { BlobUse } from './account-sink.ts'
 import { esc, page } from './html-page.ts'
 import type { InboundTransfer } from './inbound-transfer.ts'
 import { failedSection, stalledSection } from './migrate-failures.ts'
-import { counters, liveProgress, steps } from './migrate-html.ts'
+import { counters, liveProgress, type PaceSample, steps } from './migrate-html.ts'
 import { passwordFields, signInSection } from './migrate-password.ts'
+import type { SizeEstimate } from './migrate-size-estimate.ts'
 import { keygenSection } from './rotation-keygen.ts'
 import { COMPLETION_STAGES } from './transfer-completion.ts'
 
@@ -26,12 +27,16 @@ export interface PageExtra {
   holdsOwnKey?: boolean
   /** The records that use the blobs still missing. */
   missingUses?: BlobUse[]
+  /** The checklist's count of images and files (a source without a size hint). */
+  estimate?: SizeEstimate
+  /** Where the pace is measured from (`PaceWindow`; default the transfer's start). */
+  since?: PaceSample
 }
 
 /** The live page of one transfer: progress while it runs, the token form, or the result. */
 export function transferPage(
   t: InboundTransfer,
-  view: { origin: string; host: string; canSetPassword: boolean },
+  view: { origin: string; host: string; canSetPassword: boolean; keysPath?: string },
   extra: PageExtra,
 ): string {
   const { host, canSetPassword } = view
@@ -59,7 +64,7 @@ export function transferPage(
     body = `<p class="ok" role="status">Your account now lives here.</p>
 ${old}
 ${signInSection(t, host, resetSent)}
-${rotationKeysSection(t)}
+${rotationKeysSection(t, view.keysPath)}
 <p>For the next 72 hours this server watches your identity log and will warn you if anything moves it away.</p>
 ${t.rollback ? `<p class="error" role="alert">${esc(t.rollback.message)}</p>` : ''}`
   } else if (t.status === 'failed') {
@@ -105,7 +110,7 @@ ${canSetPassword ? `${fieldError('password')}${passwordFields(host, fieldState('
 </form>
 ${cancelForm(t)}`
   } else {
-    body = `<div aria-live="polite" id="live">${liveProgress(t)}</div>
+    body = `<div aria-live="polite" id="live">${liveProgress(t, Date.now(), extra.estimate, extra.since)}</div>
 <p>You can close this page: the move goes on without it. To come back, open
 <a href="/migrate">${esc(view.host)}/migrate</a> and sign in with your handle again.</p>
 ${t.retry && t.stage === 'retrying' ? `<p class="warn" role="status">The connection broke (${esc(t.retry.lastFailure.reason)}); continuing where it stopped (attempt ${t.retry.attempt + 1} of ${t.retry.of}).</p>` : ''}
@@ -132,15 +137,40 @@ ${COMPLETION_STAGES.has(t.stage) ? stalledSection(t) : cancelForm(t)}
   )
 }
 
-/** The account's rotation keys after the move, in priority order, and what the first one is for. */
-function rotationKeysSection(t: InboundTransfer): string {
+/**
+ * The account's rotation keys after the move, in priority order, and what the first one is for.
+ * This server's key is the last (`moveRotationKeys`; the old server removed its own), so a list
+ * of one holds no key of the person's: then the way to make one is offered (`keysPath`).
+ */
+function rotationKeysSection(t: InboundTransfer, keysPath: string | undefined): string {
   const keys = (t.plcOperation as { rotationKeys?: unknown } | undefined)?.rotationKeys
   if (!Array.isArray(keys) || keys.length === 0) return ''
-  return `<h2>Who can change your identity</h2>
+  const list = `<ol>${keys
+    .map((k, i) => `<li><code>${esc(k)}</code>${i === keys.length - 1 ? " (this server's key)" : ''}</li>`)
+    .join('')}</ol>`
+  if (keys.length > 1)
+    return `<h2>Who can change your identity</h2>
 <p>These rotation keys can change your identity, highest priority first. Whoever holds the private key of one of
 them can undo, within 72 hours, a change made with any key below it: keep yours safe, it is how you take your
 account back if a server ever moves it without you.</p>
-<ol>${keys.map((k) => `<li><code>${esc(k)}</code></li>`).join('')}</ol>`
+${list}`
+  return `<h2>Who can change your identity</h2>
+<div class="warn" role="note">
+<p><strong>Only this server can change your identity now:</strong> its key is the only rotation key your account has.</p>
+<p>A rotation key of your own, placed first, outranks it. For 72 hours after any change to your identity, a key
+ranked above the one that made the change can undo it: with your key first, no server (this one included) can
+move your account without you being able to take it back.</p>
+${
+  keysPath
+    ? `<p><a href="${esc(keysPath)}/list?identifier=${encodeURIComponent(t.did)}">Make a rotation key of your own</a>:
+the key pair is made in your browser and the private key never leaves it; you save it, then this server asks
+you to confirm by email before putting it first.</p>`
+    : `<p>This server has no page for adding one; a tool such as <code>goat</code> can: <code>goat key generate</code>
+makes the key pair, and <code>goat account plc</code> (request-token, sign, submit) puts it first with a code this
+server emails you.</p>`
+}
+</div>
+${list}`
 }
 
 /**

@@ -19,9 +19,16 @@ import type { SourceClient } from './source-client.ts'
 import { type SourceDialect, sourceDialect } from './source-dialect.ts'
 import type { SqliteOAuthStore } from './sqlite-oauth-store.ts'
 
-/** Where the client metadata of a destination on a public (https) URL is served. */
-export const CLIENT_METADATA_PATH = '/.well-known/oauth-client-metadata/migration'
-export const CLIENT_JWKS_PATH = `${CLIENT_METADATA_PATH}/jwks`
+/**
+ * Where the client metadata of a destination on a public (https) URL is served: the
+ * conventional path, because the reference consent screen (@atproto/oauth-provider-ui) then
+ * names an untrusted client by its host alone ("pds.example.com"), and by the whole URL
+ * otherwise (spec/decisions.md D26).
+ */
+export const CLIENT_METADATA_PATH = '/oauth-client-metadata.json'
+export const CLIENT_JWKS_PATH = '/oauth-client-jwks.json'
+/** The default logo in the client metadata (sources show a logo only for clients they trust). */
+export const CLIENT_LOGO_PATH = '/oauth-client-logo.svg'
 /** The /migrate UI's OAuth redirect. */
 export const CALLBACK_PATH = '/migrate/callback'
 
@@ -39,7 +46,7 @@ export interface OAuthSourceAuthorizerOptions {
    * on your device"). Default name: "<host> account transfer".
    */
   clientName?: string
-  /** An https URL of the operator's logo. */
+  /** An https URL of the operator's logo (default: a plain "move" mark served at `CLIENT_LOGO_PATH`). */
   logoUri?: string
   /** The operator's terms of service and privacy policy (https). */
   tosUri?: string
@@ -49,7 +56,7 @@ export interface OAuthSourceAuthorizerOptions {
 /**
  * The destination as OAuth client of the source's authorization server
  * (`@atproto/oauth-client-node`: PAR, PKCE, DPoP). On a public URL it is a confidential web
- * client (`private_key_jwt`, metadata at `/.well-known/oauth-client-metadata/migration`, whose
+ * client (`private_key_jwt`, metadata at `/oauth-client-metadata.json`, whose
  * origin is where sources look for our transfer keys); on a loopback URL it is an atproto
  * loopback client, which sources accept in development only. Sessions are kept in a durable
  * store, so a restarted destination resumes its transfers (`restore`).
@@ -83,9 +90,10 @@ export class OAuthSourceAuthorizer implements SourceAuthorizer {
       : {
           client_id: `${base.origin}${CLIENT_METADATA_PATH}`,
           client_name: options.clientName ?? `${base.hostname} account transfer`,
-          // The /migrate page: where the user came from and what the request is for.
-          client_uri: `${base.origin}/migrate`,
-          ...(options.logoUri && { logo_uri: options.logoUri }),
+          // The reference provider requires client_uri to be a parent of client_id (D26); its
+          // consent screen does not show it.
+          client_uri: base.origin,
+          logo_uri: options.logoUri ?? `${base.origin}${CLIENT_LOGO_PATH}`,
           ...(options.tosUri && { tos_uri: options.tosUri }),
           ...(options.policyUri && { policy_uri: options.policyUri }),
           redirect_uris: [`${base.origin}${CALLBACK_PATH}`],
