@@ -335,6 +335,11 @@ describe('/migrate in Chromium', () => {
       await small.click('text=Make a rotation key of your own')
       await small.waitForURL((url) => url.pathname === '/keys/list')
       await expect(small.textContent('main')).resolves.toContain(frank.did)
+      // His own move is named as such, not as a change to be alarmed by.
+      await expect(small.textContent('main')).resolves.toContain(
+        'Your account moved to this server in the last 72 hours',
+      )
+      await expect(small.textContent('main')).resolves.not.toContain('Not you?')
       await fits()
       await mobileShot('moved-then-keys')
     } finally {

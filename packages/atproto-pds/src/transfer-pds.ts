@@ -228,6 +228,7 @@ export async function startTransferPds(options: TransferPdsOptions): Promise<Tra
     plc: directory,
     authorizer,
     publicUrl: pagesUrl,
+    pdsUrl: url,
     resolveHandle: (handle) => resolveHandleVia(handleResolverUrl, handle),
     moveUnderWay: async (did) => (await engine.unfinished(did)) !== undefined,
   })

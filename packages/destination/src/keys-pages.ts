@@ -56,19 +56,28 @@ function keyList(keys: RotationKeyView[]): string {
     .join('')}</ol>`
 }
 
-/** The changes of the last 72 hours, in words. */
-function recentChanges(recent: (RecentChange & { what: string[] })[]): string {
+/** One change of the last 72 hours, in words; `movedHere` when it pointed the identity at this server. */
+export type KeysPageChange = RecentChange & { what: string[]; movedHere?: boolean }
+
+/**
+ * The changes of the last 72 hours, in words. A change that moved the account to this server is
+ * most likely the person's own move (they often arrive here from the "Moved" page): it is named
+ * so, and only changes that are not alarm them.
+ */
+function recentChanges(recent: KeysPageChange[]): string {
   if (recent.length === 0) return '<p>No change to your identity in the last 72 hours.</p>'
-  return `<div class="warn" role="note"><p>Your identity changed in the last 72 hours. A key ranked above the one that
-signed a change can undo it until the time shown:</p><ul>${recent
+  const items = `<ul>${recent
     .map(
       (c) =>
-        `<li>${utc(c.createdAt)}: ${c.what.map(esc).join('; ')}. Undoable until ${utc(c.undoableUntil)}.
+        `<li>${utc(c.createdAt)}: ${c.movedHere ? '<strong>the move to this server</strong>: ' : ''}${c.what.map(esc).join('; ')}. Undoable until ${utc(c.undoableUntil)}.
 <details><summary>Signed by</summary><code>${esc(c.signedBy)}</code></details></li>`,
     )
-    .join(
-      '',
-    )}</ul><p>Not you? <a href="/recover">Take your account back</a> with your key, within those 72 hours.</p></div>`
+    .join('')}</ul>`
+  if (recent.every((c) => c.movedHere))
+    return `<div class="ok" role="note"><p>Your account moved to this server in the last 72 hours:</p>${items}
+<p>If you did not move it yourself, <a href="/recover">take your account back</a> with your key before the time shown.</p></div>`
+  return `<div class="warn" role="note"><p>Your identity changed in the last 72 hours. A key ranked above the one that
+signed a change can undo it until the time shown:</p>${items}<p>Not you? <a href="/recover">Take your account back</a> with your key, within those 72 hours.</p></div>`
 }
 
 /** What the list page shows. */
@@ -78,7 +87,7 @@ export interface KeysListInput {
   /** The PDS the identity names now. */
   pds?: string
   keys: RotationKeyView[]
-  recent: (RecentChange & { what: string[] })[]
+  recent: KeysPageChange[]
   /** A public key the person pasted to check (the page without scripts). */
   checkedKey?: string
   /** The public key typed into "Add a key of your own". */

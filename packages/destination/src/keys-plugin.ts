@@ -38,6 +38,8 @@ export interface KeysPluginOptions {
   authorizer: KeysAuthorizer
   /** Our public URL: form posts must come from it. */
   publicUrl: string
+  /** This server's URL as PLC names it for its accounts (default `publicUrl`): a change pointing there is a move here. */
+  pdsUrl?: string
   /** Resolves a handle to a DID (default: `https://<handle>/.well-known/atproto-did`). */
   resolveHandle?: (handle: string) => Promise<string | undefined>
   /**
@@ -63,6 +65,7 @@ const NEXT = 'try again in a few minutes; if it keeps refusing, use pds-identity
 export const keysPlugin = fp(
   async (app: FastifyInstance, opts: KeysPluginOptions) => {
     const origin = new URL(opts.publicUrl).origin
+    const ourPds = opts.pdsUrl ?? opts.publicUrl
     const flows = new KeysFlows()
     const html = (reply: FastifyReply, body: string, status = 200) =>
       reply.code(status).type('text/html; charset=utf-8').header('cache-control', 'no-store').send(body)
@@ -327,7 +330,12 @@ export const keysPlugin = fp(
           before && after && before.type !== 'plc_tombstone'
             ? describeChange(plc.normalizeOp(before), after)
             : []
-        return { ...change, what }
+        const movedHere =
+          after?.type === 'plc_operation' &&
+          namesServer(after.services.atproto_pds?.endpoint, ourPds) &&
+          before?.type === 'plc_operation' &&
+          !namesServer(before.services.atproto_pds?.endpoint, ourPds)
+        return { ...change, what, ...(movedHere && { movedHere }) }
       })
       const last = active.at(-1)?.operation
       const state = last && last.type !== 'plc_tombstone' ? plc.normalizeOp(last) : undefined
@@ -350,6 +358,14 @@ const PRIVATE_KEY =
   'This looks like a private key. Never paste a private key into a web page: paste the public key, which starts with did:key:z. If this private key was ever shared, make a new key pair.'
 const EXPIRED =
   'This page has expired (an hour after it began), or this server restarted. Nothing changed; start again.'
+
+function namesServer(url: string | undefined, other: string): boolean {
+  try {
+    return url !== undefined && new URL(url).origin === new URL(other).origin
+  } catch {
+    return false
+  }
+}
 
 function capital(text: string): string {
   return text.charAt(0).toUpperCase() + text.slice(1)
