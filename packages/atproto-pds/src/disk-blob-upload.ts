@@ -8,15 +8,12 @@ import type { WriteBudget } from './write-budget.ts'
 /** Prefix of our temporary files in the blob store's temporary directory, before `<pid>-<uuid>`. */
 export const TRANSFER_TMP = 'transfer-'
 
-/** Bytes gathered before a write to the file: decrypted chunks arrive at network size. */
-const WRITE_BATCH = 1 << 20
-
 /**
  * One blob written into the reference PDS's disk blob store: streamed into a file of its
  * temporary directory, then renamed to its permanent path once verified. The store's own
  * `putTemp` + `makePermanent` make both directories for every blob and read the whole
- * temporary file back into memory to write it again. Chunks are copied into a buffer of up to
- * 1 MiB (one system call per MiB instead of one per network chunk).
+ * temporary file back into memory to write it again. Chunks are copied into a buffer of the
+ * sink's (1 MiB, reused: one system call per MiB instead of one per network chunk).
  *
  * The file is opened, written and closed in the background, in order, while the caller reads
  * on: awaiting each write made the whole pull wait for the disk once per MiB. What is queued
@@ -76,9 +73,7 @@ export class DiskBlobUpload {
     if (this.closeQueued && chunk.length > 0)
       throw new Error(`blob longer than the ${this.declaredSize} bytes declared`)
     for (let offset = 0; offset < chunk.length; ) {
-      // Sized to what is still to come, so that a small blob takes a small buffer.
-      const remaining = this.declaredSize - this.written
-      this.buffer ??= Buffer.allocUnsafe(remaining > 0 ? Math.min(WRITE_BATCH, remaining) : WRITE_BATCH)
+      this.buffer ??= this.budget.buffer()
       const n = Math.min(chunk.length - offset, this.buffer.length - this.filled)
       this.buffer.set(chunk.subarray(offset, offset + n), this.filled)
       this.filled += n
@@ -109,6 +104,7 @@ export class DiskBlobUpload {
   }
 
   async abort(): Promise<void> {
+    if (this.buffer) this.budget.recycle(this.buffer)
     this.buffer = undefined
     this.filled = 0
     // The file may still be opening or writing: only then can it be closed and removed.
@@ -134,7 +130,10 @@ export class DiskBlobUpload {
         offset += bytesWritten
       }
     })
-    const release = () => this.budget.release(length)
+    const release = () => {
+      this.budget.release(length)
+      this.budget.recycle(buffer)
+    }
     written.then(release, release)
     this.tail = this.track(written)
   }

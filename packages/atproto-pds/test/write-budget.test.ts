@@ -25,4 +25,13 @@ describe('WriteBudget', () => {
     budget.release(1000)
     expect(budget.inFlight).toBe(0)
   })
+
+  it('hands written buffers out again, keeping no more than the limit', () => {
+    const budget = new WriteBudget(2048, 1024)
+    const [a, b, c] = [budget.buffer(), budget.buffer(), budget.buffer()]
+    expect(a.length).toBe(1024)
+    for (const buffer of [a, b, c]) budget.recycle(buffer)
+    const again = [budget.buffer(), budget.buffer(), budget.buffer()]
+    expect(again.filter((buffer) => buffer === a || buffer === b || buffer === c)).toHaveLength(2)
+  })
 })
