@@ -30,9 +30,19 @@ const env = (name: string): string => {
   return value
 }
 
-// The engine's record does not say when the verified repo starts being indexed into the actor
-// store (the reference PDS's own code, most of the repo's time): the sink is asked to.
+// The engine's record does not say when the account is created here, nor when the verified repo
+// starts being indexed into the actor store (the reference PDS's own code, most of the repo's
+// time): the sink is asked to.
 const sinkEvents: TimelineEvent[] = []
+const createAccount = ReferencePdsSink.prototype.createDeactivatedAccount
+ReferencePdsSink.prototype.createDeactivatedAccount = async function (this: ReferencePdsSink, ...args) {
+  sinkEvents.push({ at: epochMs(), event: 'account creation started' })
+  try {
+    return await createAccount.apply(this, args)
+  } finally {
+    sinkEvents.push({ at: epochMs(), event: 'account created' })
+  }
+}
 const commitRepo = ReferencePdsSink.prototype.commitRepo
 ReferencePdsSink.prototype.commitRepo = async function (this: ReferencePdsSink, ...args) {
   sinkEvents.push({ at: epochMs(), event: 'repo verified and staged' })

@@ -101,8 +101,8 @@ export async function migrateByTransfer(input: TransferMigrationInput): Promise<
 }
 
 /**
- * The pull split at the moments the destination recorded. A v1 pull: stream open, repo staged,
- * repo indexed, blobs, end. A draft or plain pull (the sync endpoints, `PlainPdsReader`): the
+ * The pull split at the moments the destination recorded. A v1 pull: the well-known read, the
+ * account created, stream open, repo staged, repo indexed, blobs, end. A draft or plain pull (the sync endpoints, `PlainPdsReader`): the
  * account created (after the draft's exportAccount), repo staged, repo indexed, the blobs
  * listBlobs names fetched by getBlob (stage `streaming` until `reconciling`), then any blob the
  * records name that was not listed, preferences, email and the PLC code asked of the source.
@@ -116,7 +116,9 @@ function pullPhases(
   const marks: Array<[string, number | undefined]> =
     dialect === undefined
       ? [
-          ['well-known, account created, exportAccount until its response', at('stream open')],
+          ["well-known (the source's algorithms and extensions)", at('account creation started')],
+          ['account created (deactivated, new signing key)', at('account created')],
+          ['exportAccount until its response (HPKE set up)', at('stream open')],
           ['repo CAR (first frame): receive, decrypt, verify, stage', at('repo verified and staged')],
           ['repo: blocks copied, records indexed in the actor store', at('repo indexed')],
           ['blobs, preferences, private state, end of stream', at('stream ended')],
@@ -125,10 +127,11 @@ function pullPhases(
       : [
           [
             dialect === 'draft'
-              ? 'dialect probe, exportAccount (private state), account created'
-              : 'dialect probe, account created',
-            at('stream open'),
+              ? 'dialect probe, exportAccount (private state)'
+              : 'dialect probe (no well-known: a plain PDS)',
+            at('account creation started'),
           ],
+          ['account created (deactivated, new signing key)', at('account created')],
           ['repo: getRepo, verify, stage', at('repo verified and staged')],
           ['repo: blocks copied, records indexed in the actor store', at('repo indexed')],
           ['blobs: listBlobs, getBlob (bounded concurrency), hash, store', at('stage reconciling')],

@@ -286,6 +286,15 @@ describe('plain-PDS reader', () => {
     expect(proxy.maxInFlight.get('com.atproto.sync.getBlob')).toBe(2)
   })
 
+  it("takes the engine's blobConcurrency limit when the reader is given none", async () => {
+    const dest = await destination({
+      limits: { retry: { attempts: 4, baseDelayMs: 20 }, blobConcurrency: 3 },
+    })
+    const proxy = await httpProxy(() => undefined)
+    await expectIdentical(dest, await move(dest, client({ 'com.atproto.sync.getBlob': proxy.url })))
+    expect(proxy.maxInFlight.get('com.atproto.sync.getBlob')).toBe(3)
+  })
+
   it('getBlob cut mid-body: the blob is fetched again, nothing half-written', async () => {
     const dest = await destination()
     const proxy = await tcpProxy(() =>

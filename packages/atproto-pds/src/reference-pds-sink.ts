@@ -25,12 +25,16 @@ import { BlobStoreUpload } from './blob-store-upload.ts'
 import { DiskBlobUpload, TRANSFER_TMP } from './disk-blob-upload.ts'
 import { type Backlink, getBacklinks } from './pds-backlinks.ts'
 
+import { WriteBudget } from './write-budget.ts'
 import { WriteFreeze } from './write-freeze.ts'
 
 type Did = `did:${string}:${string}`
 
 /** An account's blob index is closed after this long without a blob. */
 const BLOB_INDEX_IDLE_MS = 2000
+
+/** Blob bytes the disk may have queued and not yet written, over all imports of this PDS. */
+const BLOB_WRITE_BUDGET = 16 << 20
 
 export interface ReferencePdsSinkOptions {
   /** Where staged repo imports are kept until committed (a directory of the PDS's data). */
@@ -46,6 +50,7 @@ export interface ReferencePdsSinkOptions {
  */
 export class ReferencePdsSink implements AccountSink {
   private readonly blobIndexes = new Map<string, { index: Promise<ActorBlobIndex>; idle?: NodeJS.Timeout }>()
+  private readonly blobWrites = new WriteBudget(BLOB_WRITE_BUDGET)
 
   constructor(
     private readonly ctx: AppContext,
@@ -191,7 +196,7 @@ export class ReferencePdsSink implements AccountSink {
     const parsed = parseCid(cid)
     const upload =
       blobstore instanceof DiskBlobStore
-        ? await DiskBlobUpload.start(blobstore, parsed, size)
+        ? DiskBlobUpload.start(blobstore, parsed, size, this.blobWrites)
         : BlobStoreUpload.start(blobstore, parsed)
     return {
       write: (chunk) => upload.write(chunk),

@@ -13,6 +13,11 @@ export interface EngineLimits {
   /** Largest single blob accepted (100 MB, the reference PDS's default). */
   maxBlobSize: number
   /**
+   * getBlob calls in flight at once, per transfer, when blobs come over the sync endpoints (4,
+   * what other server-side movers use; a source's rate limit is answered by its 429's wait).
+   */
+  blobConcurrency: number
+  /**
    * Attempts per network step when the connection breaks (an export session, a
    * completeTransfer call, a PLC submission), and the first backoff (doubling).
    */
@@ -25,6 +30,7 @@ export const DEFAULT_LIMITS: EngineLimits = {
   maxInFlightBytes: 50e9,
   stallTimeoutMs: 5 * 60_000,
   maxBlobSize: LIMITS.defaultMaxBlobSize,
+  blobConcurrency: 4,
   // About three minutes in all: a source restarting for a deploy must not cost the user the move.
   retry: { attempts: 8, baseDelayMs: 2000, maxDelayMs: 60_000 },
 }

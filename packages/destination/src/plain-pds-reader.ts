@@ -42,7 +42,7 @@ export interface PlainPdsReaderOptions {
   serviceUrl: string
   /** `retry`, `stallTimeoutMs`, `maxBlobSize` and `maxPerSource` apply (engine defaults). */
   limits?: Partial<EngineLimits>
-  /** Blobs fetched at once (4). */
+  /** Blobs fetched at once (default: `limits.blobConcurrency`). */
   blobConcurrency?: number
   /** CIDs per listBlobs page (1000, the lexicon's maximum). */
   listBlobsLimit?: number
@@ -309,7 +309,7 @@ export class PlainPdsReader {
   }
 
   private get blobConcurrency(): number {
-    return this.options.blobConcurrency ?? 4
+    return this.options.blobConcurrency ?? this.limits.blobConcurrency
   }
 
   /**

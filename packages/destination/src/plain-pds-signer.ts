@@ -24,9 +24,6 @@ import { importRepoFromSync } from './sync-repo-import.ts'
 import { withRetries } from './sync-retry.ts'
 import { toFailure } from './transfer-failure.ts'
 
-/** Blobs fetched at once in the catch-up. */
-const BLOB_CONCURRENCY = 4
-
 /** A step the user answers at the code step (the source is still active), and why. */
 export class SigningRefusal extends Error {
   override readonly name = 'SigningRefusal'
@@ -150,7 +147,7 @@ export class PlainPdsSigner implements OperationSigner {
     const { repo } = pulled
     await store.putReferencedBlobs(t.transferId, repo.blobCids)
     const missing: string[] = []
-    await forEachBounded([...repo.blobCids], BLOB_CONCURRENCY, async (cid) => {
+    await forEachBounded([...repo.blobCids], limits.blobConcurrency, async (cid) => {
       if (await sink.hasBlob(t.did, cid)) return
       const outcome = await withRetries(limits.retry, () =>
         fetchBlob({
