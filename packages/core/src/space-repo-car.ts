@@ -33,11 +33,12 @@ const CID_LENGTH = 36
 /**
  * The CAR of `com.atproto.space.getRepo`: header roots [commit, index], the commit block, the
  * index block (DAG-CBOR map `{collection}/{rkey}` → CID), then one block per index entry in the
- * index's (canonical) key order. Blobs are not included.
+ * index's (canonical) key order (none with `excludeValues`). Blobs are not included.
  */
 export async function encodeSpaceRepoCar(
   commit: SignedSpaceCommit,
   records: SpaceRecordBlock[],
+  options: { excludeValues?: boolean } = {},
 ): Promise<Uint8Array> {
   const sorted = [...records].sort((a, b) => canonicalKeyOrder(path(a), path(b)))
   const index: Record<string, Cid> = {}
@@ -48,7 +49,8 @@ export async function encodeSpaceRepoCar(
   const indexCid = await cidForCbor(indexBytes)
   const parts: Uint8Array[] = [withLength(encode({ version: 1, roots: [commitCid, indexCid] }))]
   parts.push(section(commitCid.bytes, commitBytes), section(indexCid.bytes, indexBytes))
-  for (const r of sorted) parts.push(section(index[path(r)]!.bytes, r.bytes))
+  // getRepo's excludeValues: the index still authenticates against the commit, without the records.
+  if (!options.excludeValues) for (const r of sorted) parts.push(section(index[path(r)]!.bytes, r.bytes))
   return Buffer.concat(parts)
 }
 
