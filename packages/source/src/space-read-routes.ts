@@ -1,3 +1,4 @@
+import { Readable } from 'node:stream'
 import { lexToJson } from '@atproto/lex-json'
 import {
   encodeSpaceRepoCar,
@@ -116,7 +117,7 @@ export function registerSpaceReadRoutes(app: FastifyInstance, options: SpaceRead
       return reply
         .type(blob.mimeType ?? 'application/octet-stream')
         .header('content-length', blob.size)
-        .send(blob.bytes)
+        .send(Readable.from(blob.bytes))
     } catch (err) {
       return sendSpaceError(reply, err)
     }
