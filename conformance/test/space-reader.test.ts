@@ -124,6 +124,57 @@ describe('readPermissionedData', () => {
     ).rejects.toThrow(/signature/)
   })
 
+  it('moves a space the account owns but never wrote in (listSpaces names it: spec decision 7)', async () => {
+    const source = await server()
+    const destination = await server()
+    const alice = await seedSpaceAccount(source)
+    const res = await alice.client.fetch('/xrpc/com.atproto.simplespace.createSpace', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({
+        type: 'com.example.bookmarks',
+        skey: 'self',
+        policy: { $type: 'com.atproto.simplespace.defs#memberListPolicy' },
+        appAccess: { $type: 'com.atproto.simplespace.defs#open' },
+      }),
+    })
+    const { uri } = (await res.json()) as { uri: string }
+    const units = await move(alice, destination.spaces)
+    expect(units.filter((u) => u.kind === 'simplespace').map((u) => u.state.uri)).toContain(uri)
+    expect(await destination.spaces.getSpace(uri)).toEqual(await source.spaces.getSpace(uri))
+    expect((await destination.spaces.readRepo(uri, alice.did))?.records).toEqual([])
+  })
+
+  it("keeps each repo's rev; the new host's next write comes after it (spec decision 2)", async () => {
+    const source = await server()
+    const destination = await server()
+    const alice = await seedSpaceAccount(source)
+    await move(alice, destination.spaces)
+    const moved = (await destination.spaces.repoHead(alice.joined[0], alice.did))?.rev as string
+    expect(moved).toBe((await source.spaces.repoHead(alice.joined[0], alice.did))?.rev)
+    const next = await destination.spaces.writeRecords(alice.did, alice.joined[0], [
+      {
+        collection: 'com.example.reply',
+        rkey: '3lbgkz6qo5c3b',
+        record: { $type: 'com.example.reply', text: 'moved' },
+      },
+    ])
+    expect(next > moved).toBe(true)
+  })
+
+  it('moving again is idempotent: the sink holds exactly the source after a second pull', async () => {
+    const source = await server()
+    const destination = await server()
+    const alice = await seedSpaceAccount(source)
+    await move(alice, destination.spaces)
+    await source.spaces.writeRecords(alice.did, alice.joined[1], [
+      { collection: 'com.example.post', rkey: '3lbgkz6qo5c4a' },
+    ])
+    await move(alice, destination.spaces)
+    expect((await destination.spaces.readRepo(alice.joined[1], alice.did))?.records).toEqual([])
+    expect((await destination.spaces.listMembers(alice.owned, { limit: 10 }))?.members).toEqual(alice.members)
+  })
+
   /** A source whose host tampers with alice's repo in the first joined space (bob's). */
   const tampering: [
     string,

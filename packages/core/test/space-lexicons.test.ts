@@ -86,6 +86,35 @@ describe('vendored 0016 lexicons (lexicons/com/atproto/{space,simplespace})', ()
   })
 })
 
+describe('lexicons against the proposal text (spec/permissioned-data.md, "Errata")', () => {
+  it('managingApp is a field of managingAppPolicy, not of the space configuration as 0016 tabulates it', () => {
+    const input = (policy: unknown, extra: object = {}) => ({
+      type: 'com.example.forum',
+      policy,
+      appAccess: { $type: 'com.atproto.simplespace.defs#open' },
+      ...extra,
+    })
+    const nsid = 'com.atproto.simplespace.createSpace'
+    expect(() =>
+      spaceLexicons.assertValidXrpcInput(
+        nsid,
+        input({ $type: 'com.atproto.simplespace.defs#managingAppPolicy' }),
+      ),
+    ).toThrow(/managingApp/)
+    spaceLexicons.assertValidXrpcInput(
+      nsid,
+      input({
+        $type: 'com.atproto.simplespace.defs#managingAppPolicy',
+        managingApp: 'did:web:app.example#forum',
+      }),
+    )
+    const getSpace = spaceLexicons.getDefOrThrow('com.atproto.simplespace.getSpace') as unknown as {
+      output: { schema: { properties: Record<string, unknown> } }
+    }
+    expect(Object.keys(getSpace.output.schema.properties).sort()).toEqual(['appAccess', 'policy', 'uri'])
+  })
+})
+
 describe('space-ref', () => {
   it('round-trips (authority, type, skey)', () => {
     expect(parseSpaceRef(SPACE)).toEqual({
