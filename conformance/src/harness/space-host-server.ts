@@ -1,5 +1,4 @@
 import { mkdtemp, rm } from 'node:fs/promises'
-import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import {
@@ -10,6 +9,7 @@ import {
 import Fastify, { type FastifyInstance } from 'fastify'
 import { SqliteAccountStore } from '../store/sqlite-account-store.ts'
 import { SqliteSpaceStore } from '../store/sqlite-space-store.ts'
+import { freePort } from './destination-server.ts'
 import { TestSpaceAuth } from './test-space-auth.ts'
 
 /** The SQLite test PDS serving proposal 0016's repo-host and simplespace methods, on loopback. */
@@ -27,19 +27,38 @@ export interface SpaceHostServer {
  * the read routes see (a tampering source).
  */
 export async function startSpaceHostServer(
-  options: { wrapHost?: (host: PermissionedRepoHost) => PermissionedRepoHost } = {},
+  options: {
+    wrapHost?: (host: PermissionedRepoHost) => PermissionedRepoHost
+    /** Space authorities' keys (did:key by DID), as their DID documents name them: credentials are accepted when given. */
+    authorityKeys?: Map<string, string>
+  } = {},
 ): Promise<SpaceHostServer> {
   const dir = await mkdtemp(join(tmpdir(), 'pds-transfer-spaces-'))
   const accounts = await SqliteAccountStore.open(dir)
   const spaces = new SqliteSpaceStore(accounts)
   const auth = new TestSpaceAuth()
   const app = Fastify({ logger: false, forceCloseConnections: true })
-  registerSpaceReadRoutes(app, { host: options.wrapHost ? options.wrapHost(spaces) : spaces, auth })
+  const port = await freePort()
+  const url = `http://127.0.0.1:${port}`
+  const keys = options.authorityKeys
+  registerSpaceReadRoutes(app, {
+    host: options.wrapHost ? options.wrapHost(spaces) : spaces,
+    auth,
+    ...(keys && {
+      credentials: {
+        serviceUrl: url,
+        resolveKey: async (did: string) => {
+          const key = keys.get(did)
+          if (!key) throw new Error(`no key known for ${did}`)
+          return key
+        },
+      },
+    }),
+  })
   registerSimpleSpaceRoutes(app, { host: spaces, auth })
-  await app.listen({ host: '127.0.0.1', port: 0 })
-  const { port } = app.server.address() as AddressInfo
+  await app.listen({ host: '127.0.0.1', port })
   return {
-    url: `http://127.0.0.1:${port}`,
+    url,
     app,
     accounts,
     spaces,
