@@ -5,6 +5,7 @@ import { afterEach, describe, expect, it } from 'vitest'
 import { seedSpaceAccount } from '../src/fixtures/space-account.ts'
 import { type SpaceHostServer, startSpaceHostServer } from '../src/harness/space-host-server.ts'
 import { SpaceSyncer } from '../src/harness/space-syncer.ts'
+import { SqliteAccountSink } from '../src/store/sqlite-account-sink.ts'
 
 /**
  * Space credentials (0016, "Access control"): a syncer, not the account, reads a permissioned repo
@@ -108,6 +109,7 @@ describe('space credentials', () => {
       client: alice.client,
       did: alice.did,
       signingKey: alice.key.did(),
+      blobs: new SqliteAccountSink(destination.accounts),
       limits: { retry: { attempts: 1, baseDelayMs: 1 } },
     }))
       await importPermissionedUnit(destination.spaces, alice.did, unit)

@@ -12,6 +12,7 @@ import type { PermissionedRepoHost } from '@pds-transfer/source'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { type SpaceAccount, seedSpaceAccount } from '../src/fixtures/space-account.ts'
 import { type SpaceHostServer, startSpaceHostServer } from '../src/harness/space-host-server.ts'
+import { SqliteAccountSink } from '../src/store/sqlite-account-sink.ts'
 import type { SqliteSpaceStore } from '../src/store/sqlite-space-store.ts'
 
 /**
@@ -37,15 +38,16 @@ afterEach(async () => {
 })
 
 /** Reads alice's permissioned data and commits each unit into `sink` as it comes. */
-async function move(alice: SpaceAccount, sink: SqliteSpaceStore): Promise<PermissionedDataUnit[]> {
+async function move(alice: SpaceAccount, destination: SpaceHostServer): Promise<PermissionedDataUnit[]> {
   const units: PermissionedDataUnit[] = []
   for await (const unit of readPermissionedData({
     client: alice.client,
     did: alice.did,
     signingKey: alice.key.did(),
+    blobs: new SqliteAccountSink(destination.accounts),
     limits: NO_RETRY,
   })) {
-    await importPermissionedUnit(sink, alice.did, unit)
+    await importPermissionedUnit(destination.spaces, alice.did, unit)
     units.push(unit)
   }
   return units
@@ -64,7 +66,7 @@ describe('readPermissionedData', () => {
     const source = await server()
     const destination = await server()
     const alice = await seedSpaceAccount(source)
-    const units = await move(alice, destination.spaces)
+    const units = await move(alice, destination)
     expect(units.map((u) => u.kind)).toEqual([
       'space-repo',
       'space-blob',
@@ -101,7 +103,7 @@ describe('readPermissionedData', () => {
     const source = await server()
     const destination = await server()
     const alice = await seedSpaceAccount(source)
-    await move(alice, destination.spaces)
+    await move(alice, destination)
     await destination.accounts.createAccount({ did: alice.did, signingKey: await Secp256k1Keypair.create() })
     const newKey = await Secp256k1Keypair.create()
     destination.spaces.setSigningKey(alice.did, newKey)
@@ -139,7 +141,7 @@ describe('readPermissionedData', () => {
       }),
     })
     const { uri } = (await res.json()) as { uri: string }
-    const units = await move(alice, destination.spaces)
+    const units = await move(alice, destination)
     expect(units.filter((u) => u.kind === 'simplespace').map((u) => u.state.uri)).toContain(uri)
     expect(await destination.spaces.getSpace(uri)).toEqual(await source.spaces.getSpace(uri))
     expect((await destination.spaces.readRepo(uri, alice.did))?.records).toEqual([])
@@ -149,7 +151,7 @@ describe('readPermissionedData', () => {
     const source = await server()
     const destination = await server()
     const alice = await seedSpaceAccount(source)
-    await move(alice, destination.spaces)
+    await move(alice, destination)
     const moved = (await destination.spaces.repoHead(alice.joined[0], alice.did))?.rev as string
     expect(moved).toBe((await source.spaces.repoHead(alice.joined[0], alice.did))?.rev)
     const next = await destination.spaces.writeRecords(alice.did, alice.joined[0], [
@@ -166,11 +168,11 @@ describe('readPermissionedData', () => {
     const source = await server()
     const destination = await server()
     const alice = await seedSpaceAccount(source)
-    await move(alice, destination.spaces)
+    await move(alice, destination)
     await source.spaces.writeRecords(alice.did, alice.joined[1], [
       { collection: 'com.example.post', rkey: '3lbgkz6qo5c4a' },
     ])
-    await move(alice, destination.spaces)
+    await move(alice, destination)
     expect((await destination.spaces.readRepo(alice.joined[1], alice.did))?.records).toEqual([])
     expect((await destination.spaces.listMembers(alice.owned, { limit: 10 }))?.members).toEqual(alice.members)
   })
@@ -218,7 +220,7 @@ describe('readPermissionedData', () => {
     const source = await server(wrap(spaceOf))
     const destination = await server()
     const alice = await seedSpaceAccount(source)
-    const error = await move(alice, destination.spaces).catch((e: unknown) => e)
+    const error = await move(alice, destination).catch((e: unknown) => e)
     expect(error).toBeInstanceOf(ImportFailure)
     expect(error).toMatchObject({
       reason: 'RepoInvalid',
@@ -233,7 +235,7 @@ describe('readPermissionedData', () => {
     const destination = await server()
     const alice = await seedSpaceAccount(source)
     source.spaces.setSigningKey(alice.did, await Secp256k1Keypair.create())
-    const error = await move(alice, destination.spaces).catch((e: unknown) => e)
+    const error = await move(alice, destination).catch((e: unknown) => e)
     expect(error).toMatchObject({ reason: 'RepoInvalid', message: expect.stringMatching(/signature/) })
     expect(await destination.spaces.readRepo(alice.owned, alice.did)).toBeUndefined()
   })
@@ -248,12 +250,27 @@ describe('readPermissionedData', () => {
     }))
     const destination = await server()
     const alice = await seedSpaceAccount(source)
-    const error = await move(alice, destination.spaces).catch((e: unknown) => e)
+    const error = await move(alice, destination).catch((e: unknown) => e)
     expect(error).toMatchObject({ reason: 'BlobInvalid', message: expect.stringMatching(/do not hash/) })
     // The repo (verified) is held and names the blob; the blob itself is not.
     const [cid] = (await destination.spaces.listBlobs(alice.owned, alice.did, { limit: 10 }))?.cids ?? []
     expect(cid).toBeDefined()
     expect(await destination.spaces.openBlob(alice.owned, alice.did, cid as string)).toBeUndefined()
+  })
+
+  it('names a blob the source cannot give, and moves the rest', async () => {
+    const source = await server((host) => ({ ...bind(host), openBlob: async () => undefined }))
+    const destination = await server()
+    const alice = await seedSpaceAccount(source)
+    const units = await move(alice, destination)
+    const [cid] = (await source.spaces.listBlobs(alice.owned, alice.did, { limit: 10 }))?.cids ?? []
+    expect(units).toContainEqual({
+      kind: 'space-blob-missing',
+      space: alice.owned,
+      cid,
+      why: expect.stringMatching(/no such blob/),
+    })
+    expect(units.filter((u) => u.kind === 'space-repo')).toHaveLength(3)
   })
 })
 

@@ -34,7 +34,6 @@ CREATE TABLE IF NOT EXISTS space_record (
 CREATE TABLE IF NOT EXISTS space_record_blob (
   space TEXT NOT NULL, did TEXT NOT NULL, record TEXT NOT NULL, cid TEXT NOT NULL, PRIMARY KEY (space, did, record, cid)
 );
-CREATE TABLE IF NOT EXISTS space_blob (space TEXT NOT NULL, did TEXT NOT NULL, cid TEXT NOT NULL, PRIMARY KEY (space, did, cid));
 CREATE TABLE IF NOT EXISTS simplespace (uri TEXT PRIMARY KEY, policy TEXT NOT NULL, app_access TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS simplespace_member (uri TEXT NOT NULL, did TEXT NOT NULL, PRIMARY KEY (uri, did));
 `
@@ -123,13 +122,12 @@ export class SqliteSpaceStore implements PermissionedRepoHost, SimpleSpaceHost, 
     })()
   }
 
-  /** Stores blob bytes for `did` (the account's blob files) for records in `space` to reference. */
-  async putBlob(did: string, space: string, bytes: Uint8Array): Promise<string> {
-    const cid = (await this.accounts.putBlob(did, bytes)).toString()
-    this.db
-      .prepare('INSERT OR IGNORE INTO space_blob (space, did, cid) VALUES (?, ?, ?)')
-      .run(space, did, cid)
-    return cid
+  /**
+   * Stores blob bytes in the account's blob store (as `com.atproto.repo.uploadBlob` does, which is
+   * how 0016 has space records get blobs); a record's blob ref makes its repo serve it.
+   */
+  async putBlob(did: string, bytes: Uint8Array): Promise<string> {
+    return (await this.accounts.putBlob(did, bytes)).toString()
   }
 
   // --- PermissionedRepoHost ---
@@ -312,11 +310,6 @@ export class SqliteSpaceStore implements PermissionedRepoHost, SimpleSpaceHost, 
         )
         .run(space, did, ref.authority, ref.type, repo.rev, setHash.state())
     })()
-  }
-
-  async importSpaceBlob(did: string, space: string, cid: string, bytes: Uint8Array): Promise<void> {
-    const stored = await this.putBlob(did, space, bytes)
-    if (stored !== cid) throw new Error(`blob bytes hash to ${stored}, not ${cid}`)
   }
 
   async importSimpleSpace(state: SimpleSpaceState): Promise<void> {

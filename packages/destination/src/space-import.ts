@@ -3,7 +3,7 @@ import type { PermissionedDataSink } from './space-sink.ts'
 
 /**
  * Commits one verified unit of `did`'s permissioned data into the sink: a repo (replacing what an
- * earlier pull left), a blob, or a space the account is the authority of (configuration and
+ * earlier pull left) or a space the account is the authority of (configuration and
  * member list). The engine calls it for each unit `readPermissionedData` yields, in order.
  */
 export async function importPermissionedUnit(
@@ -15,7 +15,10 @@ export async function importPermissionedUnit(
     case 'space-repo':
       return sink.importSpaceRepo(did, unit.space, { rev: unit.rev, hash: unit.hash, records: unit.records })
     case 'space-blob':
-      return sink.importSpaceBlob(did, unit.space, unit.cid, unit.bytes)
+    case 'space-blob-missing':
+      // A blob is stored by the reader itself, streamed and verified; a missing one is for the
+      // engine to list for the user, as it lists missing public blobs.
+      return
     case 'simplespace':
       return sink.importSimpleSpace(unit.state)
   }

@@ -4,34 +4,40 @@
  * ours). Discover every space the account holds a repo in (`listSpaces`), read each repo
  * (`getRepo`) and verify it in 0016's order (commit MAC and signature with the account's
  * `#atproto` key, the index's set hash against the commit, each record block against its CID),
- * then its blobs (`listBlobs` and the verified records' blob refs, each `getBlob` hashed against its
- * CID), and for each space whose authority is the account, its configuration (`getSpace`) and
+ * then its blobs (`listBlobs` and the verified records' blob refs, each `getBlob` streamed into the
+ * account's blob store, hashed against its CID, committed only if it matches), and for each space whose authority is the account, its configuration (`getSpace`) and
  * member list (`listMembers`).
  *
- * Invariant: a unit is yielded only once wholly verified, so a consumer that commits each unit as
- * it comes never commits a byte of a repo that fails; the failure (`ImportFailure`, `RepoInvalid`
- * naming the space) ends the read.
+ * Invariant: a unit is yielded only once wholly verified (a blob: once stored verified), so a
+ * consumer that commits each unit as it comes never commits a byte of a repo that fails; the
+ * failure (`ImportFailure`, `RepoInvalid` naming the space) ends the read. A blob the source cannot
+ * give is a `space-blob-missing` unit, for the user to see, as for public blobs.
  */
-import { createHash } from 'node:crypto'
 import { decode } from '@atproto/lex-cbor'
 import { enumBlobRefs, getBlobCid } from '@atproto/lex-data'
 import { jsonToLex } from '@atproto/lex-json'
 import {
   InvalidSpaceRepoError,
-  isBlobCid,
   parseSpaceRef,
   type SpaceRecordBlock,
   spaceLexicons,
   verifySpaceRepoCar,
 } from '@pds-transfer/core'
-import { CID } from 'multiformats/cid'
+import type { AccountSink } from './account-sink.ts'
 import { DEFAULT_LIMITS, type EngineLimits } from './engine-limits.ts'
 import { ImportFailure } from './import-failure.ts'
 import type { FailureReason } from './inbound-transfer.ts'
 import type { SourceClient } from './source-client.ts'
 import { SourceError } from './source-client.ts'
 import type { SimpleSpaceState } from './space-sink.ts'
-import { fetchStreaming, readJson, withRetries } from './sync-retry.ts'
+import { type BlobFetchOutcome, fetchBlob } from './sync-blob-fetch.ts'
+import {
+  exhaustedFailure,
+  fetchStreaming,
+  readJson,
+  TransientSourceError,
+  withRetries,
+} from './sync-retry.ts'
 
 /** A verified piece of an account's permissioned data. */
 export type PermissionedDataUnit =
@@ -43,7 +49,10 @@ export type PermissionedDataUnit =
       hash: Uint8Array
       records: SpaceRecordBlock[]
     }
-  | { kind: 'space-blob'; space: string; cid: string; bytes: Uint8Array }
+  /** A blob the repo references, now held by the account here (stored verified, or held before). */
+  | { kind: 'space-blob'; space: string; cid: string }
+  /** A blob the repo references that the source could not give, and why. */
+  | { kind: 'space-blob-missing'; space: string; cid: string; why: string }
   | { kind: 'simplespace'; state: SimpleSpaceState }
 
 /** Options of {@link readPermissionedData}. */
@@ -53,6 +62,11 @@ export interface SpaceReaderOptions {
   did: string
   /** `did:key` of the account's `#atproto` key as its DID document has it now (before any PLC change). */
   signingKey: string
+  /**
+   * The account's blob store here: each blob is streamed into it, hashed, and committed only if
+   * it is its CID (as the public blobs are); one already held is not fetched again.
+   */
+  blobs: Pick<AccountSink, 'startBlob' | 'hasBlob'>
   /** Largest permissioned repo CAR read (64 MiB): a repo is verified whole before it is yielded. */
   maxRepoBytes?: number
   /** `retry`, `stallTimeoutMs`, `maxBlobSize` apply (engine defaults). */
@@ -62,10 +76,22 @@ export interface SpaceReaderOptions {
 const DEFAULT_MAX_REPO_BYTES = 64 * 1024 * 1024
 const MAX_JSON_BYTES = 4 * 1024 * 1024
 
-/** Reads and verifies every permissioned repo, blob and owned space of `did`, unit by unit. */
+/**
+ * Reads and verifies every permissioned repo, blob and owned space of `did`, unit by unit. Ends
+ * with `ImportFailure` naming the reason (`RepoInvalid`, `BlobInvalid`, `SourceRefused`, …), a
+ * transient failure that outlasted its retries included.
+ */
 export async function* readPermissionedData(
   options: SpaceReaderOptions,
 ): AsyncGenerator<PermissionedDataUnit> {
+  try {
+    yield* readAll(options)
+  } catch (err) {
+    throw err instanceof TransientSourceError ? exhaustedFailure(err) : err
+  }
+}
+
+async function* readAll(options: SpaceReaderOptions): AsyncGenerator<PermissionedDataUnit> {
   const { did } = options
   const limits: EngineLimits = {
     ...DEFAULT_LIMITS,
@@ -78,8 +104,14 @@ export async function* readPermissionedData(
     const ref = parseSpaceRef(uri)
     const repo = await readRepo(call, uri, options, options.maxRepoBytes ?? DEFAULT_MAX_REPO_BYTES)
     yield { kind: 'space-repo', space: uri, ...repo }
-    for (const cid of await blobsOf(call, uri, did, repo.records))
-      yield { kind: 'space-blob', space: uri, cid, bytes: await call.blob(uri, did, cid) }
+    for (const cid of await blobsOf(call, uri, did, repo.records)) {
+      const outcome = (await options.blobs.hasBlob(did, cid))
+        ? { stored: 0 }
+        : await call.blob(uri, did, cid, options.blobs)
+      yield 'missing' in outcome
+        ? { kind: 'space-blob-missing', space: uri, cid, why: outcome.missing }
+        : { kind: 'space-blob', space: uri, cid }
+    }
     if (ref.authority === did) yield { kind: 'simplespace', state: await readSimpleSpace(call, uri) }
   }
 }
@@ -205,24 +237,33 @@ class SpaceCalls {
     })
   }
 
-  /** A blob's bytes, refused unless they hash to its CID (a blob CID: v1, raw, sha2-256). */
-  async blob(space: string, did: string, cid: string): Promise<Uint8Array> {
-    let parsed: CID
-    try {
-      parsed = CID.parse(cid)
-    } catch {
-      throw new ImportFailure('BlobInvalid', `${space}: ${cid} is not a CID`)
-    }
-    if (!isBlobCid(parsed)) throw new ImportFailure('BlobInvalid', `${space}: ${cid} is not a blob CID`)
-    const bytes = await this.bytes(
-      'com.atproto.space.getBlob',
-      { space, repo: did, cid },
-      this.limits.maxBlobSize,
-      'LimitExceeded',
-    )
-    if (!createHash('sha256').update(bytes).digest().equals(parsed.multihash.digest))
-      throw new ImportFailure('BlobInvalid', `${space}: the bytes of blob ${cid} do not hash to its CID`)
-    return bytes
+  /** A blob into `sink`, hashed while streamed (`fetchBlob`, the public blobs' path, on 0016's getBlob). */
+  blob(
+    space: string,
+    did: string,
+    cid: string,
+    sink: Pick<AccountSink, 'startBlob'>,
+  ): Promise<BlobFetchOutcome> {
+    const path = `/xrpc/com.atproto.space.getBlob?${new URLSearchParams({ space, repo: did, cid })}`
+    return withRetries(this.limits.retry, async () => {
+      try {
+        return await fetchBlob({
+          client: this.client,
+          sink,
+          did,
+          cid,
+          path,
+          maxBlobSize: this.limits.maxBlobSize,
+          stallTimeoutMs: this.limits.stallTimeoutMs,
+        })
+      } catch (err) {
+        if (err instanceof SourceError)
+          throw new ImportFailure('SourceRefused', `com.atproto.space.getBlob: ${err.message}`, {
+            cause: err,
+          })
+        throw err
+      }
+    })
   }
 
   private fetch<T>(

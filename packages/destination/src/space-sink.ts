@@ -13,7 +13,8 @@ export interface SimpleSpaceState {
 
 /**
  * Where the destination keeps an account's permissioned data (proposal 0016): the receiving
- * PDS's repo host and space host. Each call is all-or-nothing; the reader calls it only with data
+ * PDS's repo host and space host. Blobs go to the account's blob store (`AccountSink.startBlob`);
+ * which repo may serve which blob follows from the blob refs of its records. Each call is all-or-nothing; the reader calls it only with data
  * that verified. The SQLite test PDS implements it; a real PDS plugs in by implementing it.
  */
 export interface PermissionedDataSink {
@@ -27,8 +28,6 @@ export interface PermissionedDataSink {
     space: string,
     repo: { rev: string; hash: Uint8Array; records: SpaceRecordBlock[] },
   ): Promise<void>
-  /** Stores a blob (already checked against `cid`) as referenced from `did`'s repo in `space`. */
-  importSpaceBlob(did: string, space: string, cid: string, bytes: Uint8Array): Promise<void>
   /** Re-hosts a space the account is the authority of: its configuration and member list, replaced whole. */
   importSimpleSpace(state: SimpleSpaceState): Promise<void>
 }
