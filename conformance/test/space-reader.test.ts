@@ -258,6 +258,29 @@ describe('readPermissionedData', () => {
     expect(await destination.spaces.openBlob(alice.owned, alice.did, cid as string)).toBeUndefined()
   })
 
+  it('refuses a listed space that is not a space-ref, and reads a space listed twice once', async () => {
+    const bad = await server((host) => ({
+      ...bind(host),
+      listSpaces: async () => ({ spaces: ['at://alice.test/space/com.example.forum/x'] }),
+    }))
+    const alice = await seedSpaceAccount(bad)
+    const error = await move(alice, await server()).catch((e: unknown) => e)
+    expect(error).toMatchObject({
+      reason: 'SourceRefused',
+      message: expect.stringMatching(/alice\.test.*DID/),
+    })
+    const twice = await server((host) => ({
+      ...bind(host),
+      listSpaces: async (did, o) => {
+        const page = await host.listSpaces(did, o)
+        return { spaces: [...page.spaces, ...page.spaces] }
+      },
+    }))
+    const bob = await seedSpaceAccount(twice)
+    const units = await move(bob, await server())
+    expect(units.filter((u) => u.kind === 'space-repo')).toHaveLength(3)
+  })
+
   it('names a blob the source cannot give, and moves the rest', async () => {
     const source = await server((host) => ({ ...bind(host), openBlob: async () => undefined }))
     const destination = await server()

@@ -20,6 +20,7 @@ import {
   InvalidSpaceRepoError,
   parseSpaceRef,
   type SpaceRecordBlock,
+  type SpaceRef,
   spaceLexicons,
   verifySpaceRepoCar,
 } from '@pds-transfer/core'
@@ -99,9 +100,13 @@ async function* readAll(options: SpaceReaderOptions): AsyncGenerator<Permissione
     retry: { ...DEFAULT_LIMITS.retry, ...options.limits?.retry },
   }
   const call = new SpaceCalls(options.client, limits)
+  const seen = new Set<string>()
   for await (const space of call.pages('com.atproto.space.listSpaces', {}, 'spaces', 100)) {
     const uri = (space as { uri: string }).uri
-    const ref = parseSpaceRef(uri)
+    // A space listed twice (pages that overlap) is read once.
+    if (seen.has(uri)) continue
+    seen.add(uri)
+    const ref = listedSpace(uri)
     const repo = await readRepo(call, uri, options, options.maxRepoBytes ?? DEFAULT_MAX_REPO_BYTES)
     yield { kind: 'space-repo', space: uri, ...repo }
     for (const cid of await blobsOf(call, uri, did, repo.records)) {
@@ -113,6 +118,21 @@ async function* readAll(options: SpaceReaderOptions): AsyncGenerator<Permissione
         : { kind: 'space-blob', space: uri, cid }
     }
     if (ref.authority === did) yield { kind: 'simplespace', state: await readSimpleSpace(call, uri) }
+  }
+}
+
+/** A listed space-ref, or `SourceRefused` naming it (the lexicon leaves its format to us: spec). */
+function listedSpace(uri: string): SpaceRef {
+  try {
+    return parseSpaceRef(uri)
+  } catch (err) {
+    throw new ImportFailure(
+      'SourceRefused',
+      `listSpaces named ${JSON.stringify(uri)}: ${(err as Error).message}`,
+      {
+        cause: err,
+      },
+    )
   }
 }
 
