@@ -26,7 +26,13 @@ import { readAccountEmail } from './sync-account-email.ts'
 import { type BlobFetchOutcome, fetchBlob } from './sync-blob-fetch.ts'
 import { readPreferences } from './sync-preferences.ts'
 import { importRepoFromSync } from './sync-repo-import.ts'
-import { fetchStreaming, readJson, TransientSourceError, withRetries } from './sync-retry.ts'
+import {
+  exhaustedFailure,
+  fetchStreaming,
+  readJson,
+  TransientSourceError,
+  withRetries,
+} from './sync-retry.ts'
 import { checkNewTransfer, newTransfer, refusalError } from './transfer-admission.ts'
 import { normalizeUrl } from './transfer-completion.ts'
 import { toFailure } from './transfer-failure.ts'
@@ -282,7 +288,7 @@ export class PlainPdsReader {
       return { transfer: done, blobs: report, repoFetched }
     } catch (err) {
       if (signal?.aborted) throw signal.reason
-      const failure = toFailure(err instanceof TransientSourceError ? exhausted(err) : err)
+      const failure = toFailure(err instanceof TransientSourceError ? exhaustedFailure(err) : err)
       const failed = await store.update(transferId, { status: 'failed', stage: 'failed', failure })
       return { transfer: failed, blobs: report, repoFetched }
     }
@@ -425,7 +431,7 @@ export class PlainPdsReader {
           attempt: n,
           of: retry.attempts,
           nextAt: Date.now() + delayMs,
-          lastFailure: toFailure(exhausted(error)),
+          lastFailure: toFailure(exhaustedFailure(error)),
         },
       })
     })
@@ -446,20 +452,6 @@ function abortable(client: SourceClient, signal: AbortSignal): SourceClient {
     url: client.url,
     fetch: (path, init) =>
       client.fetch(path, { ...init, signal: init?.signal ? AbortSignal.any([init.signal, signal]) : signal }),
-  }
-}
-
-/** A transient failure that outlasted its retries, as the named failure it ends the pull with. */
-function exhausted(err: TransientSourceError): ImportFailure {
-  switch (err.kind) {
-    case 'mismatch':
-      return new ImportFailure('BlobInvalid', err.message, { cause: err })
-    case 'stall':
-      return new ImportFailure('NoProgress', err.message, { cause: err })
-    case 'cut':
-      return new ImportFailure('StreamCut', err.message, { cause: err })
-    case 'status':
-      return new ImportFailure('SourceUnreachable', err.message, { cause: err })
   }
 }
 

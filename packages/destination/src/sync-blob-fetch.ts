@@ -28,6 +28,8 @@ export async function fetchBlob(params: {
   cid: string
   maxBlobSize: number
   stallTimeoutMs: number
+  /** Another method serving the blob by CID (0016's `com.atproto.space.getBlob`); default `com.atproto.sync.getBlob`. */
+  path?: string
 }): Promise<BlobFetchOutcome> {
   const { client, sink, did, cid, maxBlobSize } = params
   let parsed: CID
@@ -37,7 +39,9 @@ export async function fetchBlob(params: {
     return { missing: 'not a CID' }
   }
   if (!isBlobCid(parsed)) return { missing: 'not a blob CID (CIDv1, raw, sha2-256)' }
-  const path = `/xrpc/com.atproto.sync.getBlob?did=${encodeURIComponent(did)}&cid=${encodeURIComponent(cid)}`
+  const path =
+    params.path ??
+    `/xrpc/com.atproto.sync.getBlob?did=${encodeURIComponent(did)}&cid=${encodeURIComponent(cid)}`
   try {
     return await fetchStreaming(
       (signal) => client.fetch(path, { signal }),

@@ -196,3 +196,17 @@ function message(err: unknown): string {
   const cause = err instanceof Error && err.cause instanceof Error ? `: ${err.cause.message}` : ''
   return err instanceof Error ? `${err.message}${cause}` : String(err)
 }
+
+/** A transient failure that outlasted its retries, as the named failure it ends the pull with. */
+export function exhaustedFailure(err: TransientSourceError): ImportFailure {
+  switch (err.kind) {
+    case 'mismatch':
+      return new ImportFailure('BlobInvalid', err.message, { cause: err })
+    case 'stall':
+      return new ImportFailure('NoProgress', err.message, { cause: err })
+    case 'cut':
+      return new ImportFailure('StreamCut', err.message, { cause: err })
+    case 'status':
+      return new ImportFailure('SourceUnreachable', err.message, { cause: err })
+  }
+}
