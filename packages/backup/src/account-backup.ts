@@ -16,7 +16,7 @@ import {
 } from '@pds-transfer/destination'
 import { backupBlobs } from './blob-backup.ts'
 import { backupRepo } from './repo-backup.ts'
-import { reusableBlobs } from './resumed-blobs.ts'
+import { adoptStoredBlobs, reusableBlobs } from './resumed-blobs.ts'
 
 /** Where a run is, for a progress line. */
 export type BackupProgress =
@@ -43,6 +43,12 @@ export interface BackupOptions {
    * them): each one the run wants is kept as it is in the store, not fetched or stored again.
    */
   resumedBlobs?: readonly BlobEntry[]
+  /**
+   * Also keep the blobs an earlier attempt stored but did not get to record (it was killed right
+   * after a put): each wanted blob's object already in the store is opened and checked against its
+   * CID instead of being fetched. Needs the full key; costs one existence check per wanted blob.
+   */
+  adoptStoredBlobs?: boolean
   /** Told of each blob once it is stored, for a job to save as its progress. */
   onBlobStored?: (entry: BlobEntry) => void
   /** How the PDS is reached (default: the global fetch); for a proxy, or to count requests. */
@@ -117,7 +123,12 @@ export async function backupAccount(did: string, options: BackupOptions): Promis
     }
   }
 
-  const reused = await reusableBlobs(archive, options.resumedBlobs ?? [], new Set(wanted))
+  const recorded = await reusableBlobs(archive, options.resumedBlobs ?? [], new Set(wanted))
+  const unrecorded = wanted.filter((cid) => !recorded.some((b) => b.cid === cid))
+  const reused = [
+    ...recorded,
+    ...(options.adoptStoredBlobs ? await adoptStoredBlobs(archive, unrecorded) : []),
+  ]
   const reusedCids = new Set(reused.map((b) => b.cid))
   const blobs = await backupBlobs({
     archive,

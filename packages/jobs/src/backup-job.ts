@@ -1,8 +1,9 @@
 /**
  * The backup job: one `backupAccount` run of one account, as a job any worker can take. Its
  * progress is the blobs it has stored so far; an attempt after a dead one keeps those (checked
- * in the store) and fetches only the rest, so no blob is stored twice. The repo itself is one
- * unit, fetched and verified again by the next attempt.
+ * in the store), adopts the ones stored but not yet recorded when it died (opened and checked
+ * against their CIDs), and fetches only the rest, so no blob is stored twice. The repo itself is
+ * one unit, fetched and verified again by the next attempt.
  */
 import { mkdir, mkdtemp, rm } from 'node:fs/promises'
 import { join } from 'node:path'
@@ -72,6 +73,8 @@ export function backupJobHandler(deps: BackupJobDeps): JobHandler {
         resolver: deps.resolver,
         workDir,
         resumedBlobs: saved,
+        // A killed attempt may have stored a blob it did not get to record.
+        adoptStoredBlobs: context.attempt > 1,
         onBlobStored: (entry) => {
           blobs.set(entry.cid, entry)
           saver.request()

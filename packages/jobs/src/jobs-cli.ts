@@ -15,7 +15,8 @@ import { PgBossJobQueue } from './pg-boss-queue.ts'
 export const USAGE = `usage: pds-jobs <command> [options]
 
 The queue is PostgreSQL (--database URL or PDS_JOBS_DATABASE_URL, e.g. postgres://user@host/db);
-every worker and operator of one fleet names the same database.
+every worker and operator of one fleet names the same database (and --queue NAME, default
+pds-transfer, or PDS_JOBS_QUEUE, to keep several fleets in one database).
 
 commands
   enqueue-backups --pds URL            queue a backup of every active account the PDS lists
@@ -84,7 +85,10 @@ export async function runJobsCli(
     }
     const database = values.database ?? env.PDS_JOBS_DATABASE_URL
     if (!database) throw new UsageError('missing --database URL (or PDS_JOBS_DATABASE_URL)')
-    const pgQueue = await PgBossJobQueue.open({ connectionString: database })
+    const pgQueue = await PgBossJobQueue.open({
+      connectionString: database,
+      name: values.queue ?? env.PDS_JOBS_QUEUE ?? 'pds-transfer',
+    })
     queue = pgQueue
     switch (command) {
       case 'enqueue-backups': {
@@ -233,6 +237,7 @@ function parse(argv: string[]) {
     allowPositionals: true,
     options: {
       database: { type: 'string' },
+      queue: { type: 'string' },
       pds: { type: 'string' },
       archive: { type: 'string' },
       key: { type: 'string' },

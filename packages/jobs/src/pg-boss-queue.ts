@@ -265,6 +265,13 @@ export class PgBossJobQueue implements JobQueue {
    */
   private async claim(): Promise<Job<JobData> | undefined> {
     const client = await this.pool.connect()
+    // A connection the server ends mid-claim (a restart) errors here, not on the pool: without a
+    // listener that would end the process. The failed query rejects, the claim is tried again.
+    let broken: unknown
+    const onError = (err: unknown) => {
+      broken = err
+    }
+    client.on('error', onError)
     try {
       await client.query('BEGIN')
       await client.query(`SELECT pg_advisory_xact_lock(hashtext('pds_jobs.claim:' || $1))`, [this.name])
@@ -276,10 +283,13 @@ export class PgBossJobQueue implements JobQueue {
       await client.query('COMMIT')
       return job
     } catch (err) {
+      broken ??= err
       await client.query('ROLLBACK').catch(() => {})
       throw err
     } finally {
-      client.release()
+      client.off('error', onError)
+      // A client that failed is closed, not put back for the next claim.
+      client.release(broken instanceof Error ? broken : undefined)
     }
   }
 
