@@ -5,7 +5,8 @@
  * queue; timed from the queue's resume to its last completion. One PDS with the proposal's limit
  * of 2 would cap every row at 2 jobs at once, so this queue's per-source limit is raised to the
  * slots of the largest row: the rows then show what more workers buy on this machine, and the
- * "limit 2" row what the per-source limit costs.
+ * "limit 2" row what the per-source limit costs. The last row repeats the first, last: the
+ * difference between them is the run's drift (the PDS warming up, the shared machine's load).
  */
 import { type ChildProcess, spawn } from 'node:child_process'
 import { mkdtemp, rm } from 'node:fs/promises'
@@ -51,8 +52,8 @@ export async function benchJobs(
       await Promise.all(
         Array.from({ length: Math.min(5, options.accounts - i) }, (_, j) =>
           seedReferenceAccount(url, {
-            handle: `b${i + j}.test`,
-            email: `b${i + j}@example.com`,
+            handle: `bench${i + j}.test`,
+            email: `bench${i + j}@example.com`,
             password: 'bench-password',
             posts: 10,
             images: options.images,
@@ -70,6 +71,9 @@ export async function benchJobs(
       [2, 8],
       [4, 8],
       [4, 2],
+      // The first row again (1 worker has 2 slots: the limit does not bind): how much of the
+      // differences is the PDS warming up.
+      [1, 2],
     ]
     for (const [workers, perSource] of plan) {
       const name = `bench-${workers}-${perSource}`

@@ -20,6 +20,7 @@ import {
 interface JobData {
   kind: JobKind
   source: string
+  key: string
   data: Record<string, unknown>
 }
 
@@ -130,7 +131,7 @@ export class PgBossJobQueue implements JobQueue {
     source: string
     key: string
   }): Promise<string | null> {
-    const data: JobData = { kind: spec.kind, source: spec.source, data: spec.data }
+    const data: JobData = { kind: spec.kind, source: spec.source, key: spec.key, data: spec.data }
     return this.boss.send(this.name, data, { singletonKey: spec.key, group: { id: spec.source } })
   }
 
@@ -338,7 +339,7 @@ export class PgBossJobQueue implements JobQueue {
         await sleep(wait)
       }
     }
-    options.onSettled?.({ id: job.id, kind: job.data.kind, key: job.data.source }, error)
+    options.onSettled?.({ id: job.id, kind: job.data.kind, key: job.data.key }, error)
   }
 
   private async saveProgress(jobId: string, progress: unknown, options: WorkOptions): Promise<void> {
