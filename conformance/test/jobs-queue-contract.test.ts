@@ -6,6 +6,7 @@ import {
   type JobQueue,
   PgBossJobQueue,
 } from '@pds-transfer/jobs'
+import { PgBoss } from 'pg-boss'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { startPostgres } from '../src/harness/postgres.ts'
 
@@ -164,5 +165,37 @@ describe.each(backends)('job queue contract: $name', (backend) => {
     expect(ran).toBe(1)
     await Promise.all(workers.map((w) => w.stop()))
     for (const c of new Set(clients)) await c.close()
+  })
+})
+
+/**
+ * Why `PgBossJobQueue` serializes its claims (spec/jobs.md): pg-boss 12.38's `groupConcurrency`
+ * counts a group's active jobs inside each claiming statement, so claims made at the same moment
+ * on separate connections all see room and together exceed the limit. If pg-boss makes it strict,
+ * this fails, and the advisory lock in `PgBossJobQueue.claim` can go.
+ */
+describe("pg-boss's groupConcurrency on its own", () => {
+  it('lets concurrent claims exceed the group limit', async () => {
+    const boss = new PgBoss({ connectionString: pg.url, max: 10, supervise: false })
+    boss.on('error', () => {})
+    await boss.start()
+    await boss.createQueue('bare-groups')
+    let most = 0
+    for (let round = 0; round < 20 && most <= 2; round++) {
+      for (let i = 0; i < 10; i++)
+        await boss.send('bare-groups', { i }, { group: { id: 'https://a.example' } })
+      const claimed = (
+        await Promise.all(Array.from({ length: 9 }, () => boss.fetch('bare-groups', { groupConcurrency: 2 })))
+      ).flat()
+      most = Math.max(most, claimed.length)
+      if (claimed.length > 0)
+        await boss.complete(
+          'bare-groups',
+          claimed.map((j) => j.id),
+        )
+      await boss.deleteQueuedJobs('bare-groups')
+    }
+    await boss.stop({ graceful: false })
+    expect(most).toBeGreaterThan(2)
   })
 })

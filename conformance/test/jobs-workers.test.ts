@@ -271,4 +271,19 @@ describe('backups as jobs on a shared queue, 3 worker processes', () => {
     expect(io.lines.join('\n')).toMatch(/running; per source at once: 2/)
     await queue.close()
   }, 420_000)
+
+  it('backs up every account of a PDS in one process without a database (backup-all)', async () => {
+    const lines: string[] = []
+    const io = { out: (t: string) => lines.push(t), err: (t: string) => lines.push(t) }
+    const archive = join(work, 'in-process')
+    const argv = ['backup-all', '--pds', pdses[1]!.url, '--archive', archive, '--key', join(work, 'key.json')]
+    expect(await runJobsCli([...argv, '--plc', plc.url], io, { env: {} })).toBe(0)
+    expect(lines).toContain(`${ACCOUNTS_PER_PDS} accounts to back up`)
+    expect(lines.at(-1)).toBe(`${ACCOUNTS_PER_PDS} of ${ACCOUNTS_PER_PDS} accounts backed up, 0 failed`)
+    const store = new FsArchiveStore(archive)
+    for (const account of accounts.slice(ACCOUNTS_PER_PDS)) {
+      const state = await new AccountArchive(store, keys, account.did).load()
+      expect([...state.blobs.keys()].sort()).toEqual([...account.blobs.keys()].sort())
+    }
+  }, 120_000)
 })
