@@ -103,6 +103,26 @@ describe.each(backends)('job queue contract: $name', (backend) => {
     await queue.close()
   })
 
+  it('leaves a failed job failed when its key was queued again since, and retries the others', async () => {
+    const [queue] = (await backend.open(1, { maxAttempts: 1 })) as [JobQueue]
+    const spec = (key: string) => ({ kind: 'backup' as const, data: {}, source: 'https://a.example', key })
+    await queue.enqueue(spec('again'))
+    await queue.enqueue(spec('alone'))
+    const worker = await queue.work({
+      backup: async () => {
+        throw new Error('down')
+      },
+    })
+    await until(async () => (await queue.counts()).failed === 2)
+    await worker.stop()
+    expect(await queue.enqueue(spec('again'))).toEqual(expect.any(String))
+    expect(await queue.retryFailed()).toEqual({ retried: 1, superseded: 1 })
+    const counts = await queue.counts()
+    expect(counts.failed).toBe(1)
+    expect(counts.queued + counts.retry).toBe(2)
+    await queue.close()
+  })
+
   it('runs a failed attempt again with the progress it saved, and fails it after its attempts', async () => {
     const [queue] = (await backend.open(1, { maxAttempts: 2 })) as [JobQueue]
     const seen: unknown[] = []
@@ -132,7 +152,7 @@ describe.each(backends)('job queue contract: $name', (backend) => {
     expect(failed).toMatchObject({ key: 'never', attempts: 2, output: { error: 'attempt 2 broke' } })
 
     // An operator's retry: it runs again, with what it saved.
-    expect(await queue.retryFailed()).toBe(1)
+    expect(await queue.retryFailed()).toEqual({ retried: 1, superseded: 0 })
     const again = await queue.work({ backup: async (_d, c) => ({ resumedFrom: c.progress }) })
     await until(async () => (await queue.counts()).completed === 2)
     await again.stop()

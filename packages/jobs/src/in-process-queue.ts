@@ -11,6 +11,7 @@ import {
   type JobSpec,
   type JobState,
   type QueueLimits,
+  type RetryResult,
   type Worker,
   type WorkOptions,
 } from './job-queue.ts'
@@ -111,16 +112,24 @@ export class InProcessJobQueue implements JobQueue {
     return this.paused
   }
 
-  async retryFailed(): Promise<number> {
-    let n = 0
+  async retryFailed(): Promise<RetryResult> {
+    const result: RetryResult = { retried: 0, superseded: 0 }
+    const pendingKeys = new Set(
+      [...this.jobs.values()].filter((h) => isPending(h.record.state)).map((h) => h.record.key),
+    )
     for (const held of this.jobs.values()) {
       if (held.record.state !== 'failed') continue
+      if (pendingKeys.has(held.record.key)) {
+        result.superseded++
+        continue
+      }
       held.record.state = 'retry'
       held.record.output = null
-      n++
+      pendingKeys.add(held.record.key)
+      result.retried++
     }
     this.wake()
-    return n
+    return result
   }
 
   /** Resolves once no job is queued, running or waiting for a retry. */

@@ -78,6 +78,11 @@ export interface Worker {
   stop(options?: { graceMs?: number }): Promise<void>
 }
 
+export interface RetryResult {
+  retried: number
+  superseded: number
+}
+
 /** How many jobs are in each state. */
 export type JobCounts = Record<JobState, number>
 
@@ -93,8 +98,11 @@ export interface JobQueue {
   pause(): Promise<void>
   resume(): Promise<void>
   isPaused(): Promise<boolean>
-  /** Queues every failed job again (with its saved progress); how many. */
-  retryFailed(): Promise<number>
+  /**
+   * Queues every failed job again (with its saved progress), except those whose key has a job
+   * queued or running since (superseded: that one runs instead).
+   */
+  retryFailed(): Promise<RetryResult>
   close(): Promise<void>
 }
 

@@ -149,9 +149,16 @@ export async function runJobsCli(
         await pgQueue.resume()
         io.out('resumed')
         return 0
-      case 'retry-failed':
-        io.out(`queued ${await pgQueue.retryFailed()} failed jobs again`)
+      case 'retry-failed': {
+        const r = await pgQueue.retryFailed()
+        io.out(
+          `queued ${r.retried} failed jobs again` +
+            (r.superseded
+              ? `; ${r.superseded} left failed: a newer job for the same account is queued or running`
+              : ''),
+        )
         return 0
+      }
       case 'limit': {
         const limit = count(values['per-source'], 0)
         await pgQueue.setPerSource(limit)

@@ -12,6 +12,7 @@ import {
   type JobRecord,
   type JobState,
   type QueueLimits,
+  type RetryResult,
   type Worker,
   type WorkOptions,
 } from './job-queue.ts'
@@ -243,15 +244,20 @@ export class PgBossJobQueue implements JobQueue {
     return (rowCount ?? 0) > 0
   }
 
-  async retryFailed(): Promise<number> {
-    const failed = await this.list({ state: 'failed', limit: 100_000 })
-    if (failed.length === 0) return 0
-    const result = await this.boss.retry(
-      this.name,
-      failed.map((j) => j.id),
-    )
-    // pg-boss's declared CommandResponse is empty; at run time it counts what was affected.
-    return (result as { affected?: number }).affected ?? failed.length
+  async retryFailed(): Promise<RetryResult> {
+    const result: RetryResult = { retried: 0, superseded: 0 }
+    // One at a time: a failed job whose key was queued again since would make a batch retry fail
+    // whole on the `exclusive` policy's unique index (found by trying it).
+    for (const job of await this.list({ state: 'failed', limit: 100_000 })) {
+      try {
+        await this.boss.retry(this.name, job.id)
+        result.retried++
+      } catch (err) {
+        if ((err as { code?: string }).code !== '23505') throw err
+        result.superseded++
+      }
+    }
+    return result
   }
 
   async close(): Promise<void> {
