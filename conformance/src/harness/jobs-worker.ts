@@ -1,8 +1,8 @@
 /**
  * A job worker in its own process, for the drills that SIGKILL one mid-job: `pds-jobs worker`'s
  * parts (a `PgBossJobQueue` worker running `backupJobHandler` on a shared filesystem archive)
- * with two instruments: every completed object put is appended to PUT_LOG as `<pid> <key>`
- * (after the rename, so a put cut short by the kill is not counted), and each getBlob is held
+ * with two instruments: every completed object put is appended to PUT_LOG as `<pid> <key> new`,
+ * or `overwrite` when the key already held an object (a second store of it), and each getBlob is held
  * BLOB_DELAY_MS before it is sent, so that jobs are long enough to overlap and to be killed in.
  * Configured by environment: DATABASE_URL, QUEUE_NAME, ARCHIVE_DIR, KEY_FILE, PLC_URL, WORK_DIR,
  * PUT_LOG, BLOB_DELAY_MS, CONCURRENCY. Sends `{ ready: true, pid }` once working; exits when the
@@ -28,8 +28,10 @@ class LoggedStore extends FsArchiveStore {
     key: string,
     bytes: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
   ): Promise<StoredObject> {
+    // One job per account runs at a time, so nothing else puts this key meanwhile.
+    const existed = await this.has(key)
     const stored = await super.put(key, bytes)
-    appendFileSync(env('PUT_LOG'), `${process.pid} ${key}\n`)
+    appendFileSync(env('PUT_LOG'), `${process.pid} ${key} ${existed ? 'overwrite' : 'new'}\n`)
     return stored
   }
 }
