@@ -10,6 +10,7 @@ import {
   type JobKind,
   type JobQueue,
   type JobRecord,
+  type JobSpec,
   type JobState,
   type QueueLimits,
   type RetryResult,
@@ -111,7 +112,10 @@ export class PgBossJobQueue implements JobQueue {
           // Another process created it between the check and here.
           if (!(await queue.boss.getQueue(queue.name))) throw err
         })
+    // One statement string runs as one transaction: the lock keeps processes starting together
+    // from racing on CREATE … IF NOT EXISTS (which can fail on a unique index when concurrent).
     await queue.pool.query(`
+      SELECT pg_advisory_xact_lock(hashtext('pds_jobs.schema'));
       CREATE SCHEMA IF NOT EXISTS pds_jobs;
       CREATE TABLE IF NOT EXISTS pds_jobs.progress (
         job_id text PRIMARY KEY, progress jsonb NOT NULL, updated_at timestamptz NOT NULL DEFAULT now());
@@ -126,12 +130,7 @@ export class PgBossJobQueue implements JobQueue {
     return queue
   }
 
-  async enqueue(spec: {
-    kind: JobKind
-    data: Record<string, unknown>
-    source: string
-    key: string
-  }): Promise<string | null> {
+  async enqueue(spec: JobSpec): Promise<string | null> {
     const data: JobData = { kind: spec.kind, source: spec.source, key: spec.key, data: spec.data }
     return this.boss.send(this.name, data, { singletonKey: spec.key, group: { id: spec.source } })
   }
