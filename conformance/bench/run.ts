@@ -4,7 +4,7 @@
  * the single-frame memory bound. Prints a table, writes `.bench/results-<time>.json` and
  * `.bench/latest.json`, and says PASS/MISS per target of issues 8, 19 and 22.
  *   --quick        small sizes (a smoke test of the benchmark itself)
- *   --only <names> sections, comma-separated: limits, transfer, growth, frame, pds, backup, large
+ *   --only <names> sections, comma-separated: limits, transfer, growth, frame, pds, backup, jobs, large
  *   --large        also run issue 4's sizes (200k records, 2 GiB of blobs; ~4.5 GiB temp disk)
  *   --repeat <n>   pds section: each flow n times, alternating; medians are judged (default 1)
  *   --cpu-prof <dir>  pds section: a CPU profile of each PDS process's timed window into <dir>
@@ -18,6 +18,7 @@ import type { FrameMemoryResult } from '../../packages/core/bench/frame-memory.t
 import type { AccountShape } from '../src/fixtures/build-account.ts'
 import { startPlcDirectory } from '../src/harness/plc-directory.ts'
 import { benchBackups } from './backup-bench.ts'
+import { benchJobs } from './jobs-bench.ts'
 import { benchLargeAccounts } from './large-accounts.ts'
 import { machineLimits } from './machine-limits.ts'
 import type { PdsAccountShape } from './pds-bench.ts'
@@ -135,6 +136,26 @@ try {
         'fetched MB': Number(r.fetchedMB.toFixed(2)),
         'stored MB': Number(r.storedMB.toFixed(2)),
         note: r.note,
+      })),
+    )
+  }
+
+  if (wants('jobs')) {
+    const plcUrl = plc.url.replace('//127.0.0.1:', '//localhost:')
+    const rows = await benchJobs(plcUrl, {
+      accounts: quick ? 20 : 100,
+      images: quick ? 2 : 4,
+      imageBytes: quick ? 64 * KiB : 256 * KiB,
+    })
+    report.jobs = rows
+    console.table(
+      rows.map((r) => ({
+        workers: r.workers,
+        'per source': r.perSource,
+        accounts: r.accounts,
+        seconds: Number(r.seconds.toFixed(2)),
+        'accounts/s': Number(r.accountsPerSecond.toFixed(2)),
+        'blob MB/s': Number(r.blobMBps.toFixed(2)),
       })),
     )
   }

@@ -5,7 +5,7 @@
  * the next run overwrites). Public data (repo, blobs) needs no sign-in; preferences only come
  * with an authorized client.
  */
-import type { AccountArchive, BackupManifest, MissingBlob } from '@pds-transfer/archive'
+import type { AccountArchive, BackupManifest, BlobEntry, MissingBlob } from '@pds-transfer/archive'
 import {
   DEFAULT_LIMITS,
   type DidResolver,
@@ -16,6 +16,7 @@ import {
 } from '@pds-transfer/destination'
 import { backupBlobs } from './blob-backup.ts'
 import { backupRepo } from './repo-backup.ts'
+import { adoptStoredBlobs, reusableBlobs } from './resumed-blobs.ts'
 
 /** Where a run is, for a progress line. */
 export type BackupProgress =
@@ -37,6 +38,19 @@ export interface BackupOptions {
    */
   authorized?: SourceClient
   onProgress?: (progress: BackupProgress) => void
+  /**
+   * Blobs an earlier attempt of this run stored before it was cut short (as `onBlobStored` told
+   * them): each one the run wants is kept as it is in the store, not fetched or stored again.
+   */
+  resumedBlobs?: readonly BlobEntry[]
+  /**
+   * Also keep the blobs an earlier attempt stored but did not get to record (it was killed right
+   * after a put): each wanted blob's object already in the store is opened and checked against its
+   * CID instead of being fetched. Needs the full key; costs one existence check per wanted blob.
+   */
+  adoptStoredBlobs?: boolean
+  /** Told of each blob once it is stored, for a job to save as its progress. */
+  onBlobStored?: (entry: BlobEntry) => void
   /** How the PDS is reached (default: the global fetch); for a proxy, or to count requests. */
   fetch?: typeof fetch
   now?: () => Date
@@ -49,6 +63,8 @@ export interface BackupResult {
   fetched: { repoBytes: number; blobs: number; blobBytes: number }
   /** Stored (sealed) bytes this run added to the archive. */
   storedBytes: number
+  /** Blobs an earlier attempt had stored, kept without fetching them again (`resumedBlobs`). */
+  reusedBlobs: number
   missing: MissingBlob[]
 }
 
@@ -107,21 +123,30 @@ export async function backupAccount(did: string, options: BackupOptions): Promis
     }
   }
 
+  const recorded = await reusableBlobs(archive, options.resumedBlobs ?? [], new Set(wanted))
+  const unrecorded = wanted.filter((cid) => !recorded.some((b) => b.cid === cid))
+  const reused = [
+    ...recorded,
+    ...(options.adoptStoredBlobs ? await adoptStoredBlobs(archive, unrecorded) : []),
+  ]
+  const reusedCids = new Set(reused.map((b) => b.cid))
   const blobs = await backupBlobs({
     archive,
     client,
     did,
-    cids: wanted,
+    cids: wanted.filter((cid) => !reusedCids.has(cid)),
     onBlob: (done, total, bytes) => options.onProgress?.({ phase: 'blobs', done, total, bytes }),
+    ...(options.onBlobStored && { onStored: options.onBlobStored }),
   })
   storedBytes += blobs.stored.reduce((n, b) => n + b.object.size, 0)
+  const runBlobs = [...reused, ...blobs.stored].sort((a, b) => (a.cid < b.cid ? -1 : a.cid > b.cid ? 1 : 0))
 
   const manifest = await archive.appendManifest(state, {
     createdAt: (options.now?.() ?? new Date()).toISOString(),
     source: client.url,
     repo,
-    blobs: blobs.stored,
-    blobCount: state.blobs.size + blobs.stored.length,
+    blobs: runBlobs,
+    blobCount: state.blobs.size + runBlobs.length,
     missingBlobs: blobs.missing,
     preferences,
     accountState,
@@ -131,6 +156,7 @@ export async function backupAccount(did: string, options: BackupOptions): Promis
     unchanged,
     fetched: { repoBytes, blobs: blobs.stored.length, blobBytes: blobs.fetchedBytes },
     storedBytes,
+    reusedBlobs: reused.length,
     missing: blobs.missing,
   }
 }

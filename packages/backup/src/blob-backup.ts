@@ -32,6 +32,8 @@ export async function backupBlobs(params: {
   did: string
   cids: string[]
   onBlob?: (done: number, total: number, bytes: number) => void
+  /** Told of each blob once its object is stored. */
+  onStored?: (entry: BlobEntry) => void
 }): Promise<BlobBackup> {
   const { archive, client, did, cids } = params
   const out: BlobBackup = { stored: [], missing: [], fetchedBytes: 0 }
@@ -62,6 +64,7 @@ export async function backupBlobs(params: {
     else if (entry) {
       out.stored.push(entry)
       out.fetchedBytes += outcome.stored
+      params.onStored?.(entry)
     }
     params.onBlob?.(++done, cids.length, out.fetchedBytes)
   })

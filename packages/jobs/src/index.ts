@@ -1,0 +1,6 @@
+export * from './backup-job.ts'
+export * from './in-process-queue.ts'
+export * from './job-queue.ts'
+export * from './jobs-cli.ts'
+export * from './pg-boss-queue.ts'
+export * from './serial-saver.ts'
