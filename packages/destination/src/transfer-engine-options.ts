@@ -35,6 +35,11 @@ export interface TransferEngineOptions {
    * session store), so that `recover` resumes the transfer instead of marking it Interrupted.
    */
   restoreClient?: (transfer: InboundTransfer) => Promise<SourceClient | undefined>
+  /**
+   * CIDs per listBlobs page of a pull over the sync endpoints (1000, the lexicon's maximum). The
+   * cursor after each page wholly held is what a resume continues from (spec/dialect-plain-pds.md).
+   */
+  listBlobsLimit?: number
   /** The time a restore's 72-hour window is judged at (default: this machine's clock; tests move it). */
   clock?: () => Date
 }
