@@ -10,7 +10,6 @@ import { freePort } from '../src/harness/destination-server.ts'
 import { startDraftPds } from '../src/harness/draft-pds.ts'
 import { type HttpFault, type HttpFaultProxy, startHttpFaultProxy } from '../src/harness/http-fault-proxy.ts'
 import { startPlainPds } from '../src/harness/plain-pds.ts'
-import { oauthSourceClient } from '../src/harness/plain-pds-oauth.ts'
 import { type PlcDirectory, startPlcDirectory } from '../src/harness/plc-directory.ts'
 import { type PlcGate, startPlcGate } from '../src/harness/plc-gate.ts'
 import { SqliteAccountStore } from '../src/store/sqlite-account-store.ts'
@@ -20,6 +19,7 @@ import {
   expectMoved,
   plcCode,
   type SourceRepo,
+  signInAt,
   sourceRecords,
 } from './sync-drill-checks.ts'
 
@@ -336,14 +336,7 @@ describe('the destination killed during a plain and a draft completion', () => {
         user: 'nothing',
         // Only the stored grant can finish: the source refuses a new sign-in to a deactivated account.
         afterKill: async (alice) => {
-          const signIn = oauthSourceClient({
-            pdsUrl: draft.url,
-            plcUrl: plc.url,
-            did: alice.did,
-            account: { username: alice.handle, password: alice.password },
-            scope: DRAFT_OAUTH_SCOPE,
-          })
-          await expect(signIn).rejects.toThrow(/deactivated/)
+          await expect(signInAt(plc.url, sources().draft, alice)).rejects.toThrow(/deactivated/)
         },
       })
       expect(atKill.stage).toBe('signing')

@@ -12,11 +12,12 @@ import type { PDS } from '@atproto/pds'
 import { verifyRepoCar } from '@atproto/repo'
 import * as plcLib from '@did-plc/lib'
 import { DRAFT_OAUTH_SCOPE } from '@pds-transfer/core'
-import type { InboundTransfer } from '@pds-transfer/destination'
+import type { InboundTransfer, SourceClient } from '@pds-transfer/destination'
 import { CID } from 'multiformats/cid'
 import { expect } from 'vitest'
 import type { SeededAccount } from '../src/fixtures/seed-reference-account.ts'
 import { emailedPlcToken } from '../src/harness/plain-pds.ts'
+import { oauthSourceClient, routeByNsid } from '../src/harness/plain-pds-oauth.ts'
 import type { SqliteAccountStore } from '../src/store/sqlite-account-store.ts'
 
 /** A source PDS of the drills, and the OAuth scope a move from it asks for. */
@@ -35,6 +36,27 @@ export interface SourceRepo {
 /** The PLC code the source last "emailed" to the account. */
 export function plcCode(source: DrillSource, did: string): Promise<string | undefined> {
   return emailedPlcToken(source.pds, did)
+}
+
+/**
+ * `alice`'s OAuth session at `source`'s own provider, signed in headlessly; requests of the NSIDs
+ * `via()` names (`'*'`: any other) go to those base URLs (fault proxies) instead.
+ */
+export async function signInAt(
+  plcUrl: string,
+  source: DrillSource,
+  alice: SeededAccount,
+  via: () => Record<string, string> = () => ({}),
+): Promise<SourceClient> {
+  const { client } = await oauthSourceClient({
+    pdsUrl: source.url,
+    plcUrl,
+    did: alice.did,
+    account: { username: alice.handle, password: alice.password },
+    scope: source.scope,
+    fetch: routeByNsid(source.url, via),
+  })
+  return client
 }
 
 /**

@@ -11,7 +11,6 @@ import {
   type InboundTransfer,
   PlcDidResolver,
   type RepoStagingFile,
-  type SourceClient,
   SqliteInboundTransferStore,
   TransferEngine,
 } from '@pds-transfer/destination'
@@ -28,7 +27,6 @@ import {
 import { startFaultProxy } from '../src/harness/fault-proxy.ts'
 import { type HttpFault, type HttpFaultProxy, startHttpFaultProxy } from '../src/harness/http-fault-proxy.ts'
 import { startPlainPds } from '../src/harness/plain-pds.ts'
-import { oauthSourceClient, routeByNsid } from '../src/harness/plain-pds-oauth.ts'
 import { type PlcDirectory, startPlcDirectory } from '../src/harness/plc-directory.ts'
 import { startReferencePds } from '../src/harness/reference-pds.ts'
 import { SqliteAccountSink } from '../src/store/sqlite-account-sink.ts'
@@ -41,6 +39,7 @@ import {
   plcCode,
   recordsOf,
   type SourceRepo,
+  signInAt,
   sourceRecords as sourceRecordsAt,
 } from './sync-drill-checks.ts'
 
@@ -93,17 +92,8 @@ describe('faults on the sync path, through the engine', () => {
   }
 
   /** The account's OAuth session at the plain PDS; requests of the NSIDs in `via` go through those proxies. */
-  async function signIn(alice: SeededAccount, via: Record<string, string>): Promise<SourceClient> {
-    const { client } = await oauthSourceClient({
-      pdsUrl: on.url,
-      plcUrl: plc.url,
-      did: alice.did,
-      account: { username: alice.handle, password: alice.password },
-      scope: on.scope,
-      fetch: routeByNsid(on.url, () => via),
-    })
-    return client
-  }
+  const signIn = (alice: SeededAccount, via: Record<string, string>) =>
+    signInAt(plc.url, on, alice, () => via)
 
   async function destination(): Promise<DestinationServer> {
     const dest = await startDestinationServer({

@@ -10,7 +10,6 @@ import { freePort, startDestinationServer } from '../src/harness/destination-ser
 import { startDraftPds } from '../src/harness/draft-pds.ts'
 import { type HttpFault, type HttpFaultProxy, startHttpFaultProxy } from '../src/harness/http-fault-proxy.ts'
 import { startPlainPds } from '../src/harness/plain-pds.ts'
-import { oauthSourceClient, routeByNsid } from '../src/harness/plain-pds-oauth.ts'
 import { type PlcDirectory, startPlcDirectory } from '../src/harness/plc-directory.ts'
 import { SqliteAccountStore } from '../src/store/sqlite-account-store.ts'
 import {
@@ -20,6 +19,7 @@ import {
   expectNothingHalfWritten,
   plcCode,
   type SourceRepo,
+  signInAt,
   sourceRecords,
 } from './sync-drill-checks.ts'
 
@@ -125,14 +125,7 @@ describe('listBlobs over several pages, resumed after a cut or a kill', () => {
       limits: { retry: { attempts: 2, baseDelayMs: 20 } },
     })
     cleanups.push(() => dest.close())
-    const { client } = await oauthSourceClient({
-      pdsUrl: on.url,
-      plcUrl: plc.url,
-      did: alice.did,
-      account: { username: alice.handle, password: alice.password },
-      scope: on.scope,
-      fetch: routeByNsid(on.url, () => ({ '*': via.url })),
-    })
+    const client = await signInAt(plc.url, on, alice, () => ({ '*': via.url }))
     const t = await dest.engine.start({ did: alice.did, client })
     const failed = await dest.engine.wait(t.transferId)
     expect(failed).toMatchObject({ status: 'failed', failure: { reason: 'SourceUnreachable' } })
