@@ -1,10 +1,8 @@
 import { spawn } from 'node:child_process'
-import { createHash } from 'node:crypto'
-import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises'
+import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
-import type { DiskBlobStore, PDS } from '@atproto/pds'
-import { verifyRepoCar } from '@atproto/repo'
+import type { DiskBlobStore } from '@atproto/pds'
 import * as plcLib from '@did-plc/lib'
 import { ReferencePdsSource, startTransferPds } from '@pds-transfer/atproto-pds'
 import { DRAFT_OAUTH_SCOPE, NSID, PLAIN_PDS_OAUTH_SCOPE } from '@pds-transfer/core'
@@ -13,7 +11,6 @@ import {
   type InboundTransfer,
   PlcDidResolver,
   type RepoStagingFile,
-  type SourceClient,
   SqliteInboundTransferStore,
   TransferEngine,
 } from '@pds-transfer/destination'
@@ -30,11 +27,21 @@ import {
 import { startFaultProxy } from '../src/harness/fault-proxy.ts'
 import { type HttpFault, type HttpFaultProxy, startHttpFaultProxy } from '../src/harness/http-fault-proxy.ts'
 import { startPlainPds } from '../src/harness/plain-pds.ts'
-import { oauthSourceClient, routeByNsid } from '../src/harness/plain-pds-oauth.ts'
 import { type PlcDirectory, startPlcDirectory } from '../src/harness/plc-directory.ts'
 import { startReferencePds } from '../src/harness/reference-pds.ts'
 import { SqliteAccountSink } from '../src/store/sqlite-account-sink.ts'
 import { SqliteAccountStore } from '../src/store/sqlite-account-store.ts'
+import {
+  type DrillSource,
+  destinationProcessEnv,
+  expectMoved as expectMovedFrom,
+  expectNothingHalfWritten,
+  plcCode,
+  recordsOf,
+  type SourceRepo,
+  signInAt,
+  sourceRecords as sourceRecordsAt,
+} from './sync-drill-checks.ts'
 
 /** Small accounts: the drills are about the path, not the volume. */
 const SHAPE = { posts: 30, images: 6, imageBytes: 120 * 1024, follows: 3 }
@@ -55,7 +62,7 @@ describe('faults on the sync path, through the engine', () => {
   let plc: PlcDirectory
   let plain: Awaited<ReturnType<typeof startPlainPds>>
   /** The source the helpers work on: the plain PDS, or a draft source for the draft drills. */
-  let on: Source
+  let on: DrillSource
   let seq = 0
   const cleanups: (() => Promise<void>)[] = []
 
@@ -85,17 +92,8 @@ describe('faults on the sync path, through the engine', () => {
   }
 
   /** The account's OAuth session at the plain PDS; requests of the NSIDs in `via` go through those proxies. */
-  async function signIn(alice: SeededAccount, via: Record<string, string>): Promise<SourceClient> {
-    const { client } = await oauthSourceClient({
-      pdsUrl: on.url,
-      plcUrl: plc.url,
-      did: alice.did,
-      account: { username: alice.handle, password: alice.password },
-      scope: on.scope,
-      fetch: routeByNsid(on.url, () => via),
-    })
-    return client
-  }
+  const signIn = (alice: SeededAccount, via: Record<string, string>) =>
+    signInAt(plc.url, on, alice, () => via)
 
   async function destination(): Promise<DestinationServer> {
     const dest = await startDestinationServer({
@@ -112,16 +110,8 @@ describe('faults on the sync path, through the engine', () => {
     return proxy
   }
 
-  /**
-   * The source's repo as @atproto/repo verifies it with the key PLC names for the DID before the
-   * move (record path → CID), and that key.
-   */
-  async function sourceRecords(did: string): Promise<SourceRepo> {
-    const key = (await new plcLib.Client(plc.url).getDocumentData(did)).verificationMethods.atproto as string
-    const car = await fetch(`${on.url}/xrpc/com.atproto.sync.getRepo?did=${did}`)
-    expect(car.status).toBe(200)
-    return { key, records: await recordsOf(new Uint8Array(await car.arrayBuffer()), did, key) }
-  }
+  /** The records of the source the test works on. */
+  const sourceRecords = (did: string) => sourceRecordsAt(plc.url, on, did)
 
   /** Pulled to awaitingPlcToken, with nothing half-written; then completed with the emailed code. */
   async function completeMove(
@@ -140,48 +130,16 @@ describe('faults on the sync path, through the engine', () => {
     return { done, records }
   }
 
-  /**
-   * The account moved whole: PLC names the destination and its key, the destination's repo
-   * verifies with that key and holds exactly the source's records, every blob byte-identical,
-   * preferences and email there, active here and deactivated at the source.
-   */
-  async function expectMoved(opts: {
-    store: SqliteAccountStore
-    destUrl: string
-    alice: SeededAccount
-    done: InboundTransfer
-    records: SourceRepo
-    /** What the preferences must be here (default: the account's; none from a draft source without `preferences`). */
-    preferences?: unknown[]
-  }): Promise<void> {
-    const { store, alice, done } = opts
-    expect(done.failure).toBeUndefined()
-    expect(done).toMatchObject({ status: 'completed', stage: 'activated' })
-    const doc = await new plcLib.Client(plc.url).getDocumentData(alice.did)
-    expect(doc.services.atproto_pds?.endpoint).toBe(opts.destUrl)
-    expect(doc.verificationMethods.atproto).toBe(done.signingKey)
-    // The SQLite test PDS keeps the imported head as the source signed it (re-signing it with
-    // the new key, decision 10, is the reference PDS sink's `activate`): verified with that key.
-    const here = await recordsOf(await store.exportCar(alice.did), alice.did, opts.records.key)
-    expect(here.size).toBeGreaterThanOrEqual(SHAPE.posts + SHAPE.images + SHAPE.follows)
-    expect([...here].sort()).toEqual([...opts.records.records].sort())
-    expect(store.db.prepare('SELECT count(*) AS n FROM blob WHERE did = ?').get(alice.did)).toEqual({
-      n: alice.blobs.size,
+  /** `expectMoved` from the source the test works on. */
+  const expectMoved = (
+    opts: Omit<Parameters<typeof expectMovedFrom>[0], 'plcUrl' | 'source' | 'minRecords'>,
+  ) =>
+    expectMovedFrom({
+      ...opts,
+      plcUrl: plc.url,
+      source: on,
+      minRecords: SHAPE.posts + SHAPE.images + SHAPE.follows,
     })
-    for (const [cid, bytes] of alice.blobs) {
-      expect((await readFile(store.blobPath(cid))).equals(bytes), `blob ${cid} byte-identical`).toBe(true)
-    }
-    expect(await store.getPreferences(alice.did)).toEqual(opts.preferences ?? alice.preferences)
-    expect(await store.getAccountState(alice.did)).toMatchObject({
-      email: `${alice.handle.split('.')[0]}@example.com`,
-    })
-    expect((await store.getAccount(alice.did))?.status).toBe('active')
-    const atSource = await on.pds.ctx.accountManager.getAccount(alice.did as `did:plc:${string}`, {
-      includeDeactivated: true,
-    })
-    expect(atSource?.deactivatedAt).toBeTruthy()
-    await expectNothingHalfWritten(store)
-  }
 
   it('getBlob cut mid-body: the blob is fetched again, the move completes identical', async () => {
     const started = performance.now()
@@ -460,24 +418,7 @@ describe('faults on the sync path, through the engine', () => {
     const dir = await mkdtemp(join(tmpdir(), 'sync-drill-dest-'))
     cleanups.push(() => rm(dir, { recursive: true, force: true }))
     const port = await freePort()
-    const env = {
-      PLC_URL: plc.url,
-      DEST_DIR: dir,
-      DEST_PORT: String(port),
-      SOURCE_URL: on.url,
-      // The account's session at A, standing in for a durable OAuth session across the restart
-      // (a draft source takes OAuth only: the destination signs in itself).
-      SOURCE_TOKEN: alice.accessJwt,
-      ...(on.scope === DRAFT_OAUTH_SCOPE && {
-        SOURCE_OAUTH: JSON.stringify({
-          did: alice.did,
-          username: alice.handle,
-          password: alice.password,
-          scope: on.scope,
-        }),
-      }),
-      SOURCE_VIA: proxy.url,
-    }
+    const env = destinationProcessEnv({ plcUrl: plc.url, dir, port, source: on, alice, via: proxy.url })
     const first = ChildPeer.fork<{ url: string }>(DESTINATION_SCRIPT, env)
     let transferId: string
     let halfWrittenAtKill = 0
@@ -539,7 +480,7 @@ describe('faults on the sync path, through the engine', () => {
   }, 90_000)
 
   /** A source serving only the current draft (our reference-PDS adapter), closed after the test. */
-  async function draftSource(capabilities?: string[]): Promise<Source> {
+  async function draftSource(capabilities?: string[]): Promise<DrillSource> {
     const dir = await mkdtemp(join(tmpdir(), 'sync-drill-draft-'))
     const pds = await startTransferPds({
       dataDir: dir,
@@ -624,7 +565,13 @@ describe('faults on the sync path, through the engine', () => {
         (await readdir(join(dir, 'blobs'))).filter((f) => f.startsWith('.incoming-')).length,
       asked: (proxy) => proxy.requests.filter((r) => r.nsid === SYNC('getBlob')).length === SHAPE.images,
     })
-    expect(proxy.requests.filter((r) => r.nsid === NSID.exportAccount)).toHaveLength(2)
+    // The restarted destination restores its stored session: its first request learns the
+    // server's DPoP nonce (401 use_dpop_nonce, sent again by the OAuth client), not a repeat.
+    const exports = proxy.requests.filter((r) => r.nsid === NSID.exportAccount)
+    expect(exports.filter((r) => r.status === 200)).toHaveLength(2)
+    expect(exports.filter((r) => r.status !== 200).map((r) => r.status)).toEqual(
+      exports.length > 2 ? [401] : [],
+    )
     const blobAsks = proxy.requests.filter((r) => r.nsid === SYNC('getBlob'))
     expect(blobAsks).toHaveLength(2 * SHAPE.images - 2)
     console.log(
@@ -657,50 +604,6 @@ describe('faults on the sync path, through the engine', () => {
     )
   }, 90_000)
 })
-
-/** A source PDS of the drills, and the OAuth scope a move from it asks for. */
-interface Source {
-  url: string
-  pds: PDS
-  scope: string
-}
-
-/** The PLC code the source last "emailed" to the account (kept in its account database). */
-async function plcCode(source: Source, did: string): Promise<string | undefined> {
-  const row = await source.pds.ctx.accountManager.db.db
-    .selectFrom('email_token')
-    .select('token')
-    .where('did', '=', did as never)
-    .where('purpose', '=', 'plc_operation')
-    .executeTakeFirst()
-  return row?.token
-}
-
-interface SourceRepo {
-  key: string
-  records: Map<string, string>
-}
-
-/** The records of a repo CAR as @atproto/repo verifies them (commit signed by `key`): path → CID. */
-async function recordsOf(car: Uint8Array, did: string, key: string): Promise<Map<string, string>> {
-  const verified = await verifyRepoCar(car, did, key)
-  return new Map(verified.creates.map((c) => [`${c.collection}/${c.rkey}`, c.cid.toString()]))
-}
-
-/** No staged blocks, no temporary blob files, and every blob file's bytes hash to its CID. */
-async function expectNothingHalfWritten(store: SqliteAccountStore): Promise<void> {
-  expect(store.db.prepare('SELECT count(*) AS n FROM staged_block').get()).toEqual({ n: 0 })
-  const files = await readdir(join(store.dir, 'blobs'))
-  expect(files.filter((f) => f.startsWith('.'))).toEqual([])
-  for (const name of files) {
-    const digest = createHash('sha256')
-      .update(await readFile(join(store.dir, 'blobs', name)))
-      .digest()
-    expect(Buffer.from(CID.parse(name).multihash.digest).equals(digest), `${name} hashes to its CID`).toBe(
-      true,
-    )
-  }
-}
 
 /**
  * The guard the SIGKILL drill needed (`AccountSink.sweepUnfinished`, run by `recover()`): what a

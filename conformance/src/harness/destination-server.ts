@@ -49,6 +49,8 @@ export async function startDestinationServer(options: {
   extensions?: string[]
   /** Fixed port (a restarted destination must keep its URL: it is the account's new PDS). */
   port?: number
+  /** CIDs per listBlobs page of a sync pull (default the engine's: 1000). */
+  listBlobsLimit?: number
   /** HPKE suites to hold keys for, in preference order (default HPKE-3, HPKE-4). */
   algorithms?: TransferAlgorithm[]
   restoreClient?: TransferEngineOptions['restoreClient']
@@ -81,6 +83,7 @@ export async function startDestinationServer(options: {
     // Retries on a cut stream are real, but a test cannot wait for production backoff.
     limits: { retry: { attempts: 3, baseDelayMs: 20 }, ...options.limits },
     ...(options.extensions && { extensions: options.extensions }),
+    ...(options.listBlobsLimit && { listBlobsLimit: options.listBlobsLimit }),
     ...(options.restoreClient && { restoreClient: options.restoreClient }),
   })
   // Tests close servers while peers in the same process still hold keep-alive sockets.

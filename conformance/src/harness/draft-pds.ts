@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { startTransferPds, type TransferPds } from '@pds-transfer/atproto-pds'
 import { freePort } from './destination-server.ts'
+import { emailedPlcToken } from './plain-pds.ts'
 
 /** Preferences are app.bsky routes, served only with an AppView configured; none runs here. */
 const NO_APPVIEW = { bskyAppViewUrl: 'http://127.0.0.1:9', bskyAppViewDid: 'did:web:appview.invalid' }
@@ -24,7 +25,12 @@ export interface DraftPds extends TransferPds {
  */
 export async function startDraftPds(
   plcUrl: string,
-  options: { dataDir?: string; port?: number } = {},
+  options: {
+    dataDir?: string
+    port?: number
+    /** The capabilities it offers (default: all it implements). */
+    capabilities?: string[]
+  } = {},
 ): Promise<DraftPds> {
   const dir = options.dataDir ?? (await mkdtemp(join(tmpdir(), 'pds-transfer-draft-')))
   const pds = await startTransferPds({
@@ -33,18 +39,11 @@ export async function startDraftPds(
     plcUrl,
     env: NO_APPVIEW,
     sourceDialects: ['draft'],
+    ...(options.capabilities && { draftCapabilities: options.capabilities }),
   })
   return {
     ...pds,
-    async plcToken(did) {
-      const row = await pds.pds.ctx.accountManager.db.db
-        .selectFrom('email_token')
-        .select('token')
-        .where('did', '=', did as never)
-        .where('purpose', '=', 'plc_operation')
-        .executeTakeFirst()
-      return row?.token
-    },
+    plcToken: (did) => emailedPlcToken(pds.pds, did),
     async close() {
       await pds.close()
       if (!options.dataDir) await rm(dir, { recursive: true, force: true })

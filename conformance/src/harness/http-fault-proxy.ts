@@ -24,6 +24,12 @@ export type HttpFault =
   | { corruptAt: number; mask: number }
   /** Passed on, the body held after `holdAfter` bytes until `until` settles (a source gone quiet mid-body). */
   | { holdAfter: number; until: Promise<void> }
+  /**
+   * Lost on the way, the connection closed when `until` settles: `request`, never passed on
+   * (listed in `requests` with status 0 on arrival); `answer`, passed on and answered upstream,
+   * but nothing of the answer sent back (listed with the upstream's status once it answered).
+   */
+  | { lose: 'request' | 'answer'; until: Promise<void> }
 
 export interface HttpFaultProxy {
   url: string
@@ -58,6 +64,11 @@ export async function startHttpFaultProxy(
       res.on('close', () => inFlight.set(nsid, (inFlight.get(nsid) ?? 1) - 1))
       const seen = { nsid, query: url.searchParams, n }
       const fault = decide(seen)
+      if (fault && 'lose' in fault) {
+        const close = () => res.destroy()
+        fault.until.then(close, close)
+        if (fault.lose === 'request') return requests.push({ ...seen, at: Date.now(), status: 0 })
+      }
       if (fault && 'status' in fault) {
         requests.push({ ...seen, at: Date.now(), status: fault.status })
         res.writeHead(fault.status, { 'content-type': 'application/json', ...fault.headers })
@@ -70,6 +81,7 @@ export async function startHttpFaultProxy(
         ...(req.method !== 'GET' && req.method !== 'HEAD' && { body: await readAll(req) }),
       })
       requests.push({ ...seen, at: Date.now(), status: answer.status })
+      if (fault && 'lose' in fault) return
       const out: Record<string, string> = {}
       answer.headers.forEach((value, name) => {
         if (!['content-length', 'transfer-encoding', 'connection', 'content-encoding'].includes(name))

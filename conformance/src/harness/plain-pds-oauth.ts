@@ -25,22 +25,28 @@ export async function oauthSourceClient(params: {
    * elsewhere, e.g. through a fault proxy (`routeByNsid`).
    */
   fetch?: typeof globalThis.fetch
+  /**
+   * Where sessions are kept (default: memory). A session already there for `did` is restored
+   * instead of signing in again, as a restarted destination restores its durable grant.
+   */
+  sessionStore?: SimpleSessionStore
 }): Promise<{ client: SourceClient; grantedScope: string }> {
+  const sessionStore = params.sessionStore ?? mapStore(new Map<string, NodeSavedSession>())
   const client = new NodeOAuthClient({
     clientMetadata: buildAtprotoLoopbackClientMetadata({
       scope: params.scope as never,
       redirect_uris: ['http://127.0.0.1:9/callback'],
     }),
     stateStore: mapStore(new Map<string, NodeSavedState>()),
-    sessionStore: mapStore(new Map<string, NodeSavedSession>()),
+    sessionStore,
     requestLock: requestLocalLock,
     allowHttp: true,
     plcDirectoryUrl: params.plcUrl,
     ...(params.fetch && { fetch: params.fetch }),
   })
-  const authorizeUrl = await client.authorize(params.did, { scope: params.scope })
-  const callback = await headlessAuthorize(authorizeUrl, params.account)
-  const { session } = await client.callback(callback.searchParams)
+  const session = (await sessionStore.get(params.did))
+    ? await client.restore(params.did)
+    : await signIn(client, params)
   const grantedScope = (await session.getTokenInfo()).scope ?? ''
   return {
     client: {
@@ -49,6 +55,23 @@ export async function oauthSourceClient(params: {
     },
     grantedScope,
   }
+}
+
+/** A durable store of OAuth sessions by DID (e.g. `SqliteOAuthStore.sessions`). */
+export interface SimpleSessionStore {
+  get(key: string): Promise<NodeSavedSession | undefined>
+  set(key: string, value: NodeSavedSession): Promise<void>
+  del(key: string): Promise<void>
+}
+
+/** Signs in headlessly at the PDS's own provider; returns the new session. */
+async function signIn(
+  client: NodeOAuthClient,
+  params: { did: string; scope: string; account: { username: string; password: string } },
+) {
+  const authorizeUrl = await client.authorize(params.did, { scope: params.scope })
+  const callback = await headlessAuthorize(authorizeUrl, params.account)
+  return (await client.callback(callback.searchParams)).session
 }
 
 function mapStore<V>(map: Map<string, V>) {

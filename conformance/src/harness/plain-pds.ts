@@ -5,6 +5,17 @@ import { envToCfg, envToSecrets, PDS } from '@atproto/pds'
 import { loadOrCreateSecrets } from '@pds-transfer/atproto-pds'
 import { freePort } from './destination-server.ts'
 
+/** The PLC code a reference PDS last "emailed" to the account (kept in its account database). */
+export async function emailedPlcToken(pds: PDS, did: string): Promise<string | undefined> {
+  const row = await pds.ctx.accountManager.db.db
+    .selectFrom('email_token')
+    .select('token')
+    .where('did', '=', did as never)
+    .where('purpose', '=', 'plc_operation')
+    .executeTakeFirst()
+  return row?.token
+}
+
 /**
  * A reference PDS as shipped, without our routes: a source that does not speak 0014. Its data
  * goes to a fresh temporary directory (removed on close), or to `dataDir` (kept).
@@ -45,15 +56,7 @@ export async function startPlainPds(
   return {
     url: pds.ctx.cfg.service.publicUrl,
     pds,
-    async plcToken(did) {
-      const row = await pds.ctx.accountManager.db.db
-        .selectFrom('email_token')
-        .select('token')
-        .where('did', '=', did as never)
-        .where('purpose', '=', 'plc_operation')
-        .executeTakeFirst()
-      return row?.token
-    },
+    plcToken: (did) => emailedPlcToken(pds, did),
     async close() {
       await pds.destroy()
       if (!options.dataDir) await rm(dir, { recursive: true, force: true })

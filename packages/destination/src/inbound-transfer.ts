@@ -160,6 +160,11 @@ export interface InboundTransfer {
     userRotationKey?: string
     /** The user chose to move without the blobs listed missing (also those a catch-up finds). */
     acceptMissingBlobs?: boolean
+    /**
+     * When this code was first sent to a plain PDS to sign (recorded before the call): a source
+     * that refuses it after that has spent it on a signature whose answer was lost.
+     */
+    signAskedAt?: number
   }
   /** The source's signed PLC operation, checked, stored before it is submitted. */
   plcOperation?: Record<string, unknown>

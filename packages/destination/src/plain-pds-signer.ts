@@ -50,8 +50,11 @@ type Completion = NonNullable<InboundTransfer['completion']>
 /** Obtains the source's signed PLC operation for a move, in a dialect's own way. */
 export interface OperationSigner {
   sign(t: InboundTransfer, client: SourceClient, completion: Completion): Promise<unknown>
-  /** The source's part after activation here, if the dialect has one; returns why it failed. */
-  afterActivation?(t: InboundTransfer, client: SourceClient): Promise<string | undefined>
+  /**
+   * The source's part after activation here, if the dialect has one; `client` is undefined when
+   * this process has no session with the source (lost in a restart). Returns why it failed.
+   */
+  afterActivation?(t: InboundTransfer, client: SourceClient | undefined): Promise<string | undefined>
 }
 
 /** Asks a plain PDS to email the user the code that authorizes the PLC operation. */
@@ -81,6 +84,10 @@ export class PlainPdsSigner implements OperationSigner {
       // given. The change is stored before signing, so the operation is checked against it.
       const theirs = await this.sourceRotationKeys(client)
       completion.newRotationKeys = completion.newRotationKeys.filter((k) => !theirs.includes(k))
+      // A plain PDS spends the code on the signature: asked again after a lost answer (this
+      // server killed mid-call), it refuses, and the user is told why and what to do.
+      const askedBefore = completion.signAskedAt !== undefined
+      completion.signAskedAt ??= Date.now()
       await this.options.store.update(t.transferId, { completion })
       const res = await this.post(client, 'com.atproto.identity.signPlcOperation', {
         token: completion.plcToken,
@@ -92,9 +99,7 @@ export class PlainPdsSigner implements OperationSigner {
         const err = await SourceError.from(res, 'signPlcOperation')
         throw new SigningRefusal(
           'SourceRefused',
-          err.status === 400
-            ? `your current server did not accept the code (wrong or expired): ${err.message}`
-            : err.message,
+          err.status === 400 ? codeRefused(askedBefore, err) : err.message,
         )
       }
       const body = (await res.json().catch(() => undefined)) as { operation?: unknown } | undefined
@@ -111,15 +116,22 @@ export class PlainPdsSigner implements OperationSigner {
   /**
    * Once PLC names us and the account is active here: deactivates it at the source, the last
    * call of the move (on the reference PDS it also ends every OAuth session of the account,
-   * ours included). Returns why it could not, for the user to do it themselves.
+   * ours included). A call that fails, or no session at all, is judged by the source's public
+   * status: a deactivation whose answer was lost when this server restarted is done. Returns why
+   * the account is still active there, for the user to deactivate it themselves.
    */
-  async afterActivation(_t: InboundTransfer, client: SourceClient): Promise<string | undefined> {
-    try {
-      await this.call(client, 'com.atproto.server.deactivateAccount', {})
-      return undefined
-    } catch (err) {
-      return (err as Error).message
+  async afterActivation(t: InboundTransfer, client: SourceClient | undefined): Promise<string | undefined> {
+    let why =
+      'this server lost its session with your old server before it could deactivate your account there'
+    if (client) {
+      try {
+        await this.call(client, 'com.atproto.server.deactivateAccount', {})
+        return undefined
+      } catch (err) {
+        why = (err as Error).message
+      }
     }
+    return (await sourceDeactivated(t)) ? undefined : why
   }
 
   /** Brings over what was written since the import: the repo as a diff, then its blobs not held. */
@@ -196,4 +208,20 @@ export class PlainPdsSigner implements OperationSigner {
       body: JSON.stringify(body),
     })
   }
+}
+
+/** Why a plain PDS refused the code, and the user's next action. */
+function codeRefused(askedBefore: boolean, err: SourceError): string {
+  return askedBefore
+    ? `your current server already used this code for a signature that never reached this server (the move was interrupted); ask for a new code: ${err.message}`
+    : `your current server did not accept the code (wrong or expired): ${err.message}`
+}
+
+/** Whether the source's public `getRepoStatus` says the account is deactivated there (false if it will not say). */
+async function sourceDeactivated(t: InboundTransfer): Promise<boolean> {
+  const url = `${t.sourceUrl.replace(/\/+$/, '')}/xrpc/com.atproto.sync.getRepoStatus?did=${encodeURIComponent(t.did)}`
+  const res = await fetch(url, { signal: AbortSignal.timeout(10_000) }).catch(() => undefined)
+  if (!res?.ok) return false
+  const body = (await res.json().catch(() => ({}))) as { active?: unknown; status?: unknown }
+  return body.active === false && body.status === 'deactivated'
 }

@@ -277,8 +277,7 @@ export class TransferCompletion {
     const signer = this.ctx.signer?.(t)
     const client = this.ctx.session(t.transferId)
     // The move is done; a source that could not be deactivated is the user's to do, and said.
-    const sourceLeftActive =
-      signer?.afterActivation && client ? await signer.afterActivation(t, client) : undefined
+    const sourceLeftActive = signer?.afterActivation ? await signer.afterActivation(t, client) : undefined
     this.ctx.forget(t.transferId)
     return store.update(t.transferId, {
       failure: undefined,
