@@ -72,13 +72,9 @@ describe('/migrate with a 300 MiB account, the tab closed mid-copy', () => {
       await new Promise((r) => setTimeout(r, 50))
     }
     // The page shows it too (it polls), before she closes it.
-    await first.page.waitForFunction(
-      () => /[1-9]\d* of 300/.test(document.body.textContent ?? ''),
-      undefined,
-      {
-        timeout: 60_000,
-      },
-    )
+    await first.page.waitForSelector('dd[data-field="blobs"]:text-matches("^[1-9][0-9]* of 300")', {
+      timeout: 60_000,
+    })
     await first.page.screenshot({ path: join(SHOTS, 'large-progress-before-closing.png'), fullPage: true })
     await first.context.close()
     const whenClosed = await pair.b.engine.get(transferId)
