@@ -23,19 +23,22 @@ const PACKED = [
   'identity',
   'conformance',
 ] as const
-/** Installed into the fresh project, their README examples run (atproto-pds: packed only, so far). */
+/** Installed into the fresh project, their README examples run (atproto-pds's is a server: SERVERS). */
 const PACKAGES = ['core', 'source', 'destination', 'archive', 'backup', 'identity'] as const
 type Pkg = (typeof PACKED)[number]
-/** READMEs with a server example (an embedding behind our seam), checked by the installed CLI. */
-const SERVERS = ['source', 'destination'] as const
+/**
+ * READMEs with a server example: source and destination embeddings behind our seams, checked by
+ * the installed conformance CLI; the reference PDS pair, checked over HTTP.
+ */
+const SERVERS = ['source', 'destination', 'atproto-pds'] as const
 type ServerPkg = (typeof SERVERS)[number]
 /** Each package's folder in the workspace. */
 const dirOf = (pkg: Pkg) => join(ROOT, pkg === 'conformance' ? 'conformance' : join('packages', pkg))
 /** Marks the README block that is run; the block must follow it. */
 const MARKER = '<!-- example: run as is by conformance/test/packages-install.test.ts -->'
-/** Marks a README's server example: started, then checked by the installed conformance CLI. */
+/** Marks a README's server example: started in the fresh project, then checked from outside. */
 const SERVER_MARKER =
-  '<!-- server: run by conformance/test/packages-install.test.ts and checked there with npx @pds-transfer/conformance -->'
+  '<!-- server: started by conformance/test/packages-install.test.ts, which checks it there -->'
 const ARTIFACTS = join(ROOT, 'test-artifacts', 'packages-install')
 const MINUTE = 60_000
 
@@ -131,7 +134,7 @@ describe('packages: pack, install with npm, run the README examples', () => {
     const specs = new Set([`@types/node@${rootManifest.devDependencies['@types/node']}`])
     // Every tarball in the one install: source's and destination's dependency on
     // @pds-transfer/core@0.1.0 is met by core's tarball, not looked up on the registry.
-    for (const pkg of [...PACKAGES, 'conformance'] as const) specs.add(tarballs.get(pkg)!)
+    for (const pkg of new Set<Pkg>([...PACKAGES, ...SERVERS, 'conformance'])) specs.add(tarballs.get(pkg)!)
     for (const readme of [...readmes.values(), ...servers.values()]) {
       for (const name of readme.install) {
         if (PACKED.some((p) => name === `@pds-transfer/${p}`)) continue
@@ -170,7 +173,7 @@ describe('packages: pack, install with npm, run the README examples', () => {
    * Starts `command` in the fresh project, in a process group of its own (npx runs the bin in a
    * child), and resolves with the first line it prints; stopped in afterAll.
    */
-  async function startPrinting(command: string, args: string[]): Promise<string> {
+  async function startPrinting(command: string, args: string[], match = /./): Promise<string> {
     const child = spawn(command, args, { cwd: project, env: freshEnv(), detached: true })
     children.push(child)
     let stderr = ''
@@ -178,7 +181,11 @@ describe('packages: pack, install with npm, run the README examples', () => {
       stderr += d
     })
     const lines = createInterface({ input: child.stdout })
-    const first = once(lines, 'line').then(([line]) => line as string)
+    const first = new Promise<string>((resolve) =>
+      lines.on('line', (line) => {
+        if (match.test(line)) resolve(line)
+      }),
+    )
     const exited = once(child, 'exit').then(([code]) => {
       throw new Error(`${command} ${args.join(' ')} exited (${code}) before printing: ${stderr}`)
     })
@@ -203,10 +210,10 @@ describe('packages: pack, install with npm, run the README examples', () => {
   }
 
   /** Runs a README server example with `args`, resolving with the CLI arguments it prints. */
-  async function startServerExample(pkg: ServerPkg, args: string[]): Promise<string[]> {
+  async function startServerExample(pkg: ServerPkg, args: string[], match?: RegExp): Promise<string[]> {
     const file = join(project, `${pkg}-server.mjs`)
     await writeFile(file, `${servers.get(pkg)!.code}\n`)
-    return (await startPrinting(process.execPath, [file, ...args])).split(' ')
+    return (await startPrinting(process.execPath, [file, ...args], match)).split(' ')
   }
 
   it('each tarball holds dist/ (JavaScript, declarations, source maps), no sources, versioned dependencies', async () => {
@@ -401,6 +408,28 @@ describe('packages: pack, install with npm, run the README examples', () => {
       )
     },
     5 * MINUTE,
+  )
+
+  it(
+    'the atproto-pds README example starts two reference PDSes with both roles (plain node)',
+    async () => {
+      const ports = [await freePort(), await freePort(), await freePort()]
+      const line = await startServerExample('atproto-pds', ports.map(String), /^create an account at /)
+      const [a, b] = [`http://localhost:${ports[1]}`, `http://localhost:${ports[2]}`]
+      expect(line.join(' ')).toBe(`create an account at ${a}, then open ${b}/migrate`)
+      for (const pds of [a, b]) {
+        const res = await fetch(`${pds}/.well-known/atproto-transfer`)
+        expect(res.status).toBe(200)
+        expect(await res.json()).toMatchObject({ version: 1, did: expect.stringMatching(/^did:/) })
+      }
+      const migrate = await fetch(`${b}/migrate`)
+      expect(migrate.status).toBe(200)
+      expect(migrate.headers.get('content-type')).toMatch(/^text\/html/)
+      // The reference PDS itself answers behind our routes.
+      const health = await fetch(`${a}/xrpc/_health`)
+      expect(health.status).toBe(200)
+    },
+    3 * MINUTE,
   )
 })
 
