@@ -3,7 +3,7 @@
 // source maps, from its tsconfig.build.json), plus any assets named by `--copy <from>:<to>`.
 // Each public package's `build` and `prepack` run it; the workspace itself runs from src/.
 import { execFileSync, execSync } from 'node:child_process'
-import { cpSync, existsSync, readFileSync, rmSync } from 'node:fs'
+import { cpSync, existsSync, readFileSync, realpathSync, rmSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { parseArgs } from 'node:util'
 
@@ -26,7 +26,8 @@ if (values.pack && !process.env.npm_config_user_agent?.startsWith('pnpm/')) {
 const manifest = JSON.parse(readFileSync('package.json', 'utf8'))
 for (const [name, range] of Object.entries(manifest.dependencies ?? {})) {
   if (!String(range).startsWith('workspace:') || !name.startsWith('@pds-transfer/')) continue
-  const dir = `../${name.slice('@pds-transfer/'.length)}`
+  // pnpm links each workspace dependency into node_modules: its real path is the package.
+  const dir = realpathSync(`node_modules/${name}`)
   if (existsSync(`${dir}/dist/index.d.ts`)) continue
   const build = JSON.parse(readFileSync(`${dir}/package.json`, 'utf8')).scripts?.build
   if (!build) throw new Error(`${name} has no build script`)
