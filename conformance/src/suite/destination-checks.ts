@@ -42,8 +42,13 @@ export async function verdict(
     }
     await new Promise((r) => setTimeout(r, 100))
   }
+  // A destination still retrying a cut stream has not failed the check's point yet: say how to let it finish.
+  const retrying =
+    last?.stage === 'retrying'
+      ? '; it is still retrying the broken stream: give its test deployment fewer retries, or pass a longer --timeout (conformance README, "Cut streams and the verdict timeout")'
+      : ''
   throw new CheckFailed(
-    `no verdict within ${t.verdictTimeoutMs ?? 120_000} ms; last status ${JSON.stringify(last)}`,
+    `no verdict within ${t.verdictTimeoutMs ?? 120_000} ms; last status ${JSON.stringify(last)}${retrying}`,
   )
 }
 
