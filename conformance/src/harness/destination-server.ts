@@ -21,6 +21,7 @@ import {
 import Fastify, { type FastifyInstance } from 'fastify'
 import { SqliteAccountSink } from '../store/sqlite-account-sink.ts'
 import { SqliteAccountStore } from '../store/sqlite-account-store.ts'
+import { SqliteSpaceStore } from '../store/sqlite-space-store.ts'
 import { keypairFile } from './key-file.ts'
 import type { PlcDirectory } from './plc-directory.ts'
 import { registerStartHook } from './start-hook.ts'
@@ -33,6 +34,8 @@ export interface DestinationServer {
   app: FastifyInstance
   store: SqliteAccountStore
   sink: SqliteAccountSink
+  /** With `spaces`: where moved permissioned data lands. */
+  spaces?: SqliteSpaceStore
   transfers: SqliteInboundTransferStore
   keys: KeyRing
   engine: TransferEngine
@@ -58,12 +61,15 @@ export async function startDestinationServer(options: {
   watch?: Pick<DestinationPluginOptions, 'watchEveryMs' | 'onRollback'>
   /** Serve the conformance start hook (test deployments only: it starts imports from anywhere). */
   startHook?: boolean
+  /** Import permissioned data (proposal 0016) into the store: a draft pull asks for `permissioned-data`. */
+  spaces?: boolean
   /** Serve the `/migrate` UI, signing in at sources with this authorizer. */
   authorizer?: (self: { url: string; clientId: string }) => SourceAuthorizer
 }): Promise<DestinationServer> {
   const dir = options.dir ?? (await mkdtemp(join(tmpdir(), 'pds-transfer-destination-')))
   const store = await SqliteAccountStore.open(dir)
   const sink = new SqliteAccountSink(store)
+  const spaces = options.spaces ? new SqliteSpaceStore(store) : undefined
   const transfers = new SqliteInboundTransferStore(join(dir, 'transfers.sqlite'))
   const keyStore = new SqliteKeyStore(join(dir, 'keys.sqlite'))
   const keys = new KeyRing(keyStore, options.algorithms ?? ['HPKE-3', 'HPKE-4'])
@@ -85,6 +91,7 @@ export async function startDestinationServer(options: {
     ...(options.extensions && { extensions: options.extensions }),
     ...(options.listBlobsLimit && { listBlobsLimit: options.listBlobsLimit }),
     ...(options.restoreClient && { restoreClient: options.restoreClient }),
+    ...(spaces && { spaces }),
   })
   // Tests close servers while peers in the same process still hold keep-alive sockets.
   const app = Fastify({ logger: false, forceCloseConnections: true })
@@ -109,6 +116,7 @@ export async function startDestinationServer(options: {
     app,
     store,
     sink,
+    ...(spaces && { spaces }),
     transfers,
     keys,
     engine,

@@ -5,6 +5,7 @@ import { join } from 'node:path'
 import type { Secp256k1Keypair } from '@atproto/crypto'
 import {
   type AccountSource,
+  type PermissionedRepoHost,
   type SourcePluginOptions,
   type SourceTransferStore,
   SqliteTransferStore,
@@ -12,9 +13,12 @@ import {
 } from '@pds-transfer/source'
 import Fastify, { type FastifyInstance } from 'fastify'
 import { SqliteAccountStore } from '../store/sqlite-account-store.ts'
+import { SqliteSpaceStore } from '../store/sqlite-space-store.ts'
 import { keypairFile } from './key-file.ts'
 import type { PlcDirectory } from './plc-directory.ts'
+import { registerSqliteSyncRoutes } from './sqlite-sync-routes.ts'
 import { TestTokenAuth } from './test-auth.ts'
+import type { TestSpaceAuth } from './test-space-auth.ts'
 
 /** A sending PDS for tests: our source plugin over the SQLite store, on loopback. */
 export interface SourceServer {
@@ -26,6 +30,9 @@ export interface SourceServer {
   plc: Pick<PlcDirectory, 'url' | 'close'>
   rotationKey: Secp256k1Keypair
   serviceDid: string
+  /** With `withSpaces`: the store's permissioned data and the verifier of its 0016 methods. */
+  spaces?: SqliteSpaceStore
+  spaceAuth?: TestSpaceAuth
   close(): Promise<void>
 }
 
@@ -42,6 +49,15 @@ export type SourceServerOptions = Partial<Omit<SourcePluginOptions, 'source' | '
   auth?: TestTokenAuth
   /** Wraps the transfer records the plugin sees (a crash drill holds a write). */
   wrapTransfers?: (store: SqliteTransferStore) => SourceTransferStore
+  /**
+   * Host permissioned data (proposal 0016) in the store and serve its methods (the plugin's
+   * `spaces`, so a draft destination is offered `permissioned-data`); `wrapSpaceHost` wraps the
+   * repo host the reads see (a tampering source).
+   */
+  withSpaces?: boolean
+  wrapSpaceHost?: (host: PermissionedRepoHost) => PermissionedRepoHost
+  /** Serve the sync endpoints a draft destination pulls from (`registerSqliteSyncRoutes`). */
+  sync?: boolean
 }
 
 export async function startSourceServer(options: SourceServerOptions = {}): Promise<SourceServer> {
@@ -56,9 +72,14 @@ export async function startSourceServer(options: SourceServerOptions = {}): Prom
   // Tests close servers while peers in the same process still hold keep-alive sockets.
   const app = Fastify({ logger: false, forceCloseConnections: true })
   const serviceDid = 'did:web:source.test'
+  const spaces = options.withSpaces ? new SqliteSpaceStore(store) : undefined
+  const spaceAuth = spaces && auth.spaceAuth()
   const {
     wrapSource,
     wrapTransfers,
+    withSpaces: _withSpaces,
+    wrapSpaceHost,
+    sync,
     plc: _plc,
     dir: _dir,
     port: _port,
@@ -72,7 +93,16 @@ export async function startSourceServer(options: SourceServerOptions = {}): Prom
     store: wrapTransfers ? wrapTransfers(transfers) : transfers,
     auth,
     plc: { directoryUrl: plc.url, rotationKey },
+    ...(spaces &&
+      spaceAuth && {
+        spaces: {
+          host: wrapSpaceHost ? wrapSpaceHost(spaces) : spaces,
+          simplespace: spaces,
+          auth: spaceAuth,
+        },
+      }),
   })
+  if (sync) registerSqliteSyncRoutes(app, { store, auth, rotationKey: rotationKey.did() })
   await app.listen({ host: '127.0.0.1', port: options.port ?? 0 })
   const { port } = app.server.address() as AddressInfo
   return {
@@ -84,6 +114,7 @@ export async function startSourceServer(options: SourceServerOptions = {}): Prom
     plc,
     rotationKey,
     serviceDid,
+    ...(spaces && spaceAuth && { spaces, spaceAuth }),
     async close() {
       await app.close()
       transfers.close()

@@ -2,8 +2,9 @@ import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto'
 import { TransferError } from '@pds-transfer/core'
 import { type TransferAuthVerifier, type TransferCaller, UnauthenticatedError } from '@pds-transfer/source'
 import type { FastifyRequest } from 'fastify'
+import { TestSpaceAuth } from './test-space-auth.ts'
 
-type Grant = TransferCaller & { nsids: string[] }
+type Grant = TransferCaller & { nsids: string[]; scopes?: string[] }
 
 /**
  * A stand-in authorization server for tests of the transfer endpoints that are
@@ -16,8 +17,17 @@ type Grant = TransferCaller & { nsids: string[] }
 export class TestTokenAuth implements TransferAuthVerifier {
   constructor(private readonly secret: Buffer = randomBytes(32)) {}
 
-  issue(caller: TransferCaller, nsids: string[]): string {
-    const grant: Grant = { did: caller.did, clientId: caller.clientId, nsids }
+  /**
+   * A token for `caller` granting `nsids`, and the `space:` scopes `spaceScopes` (read by
+   * `spaceAuth()`: one grant carries both, as one OAuth token would).
+   */
+  issue(caller: TransferCaller, nsids: string[], spaceScopes?: string[]): string {
+    const grant: Grant = {
+      did: caller.did,
+      clientId: caller.clientId,
+      nsids,
+      ...(spaceScopes && { scopes: spaceScopes }),
+    }
     const payload = Buffer.from(JSON.stringify(grant)).toString('base64url')
     return `${payload}.${this.mac(payload).toString('base64url')}`
   }
@@ -33,6 +43,11 @@ export class TestTokenAuth implements TransferAuthVerifier {
       throw new TransferError('TransferNotAuthorized', `token lacks the rpc:${nsid} scope`)
     }
     return { did: grant.did, clientId: grant.clientId }
+  }
+
+  /** The verifier of the 0016 methods for the same tokens (their `space:` scopes; none unless issued with them). */
+  spaceAuth(): TestSpaceAuth {
+    return new TestSpaceAuth(this.secret)
   }
 
   private read(token: string): Grant | undefined {

@@ -18,6 +18,11 @@ export const CAPABILITY = {
   preferences: 'preferences',
   /** A pull may continue after a cut: the same transferId again, the listBlobs cursor kept. */
   resumable: 'resumable',
+  /**
+   * Ours, not the draft's: the account's permissioned data (proposal 0016) may be pulled over
+   * `com.atproto.space.*` and `com.atproto.simplespace.*` (spec/permissioned-data.md).
+   */
+  permissionedData: 'permissioned-data',
 } as const
 
 /** Body of the draft's `exportAccount`. */

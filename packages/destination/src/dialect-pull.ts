@@ -14,14 +14,15 @@ import type { FailureReason, InboundTransfer } from './inbound-transfer.ts'
 import { PlainPdsReader, type PlainPdsReaderOptions } from './plain-pds-reader.ts'
 import type { PullWorkers } from './pull-workers.ts'
 import type { SourceClient } from './source-client.ts'
+import type { PermissionedDataSink } from './space-sink.ts'
 import { toFailure } from './transfer-failure.ts'
 import type { PullSession } from './transfer-pull.ts'
 import type { V1Pull } from './v1-pull.ts'
 
 /** What the read step needs of the engine. */
 export interface DialectPullContext {
-  /** What the sync readers are built with (the engine's options and limits). */
-  options: PlainPdsReaderOptions & { limits: EngineLimits }
+  /** What the sync readers are built with (the engine's options and limits, its permissioned-data sink). */
+  options: PlainPdsReaderOptions & { limits: EngineLimits; spaces?: PermissionedDataSink }
   v1: V1Pull
   /** The worker slots: their aborts stop the readers on shutdown. */
   workers: Pick<PullWorkers, 'aborts' | 'closing'>

@@ -16,12 +16,21 @@ import { ImportFailure } from './import-failure.ts'
 import { type SourceClient, SourceError } from './source-client.ts'
 import { fetchStreaming, readJson } from './sync-retry.ts'
 
-/** What we ask a draft source for: every capability we implement. */
+/**
+ * What we ask a draft source for: every capability we implement, `permissioned-data` only where
+ * the sink can import permissioned data (`draftCapabilitiesFor`).
+ */
 export const DRAFT_CAPABILITIES: readonly string[] = [
   CAPABILITY.base,
   CAPABILITY.preferences,
   CAPABILITY.resumable,
+  CAPABILITY.permissionedData,
 ]
+
+/** The capabilities a destination asks for: all of `DRAFT_CAPABILITIES` but `permissioned-data` without a sink for it. */
+export function draftCapabilitiesFor(importsPermissionedData: boolean): string[] {
+  return DRAFT_CAPABILITIES.filter((c) => importsPermissionedData || c !== CAPABILITY.permissionedData)
+}
 
 /** Largest answer read: the private state is a few small fields (the draft bounds nothing). */
 const MAX_EXPORT_BYTES = 4 * 1024 * 1024
@@ -41,8 +50,15 @@ export interface DraftExport {
  */
 export async function exportDraftAccount(
   client: SourceClient,
-  params: { did: string; transferId: string; stallTimeoutMs: number },
+  params: {
+    did: string
+    transferId: string
+    stallTimeoutMs: number
+    /** What to ask for (default `DRAFT_CAPABILITIES`); only these may come back usable. */
+    capabilities?: readonly string[]
+  },
 ): Promise<DraftExport> {
+  const asked = params.capabilities ?? DRAFT_CAPABILITIES
   const answer = await fetchStreaming(
     (signal) =>
       client.fetch(`/xrpc/${NSID.exportAccount}`, {
@@ -51,7 +67,7 @@ export async function exportDraftAccount(
         body: JSON.stringify({
           did: params.did,
           transferId: params.transferId,
-          capabilities: DRAFT_CAPABILITIES,
+          capabilities: asked,
         }),
         signal,
       }),
@@ -77,7 +93,7 @@ export async function exportDraftAccount(
   }
   try {
     const { state, ignoredFields } = accountStateFromJson(output.privateState)
-    return { capabilities: usableCapabilities(DRAFT_CAPABILITIES, output.capabilities), state, ignoredFields }
+    return { capabilities: usableCapabilities(asked, output.capabilities), state, ignoredFields }
   } catch (err) {
     if (err instanceof WireError)
       throw new ImportFailure('AccountStateInvalid', `privateState: ${err.message}`, { cause: err })

@@ -3,7 +3,9 @@
  * `exportAccount` first (capabilities negotiated, the private state imported into the account,
  * created deactivated here), then the repo, blobs and (if negotiated) preferences over the sync
  * endpoints through `PlainPdsReader` (the same streaming verifier, hash-checked blobs, recorded
- * cursor), which ends by asking the source for the PLC code once the data is held (D9).
+ * cursor), then (if negotiated and this destination has a sink for it) the account's permissioned
+ * data over proposal 0016's methods, and ends by asking the source for the PLC code once the data
+ * is held (D9).
  *
  * Invariant: the capabilities used are the ones recorded on the transfer, set from the source's
  * answer; a resume repeats exportAccount only under `resumable`, and without it lists blobs from
@@ -12,11 +14,13 @@
 import { CAPABILITY } from '@pds-transfer/core'
 import type { AccountSink } from './account-sink.ts'
 import type { DidResolver } from './did-resolver.ts'
-import { exportDraftAccount } from './draft-export-client.ts'
+import { draftCapabilitiesFor, exportDraftAccount } from './draft-export-client.ts'
 import type { EngineLimits } from './engine-limits.ts'
 import type { InboundTransfer, InboundTransferStore } from './inbound-transfer.ts'
 import type { PlainPdsPullResult, PlainPdsReader } from './plain-pds-reader.ts'
 import type { SourceClient } from './source-client.ts'
+import { importPermissionedData } from './space-import.ts'
+import type { PermissionedDataSink } from './space-sink.ts'
 import { withRetries } from './sync-retry.ts'
 import { toFailure } from './transfer-failure.ts'
 
@@ -27,6 +31,11 @@ export interface DraftReaderOptions {
   limits: EngineLimits
   /** Pulls the data over the sync endpoints once the export answered. */
   plain: PlainPdsReader
+  /**
+   * Where permissioned data (proposal 0016) is imported; without it `permissioned-data` is not
+   * asked for and a source's spaces stay behind.
+   */
+  spaces?: PermissionedDataSink
 }
 
 export class DraftReader {
@@ -56,6 +65,7 @@ export class DraftReader {
       }
     }
     const capabilities = t.capabilities ?? []
+    const { spaces } = this.options
     // Without `resumable` the source gave the cursor no meaning across attempts: list again.
     if (resuming && !capabilities.includes(CAPABILITY.resumable) && t.blobCursor !== undefined) {
       t = await store.update(transferId, { blobCursor: undefined })
@@ -64,6 +74,18 @@ export class DraftReader {
       ...(options.signal && { signal: options.signal }),
       preferences: capabilities.includes(CAPABILITY.preferences),
       accountEmail: false,
+      ...(spaces &&
+        capabilities.includes(CAPABILITY.permissionedData) && {
+          // After the preferences, before the PLC code (spec/permissioned-data.md).
+          extra: ({ did, signingKey, client: pulling }) =>
+            importPermissionedData(spaces, {
+              client: pulling,
+              did,
+              signingKey,
+              blobs: this.options.sink,
+              limits: this.options.limits,
+            }),
+        }),
     })
     return result.transfer
   }
@@ -77,6 +99,7 @@ export class DraftReader {
         did: t.did,
         transferId: t.transferId,
         stallTimeoutMs: limits.stallTimeoutMs,
+        capabilities: draftCapabilitiesFor(this.options.spaces !== undefined),
       }),
     )
     await sink.createDeactivatedAccount(

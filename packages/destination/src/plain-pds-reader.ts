@@ -72,6 +72,14 @@ export interface BlobListingReport {
   missing: { cid: string; why: string }[]
 }
 
+/** A dialect's further units (see `pull`'s `extra`): returns the blobs it could not have, with why. */
+export type ExtraUnits = (pull: {
+  did: string
+  /** `did:key` the repo verified with: the DID document's `#atproto` key as the pull resolved it. */
+  signingKey: string
+  client: SourceClient
+}) => Promise<{ cid: string; why: string }[]>
+
 /** What a pull ended with. */
 export interface PlainPdsPullResult {
   transfer: InboundTransfer
@@ -134,6 +142,12 @@ export class PlainPdsReader {
       preferences?: boolean
       /** Read the email from `getSession` (default true; a draft source gave it in its private state). */
       accountEmail?: boolean
+      /**
+       * Data a dialect adds after the preferences and before the PLC code is asked for (the
+       * draft's `permissioned-data`), read with the pull's client and the key the repo verified
+       * with; the blobs it could not have join `missingBlobs`.
+       */
+      extra?: ExtraUnits
     } = {},
   ): Promise<PlainPdsPullResult> {
     this.signals.set(transferId, options.signal)
@@ -141,6 +155,7 @@ export class PlainPdsReader {
       return await this.pullOnce(transferId, source, options.signal, {
         preferences: options.preferences ?? true,
         accountEmail: options.accountEmail ?? true,
+        ...(options.extra && { extra: options.extra }),
       })
     } finally {
       this.signals.delete(transferId)
@@ -151,7 +166,7 @@ export class PlainPdsReader {
     transferId: string,
     source: SourceClient,
     signal: AbortSignal | undefined,
-    units: { preferences: boolean; accountEmail: boolean },
+    units: { preferences: boolean; accountEmail: boolean; extra?: ExtraUnits },
   ): Promise<PlainPdsPullResult> {
     const client = signal ? abortable(source, signal) : source
     const { store } = this.options
@@ -248,6 +263,11 @@ export class PlainPdsReader {
           )
       if (email?.email !== undefined) await this.options.sink.putAccountState(t.did, email)
       else if (email && isRestore(t)) notRestored.push('email (the copy does not hold it)')
+      if (units.extra) {
+        const held = new Set(report.missing.map((m) => m.cid))
+        for (const m of await units.extra({ did: t.did, signingKey: identity.signingKey, client }))
+          if (!held.has(m.cid)) report.missing.push(m)
+      }
 
       if (isRestore(t)) {
         // No code to ask for: the user's own key signs the identity's move (spec/recovery.md).

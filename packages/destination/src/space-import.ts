@@ -1,4 +1,4 @@
-import type { PermissionedDataUnit } from './space-reader.ts'
+import { type PermissionedDataUnit, readPermissionedData, type SpaceReaderOptions } from './space-reader.ts'
 import type { PermissionedDataSink } from './space-sink.ts'
 
 /**
@@ -22,4 +22,22 @@ export async function importPermissionedUnit(
     case 'simplespace':
       return sink.importSimpleSpace(unit.state)
   }
+}
+
+/**
+ * Reads all of an account's permissioned data and commits each unit as it verifies
+ * (`readPermissionedData`, then `importPermissionedUnit`). Returns the space blobs the source
+ * could not give, with why, for the user to review with the missing public blobs; throws the
+ * reader's `ImportFailure` (a `RepoInvalid` names the space), nothing of the failing repo committed.
+ */
+export async function importPermissionedData(
+  sink: PermissionedDataSink,
+  options: SpaceReaderOptions,
+): Promise<{ cid: string; why: string }[]> {
+  const missing: { cid: string; why: string }[] = []
+  for await (const unit of readPermissionedData(options)) {
+    await importPermissionedUnit(sink, options.did, unit)
+    if (unit.kind === 'space-blob-missing') missing.push({ cid: unit.cid, why: `${unit.space}: ${unit.why}` })
+  }
+  return missing
 }

@@ -11,6 +11,7 @@ import type { EngineLimits } from './engine-limits.ts'
 import type { InboundTransfer, InboundTransferStore } from './inbound-transfer.ts'
 import type { KeyRing } from './key-ring.ts'
 import type { SourceClient } from './source-client.ts'
+import type { PermissionedDataSink } from './space-sink.ts'
 
 export interface TransferEngineOptions {
   sink: AccountSink
@@ -40,6 +41,11 @@ export interface TransferEngineOptions {
    * cursor after each page wholly held is what a resume continues from (spec/dialect-plain-pds.md).
    */
   listBlobsLimit?: number
+  /**
+   * Where an account's permissioned data (proposal 0016) is imported: with it a draft pull asks
+   * for `permissioned-data` (spec/permissioned-data.md); without it spaces are not moved.
+   */
+  spaces?: PermissionedDataSink
   /** The time a restore's 72-hour window is judged at (default: this machine's clock; tests move it). */
   clock?: () => Date
 }

@@ -30,12 +30,27 @@ export function isDraftTransfer(transfer: Pick<SourceTransfer, 'algorithm'>): bo
   return transfer.algorithm === DRAFT_TRANSFER
 }
 
-/** Capabilities a source supports by default: all the draft defines and we implement. */
+/** Capabilities a source supports by default: all the draft defines and we implement, and ours. */
 export const DEFAULT_DRAFT_CAPABILITIES: readonly string[] = [
   CAPABILITY.base,
   CAPABILITY.preferences,
   CAPABILITY.resumable,
+  CAPABILITY.permissionedData,
 ]
+
+/**
+ * What a source offers a draft destination: `configured` (default: all we implement), with
+ * `permissioned-data` only when it serves the 0016 methods (`servesSpaces`), whatever was
+ * configured: a capability offered must be one the destination can use.
+ */
+export function offeredDraftCapabilities(
+  configured: readonly string[] | undefined,
+  servesSpaces: boolean,
+): string[] {
+  return (configured ?? DEFAULT_DRAFT_CAPABILITIES).filter(
+    (c) => servesSpaces || c !== CAPABILITY.permissionedData,
+  )
+}
 
 export interface DraftExportOptions {
   source: AccountSource

@@ -30,9 +30,14 @@ import fp from 'fastify-plugin'
 import type { AccountSource } from './account-source.ts'
 import { SourceCompletionFlow } from './complete-transfer.ts'
 import { DestinationKeys } from './destination-keys.ts'
-import { answerDraftExport, DEFAULT_DRAFT_CAPABILITIES } from './draft-export.ts'
+import { answerDraftExport, offeredDraftCapabilities } from './draft-export.ts'
 import { exportFrames } from './export-frames.ts'
 import { exportSize } from './export-size.ts'
+import type { PermissionedRepoHost } from './permissioned-repo-host.ts'
+import type { SimpleSpaceHost } from './simplespace-host.ts'
+import { registerSimpleSpaceRoutes } from './simplespace-routes.ts'
+import type { SpaceAuthVerifier } from './space-auth.ts'
+import { registerSpaceReadRoutes } from './space-read-routes.ts'
 import type { TransferAuthVerifier } from './transfer-auth.ts'
 import type { SourceTransfer, SourceTransferStore } from './transfer-store.ts'
 import { sendXrpcError } from './xrpc-reply.ts'
@@ -87,8 +92,16 @@ export interface SourcePluginOptions {
    * draft publishes no well-known document (`serveWellKnown: false`), as a draft source would not.
    */
   dialects?: ('v1' | 'draft')[]
-  /** Capabilities offered to a draft destination (default: base, preferences, resumable). */
+  /**
+   * Capabilities offered to a draft destination (default: base, preferences, resumable, and
+   * permissioned-data when `spaces` is given; never permissioned-data without it).
+   */
   draftCapabilities?: string[]
+  /**
+   * The account's permissioned data (proposal 0016): serve `com.atproto.space.*` reads and
+   * `com.atproto.simplespace.*` from these hosts, and offer the draft's `permissioned-data`.
+   */
+  spaces?: { host: PermissionedRepoHost; simplespace: SimpleSpaceHost; auth: SpaceAuthVerifier }
   now?: () => number
 }
 
@@ -192,6 +205,11 @@ export const sourcePlugin = fp(
     }
 
     const dialects = opts.dialects ?? ['v1', 'draft']
+    const draftCapabilities = offeredDraftCapabilities(opts.draftCapabilities, opts.spaces !== undefined)
+    if (opts.spaces) {
+      registerSpaceReadRoutes(app, { host: opts.spaces.host, auth: opts.spaces.auth })
+      registerSimpleSpaceRoutes(app, { host: opts.spaces.simplespace, auth: opts.spaces.auth })
+    }
     app.post(`/xrpc/${NSID.exportAccount}`, async (request, reply) => {
       let started: StartedExport
       try {
@@ -209,7 +227,7 @@ export const sourcePlugin = fp(
             source: opts.source,
             store: opts.store,
             auth: opts.auth,
-            capabilities: opts.draftCapabilities ?? DEFAULT_DRAFT_CAPABILITIES,
+            capabilities: draftCapabilities,
             exportsPerDestinationPerHour: opts.exportsPerDestinationPerHour ?? 10,
             supersede: (id, reason) => running.get(id)?.abort(new Error(reason)),
             now,
