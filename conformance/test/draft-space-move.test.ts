@@ -152,6 +152,34 @@ describe('a draft move carries the permissioned data', () => {
     expect(a.store.outbox.filter((m) => m.did === account.did)).toEqual([])
   })
 
+  it('a space blob the source cannot give joins the missing blobs the user reviews; the rest moves', async () => {
+    const a = await source((host) => ({
+      listSpaces: (...args) => host.listSpaces(...args),
+      repoHead: (...args) => host.repoHead(...args),
+      readRepo: (...args) => host.readRepo(...args),
+      listBlobs: (...args) => host.listBlobs(...args),
+      signer: (...args) => host.signer(...args),
+      openBlob: async () => undefined,
+    }))
+    const b = await destination()
+    const { account, spaces: alice, client } = await seeded(a, b)
+    const [cid] = (await a.spaces?.listBlobs(alice.owned, account.did, { limit: 10 }))?.cids ?? []
+    expect(cid).toBeDefined()
+    const started = await b.engine.start({ did: account.did, client })
+    const pulled = await b.engine.wait(started.transferId)
+    expect(pulled.failure).toBeUndefined()
+    expect(pulled).toMatchObject({
+      stage: 'awaitingPlcToken',
+      missingBlobs: [cid],
+      progress: expect.objectContaining({ blobsMissing: 1 }),
+    })
+    for (const space of [alice.owned, ...alice.joined])
+      expect((await b.spaces?.readRepo(space, account.did))?.rev).toBe(
+        (await a.spaces?.readRepo(space, account.did))?.rev,
+      )
+    await b.engine.cancel(started.transferId)
+  })
+
   it('is not asked for by a destination that cannot import it, nor offered by a source without spaces', async () => {
     const a = await source()
     const b = await destination(false)
