@@ -122,6 +122,18 @@ describe('com.atproto.space.* reads', () => {
     expect(elsewhere).toMatchObject({ status: 404, body: { error: 'BlobNotFound' } })
   })
 
+  it('keeps a blob only permissioned records reference out of the public reads (sync.getBlob, the v1 stream)', async () => {
+    const { body } = await get(alice.client, 'com.atproto.space.listBlobs', {
+      space: alice.owned,
+      repo: alice.did,
+    })
+    const spaceBlob = (body.cids as string[])[0] as string
+    expect(await server.accounts.openBlob(alice.did, spaceBlob)).toBeUndefined()
+    // A blob no permissioned record references is served as before.
+    const publicBlob = await server.accounts.putBlob(alice.did, new TextEncoder().encode('a public file'))
+    expect(await server.accounts.openBlob(alice.did, publicBlob.toString())).toBeDefined()
+  })
+
   it("refuses without a token, without a covering scope, and for another account's repo", async () => {
     const anon = bearerSourceClient(server.url, 'nope')
     expect(await get(anon, 'com.atproto.space.listSpaces', {})).toMatchObject({

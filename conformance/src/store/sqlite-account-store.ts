@@ -60,6 +60,11 @@ export class SqliteAccountStore implements AccountSource {
   readonly outbox: { did: string; token: string }[] = []
   /** How long a PLC token is valid (default 15 minutes). */
   plcTokenTtlMs = 15 * 60_000
+  /**
+   * Blobs public reads must not serve (`openBlob`: sync.getBlob, the v1 stream): those only
+   * permissioned records reference, set by the space store (spec/permissioned-data.md, open point 8).
+   */
+  private isPrivateBlob?: (did: string, cid: string) => boolean
 
   private constructor(
     readonly dir: string,
@@ -257,9 +262,14 @@ export class SqliteAccountStore implements AccountSource {
     return { blobs: rows, ...(rows.length === options.limit && last && { cursor: last.cid }) }
   }
 
+  /** Hides from `openBlob` the blobs `isPrivate` names (a space store's; see the field). */
+  hidePrivateBlobs(isPrivate: (did: string, cid: string) => boolean): void {
+    this.isPrivateBlob = isPrivate
+  }
+
   async openBlob(did: string, cid: string): Promise<AsyncIterable<Uint8Array> | undefined> {
     const row = this.db.prepare('SELECT 1 FROM blob WHERE did = ? AND cid = ?').get(did, cid)
-    if (!row) return undefined
+    if (!row || this.isPrivateBlob?.(did, cid)) return undefined
     // A row whose file is gone (a disk that lost it) is a blob this PDS does not have.
     const file = await open(this.blobPath(cid)).catch((err: NodeJS.ErrnoException) => {
       if (err.code === 'ENOENT') return undefined

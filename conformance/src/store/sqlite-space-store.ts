@@ -56,6 +56,13 @@ export class SqliteSpaceStore implements PermissionedRepoHost, SimpleSpaceHost, 
 
   constructor(private readonly accounts: SqliteAccountStore) {
     accounts.db.exec(SCHEMA)
+    // A blob only permissioned records reference is served by com.atproto.space.getBlob with a
+    // credential, never by the public sync.getBlob to whoever knows its CID.
+    const onlyPermissioned = accounts.db.prepare(
+      `SELECT 1 FROM space_record_blob s WHERE s.did = ? AND s.cid = ?
+       AND NOT EXISTS (SELECT 1 FROM record_blob r WHERE r.did = s.did AND r.cid = s.cid) LIMIT 1`,
+    )
+    accounts.hidePrivateBlobs((did, cid) => onlyPermissioned.get(did, cid) !== undefined)
   }
 
   private get db() {
