@@ -1,17 +1,17 @@
-import { Readable } from 'node:stream'
 import { Secp256k1Keypair } from '@atproto/crypto'
 import { SPACE_MIGRATION_SCOPE } from '@pds-transfer/core'
 import { bearerSourceClient, createTransferId, type SourceClient } from '@pds-transfer/destination'
 import type { PermissionedRepoHost } from '@pds-transfer/source'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { buildAccount } from '../src/fixtures/build-account.ts'
-import { type SpaceAccount, seedSpaceAccount } from '../src/fixtures/space-account.ts'
+import { seedSpaceAccount } from '../src/fixtures/space-account.ts'
 import { type DestinationServer, startDestinationServer } from '../src/harness/destination-server.ts'
 import { type PlcDirectory, startPlcDirectory } from '../src/harness/plc-directory.ts'
 import { type SourceServer, startSourceServer } from '../src/harness/source-server.ts'
 import { SQLITE_SYNC_GRANTS } from '../src/harness/sqlite-sync-routes.ts'
 import { TRANSFER_SCOPES } from '../src/harness/test-authorizer.ts'
 import type { SqliteSpaceStore } from '../src/store/sqlite-space-store.ts'
+import { expectSameSpaces } from './same-spaces.ts'
 
 /** The space of another authority (bob's) that `seedSpaceAccount` writes in first. */
 const BOBS_SPACE = 'at://did:plc:bobbobbobbobbobbobbobbobb/space/com.example.forum/default'
@@ -222,33 +222,3 @@ describe('a draft move carries the permissioned data', () => {
     expect(((await res.json()) as { capabilities: string[] }).capabilities).toEqual(['base'])
   })
 })
-
-/** `alice`'s permissioned repos, blobs and owned space are the same at `to` as at `from`. */
-async function expectSameSpaces(from: SqliteSpaceStore, to: SqliteSpaceStore, alice: SpaceAccount) {
-  for (const space of [alice.owned, ...alice.joined]) {
-    const before = await from.readRepo(space, alice.did)
-    const after = await to.readRepo(space, alice.did)
-    expect(after?.rev).toBe(before?.rev)
-    expect(Buffer.from(after?.hash ?? [])).toEqual(Buffer.from(before?.hash ?? [1]))
-    const norm = (r: typeof before) =>
-      (r?.records ?? [])
-        .map((x) => ({ ...x, bytes: Buffer.from(x.bytes) }))
-        .sort((x, y) => (x.cid < y.cid ? -1 : 1))
-    expect(norm(after)).toEqual(norm(before))
-    const blobs = (await from.listBlobs(space, alice.did, { limit: 100 }))?.cids ?? []
-    expect((await to.listBlobs(space, alice.did, { limit: 100 }))?.cids).toEqual(blobs)
-    for (const cid of blobs)
-      expect(await bytesOf(to, space, alice.did, cid)).toEqual(await bytesOf(from, space, alice.did, cid))
-  }
-  expect(await to.getSpace(alice.owned)).toEqual(await from.getSpace(alice.owned))
-  expect((await to.listMembers(alice.owned, { limit: 100 }))?.members).toEqual(alice.members)
-  for (const space of alice.joined) expect(await to.getSpace(space)).toBeUndefined()
-}
-
-async function bytesOf(store: SqliteSpaceStore, space: string, did: string, cid: string): Promise<Buffer> {
-  const blob = await store.openBlob(space, did, cid)
-  if (!blob) throw new Error(`no blob ${cid}`)
-  const chunks: Uint8Array[] = []
-  for await (const chunk of Readable.from(blob.bytes)) chunks.push(chunk)
-  return Buffer.concat(chunks)
-}

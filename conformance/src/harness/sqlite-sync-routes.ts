@@ -5,7 +5,7 @@ import type { TestTokenAuth } from './test-auth.ts'
 
 /**
  * What a draft destination pulls from the SQLite test PDS besides the transfer methods (getBlob
- * is the source plugin's): the repo, its head, the blob listing, preferences, and the PLC code
+ * is the source plugin's): the repo, its head, the blob listing, preferences, the session's email, and the PLC code
  * and recommended credentials of completion, honestly from the store. The methods that act for
  * the account take the test token, granting their NSID.
  */
@@ -46,6 +46,17 @@ export function registerSqliteSyncRoutes(
     if (!caller) return refuse(reply, 401, 'AuthMissing', 'no token')
     return reply.send({ preferences: await store.getPreferences(caller.did) })
   })
+  // A plain destination reads the email here (the one private field a plain PDS shares).
+  app.get('/xrpc/com.atproto.server.getSession', async (request, reply) => {
+    const caller = await auth.verify(request, 'com.atproto.server.getSession').catch(() => undefined)
+    if (!caller) return refuse(reply, 401, 'AuthMissing', 'no token')
+    const { email, emailConfirmed } = await store.getAccountState(caller.did)
+    return reply.send({
+      did: caller.did,
+      ...(email !== undefined && { email }),
+      ...(emailConfirmed !== undefined && { emailConfirmed }),
+    })
+  })
   app.post('/xrpc/com.atproto.identity.requestPlcOperationSignature', async (request, reply) => {
     const nsid = 'com.atproto.identity.requestPlcOperationSignature'
     const caller = await auth.verify(request, nsid).catch(() => undefined)
@@ -62,4 +73,5 @@ export function registerSqliteSyncRoutes(
 export const SQLITE_SYNC_GRANTS = [
   'app.bsky.actor.getPreferences',
   'com.atproto.identity.requestPlcOperationSignature',
+  'com.atproto.server.getSession',
 ]

@@ -11,7 +11,8 @@
 import { DraftReader } from './draft-reader.ts'
 import type { EngineLimits } from './engine-limits.ts'
 import type { FailureReason, InboundTransfer } from './inbound-transfer.ts'
-import { PlainPdsReader, type PlainPdsReaderOptions } from './plain-pds-reader.ts'
+import { type ExtraUnits, PlainPdsReader, type PlainPdsReaderOptions } from './plain-pds-reader.ts'
+import { pullPlainPermissionedData } from './plain-space-pull.ts'
 import type { PullWorkers } from './pull-workers.ts'
 import type { SourceClient } from './source-client.ts'
 import type { PermissionedDataSink } from './space-sink.ts'
@@ -60,7 +61,7 @@ export class DialectPull {
       if (entry.cancel) abort.abort(entry.cancel)
       try {
         if (transfer.dialect === 'draft') await this.draft.pull(transferId, client, { signal: abort.signal })
-        else await this.plain.pull(transferId, client, { signal: abort.signal })
+        else await this.plain.pull(transferId, client, { signal: abort.signal, ...this.plainExtra(transfer) })
       } catch (err) {
         if (this.ctx.workers.closing || entry.cancel) return
         const failure = toFailure(err)
@@ -77,6 +78,19 @@ export class DialectPull {
       if (this.ctx.workers.closing) return
       const failure = toFailure(err)
       await this.ctx.fail(transferId, failure.reason, failure.message)
+    }
+  }
+
+  /**
+   * A plain source's permissioned data, probed for (spec/permissioned-data.md, "From a plain
+   * PDS") when this destination has a sink for it; a restore reads a copy, not a PDS: not probed.
+   */
+  private plainExtra(transfer: InboundTransfer): { extra?: ExtraUnits } {
+    const { spaces, sink, limits } = this.ctx.options
+    if (!spaces || transfer.dialect !== 'plain') return {}
+    return {
+      extra: ({ did, signingKey, client }) =>
+        pullPlainPermissionedData(spaces, { client, did, signingKey, blobs: sink, limits }),
     }
   }
 }

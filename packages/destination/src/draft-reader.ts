@@ -77,14 +77,15 @@ export class DraftReader {
       ...(spaces &&
         capabilities.includes(CAPABILITY.permissionedData) && {
           // After the preferences, before the PLC code (spec/permissioned-data.md).
-          extra: ({ did, signingKey, client: pulling }) =>
-            importPermissionedData(spaces, {
+          extra: async ({ did, signingKey, client: pulling }) => ({
+            missing: await importPermissionedData(spaces, {
               client: pulling,
               did,
               signingKey,
               blobs: this.options.sink,
               limits: this.options.limits,
             }),
+          }),
         }),
     })
     return result.transfer

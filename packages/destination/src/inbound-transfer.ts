@@ -119,6 +119,11 @@ export interface InboundTransfer {
    * deactivate the old account there themselves (it still takes writes no one will see).
    */
   sourceLeftActive?: string
+  /**
+   * What of the account this move leaves behind, with why and what it costs the user (a plain
+   * source refusing the permissioned-data scope); shown in /migrate before the code step.
+   */
+  notMoved?: string[]
   /** A restore: what its copy did not hold, with why (preferences, email); the rest is restored. */
   notRestored?: string[]
   /** Whether the password the user chose in /migrate was set at activation (D24). */

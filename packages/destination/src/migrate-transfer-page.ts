@@ -86,6 +86,7 @@ Nothing has moved yet: your identity still points to your current server. Enter 
 ${counters(t)}
 ${t.dialect === 'draft' ? draftHandedOver(t) : ''}
 ${missing > 0 ? missingReport(t, extra.missingUses ?? []) : ''}
+${notMovedReport(t)}
 <form method="post" action="/migrate/transfer/${esc(t.transferId)}/complete">
 <p>${codeAsked(t)} Entering it lets your identity move here.
 Codes are usually valid for 15 minutes; if yours has expired, have a new one emailed below.</p>
@@ -220,4 +221,11 @@ function codeAsked(t: InboundTransfer): string {
   return asked || t.failure
     ? 'Your current server has emailed you a confirmation code.'
     : 'Your current server is being asked to email you a confirmation code now; it usually arrives within a minute.'
+}
+
+/** What the move leaves behind (`notMoved`), said before the user enters the code that commits to it. */
+function notMovedReport(t: InboundTransfer): string {
+  if (!t.notMoved?.length) return ''
+  return `<div class="warn" role="alert"><p>Not moved:</p><ul>${t.notMoved.map((n) => `<li>${esc(n)}</li>`).join('')}</ul>
+<p>To move it too, cancel this move, allow access to it at your old server, and start again; or go on without it.</p></div>`
 }

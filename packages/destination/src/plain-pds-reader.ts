@@ -72,13 +72,21 @@ export interface BlobListingReport {
   missing: { cid: string; why: string }[]
 }
 
-/** A dialect's further units (see `pull`'s `extra`): returns the blobs it could not have, with why. */
+/** What a dialect's further units ended with. */
+export interface ExtraOutcome {
+  /** The blobs it could not have, with why (they join `missingBlobs`). */
+  missing: { cid: string; why: string }[]
+  /** What of the account it did not move, with why, for the user (the transfer's `notMoved`). */
+  notMoved?: string[]
+}
+
+/** A dialect's further units (see `pull`'s `extra`). */
 export type ExtraUnits = (pull: {
   did: string
   /** `did:key` the repo verified with: the DID document's `#atproto` key as the pull resolved it. */
   signingKey: string
   client: SourceClient
-}) => Promise<{ cid: string; why: string }[]>
+}) => Promise<ExtraOutcome>
 
 /** What a pull ended with. */
 export interface PlainPdsPullResult {
@@ -263,10 +271,12 @@ export class PlainPdsReader {
           )
       if (email?.email !== undefined) await this.options.sink.putAccountState(t.did, email)
       else if (email && isRestore(t)) notRestored.push('email (the copy does not hold it)')
+      const notMoved: string[] = []
       if (units.extra) {
         const held = new Set(report.missing.map((m) => m.cid))
-        for (const m of await units.extra({ did: t.did, signingKey: identity.signingKey, client }))
-          if (!held.has(m.cid)) report.missing.push(m)
+        const extra = await units.extra({ did: t.did, signingKey: identity.signingKey, client })
+        for (const m of extra.missing) if (!held.has(m.cid)) report.missing.push(m)
+        notMoved.push(...(extra.notMoved ?? []))
       }
 
       if (isRestore(t)) {
@@ -289,6 +299,7 @@ export class PlainPdsReader {
         stage: 'awaitingPlcToken',
         retry: undefined,
         missingBlobs: missing,
+        notMoved: notMoved.length > 0 ? notMoved : undefined,
         progress: { ...progress, blobsMissing: missing.length },
       })
       // The code is asked for once the data has moved (decision 8), and once: a resumed pull
