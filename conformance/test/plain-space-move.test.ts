@@ -1,7 +1,10 @@
-import { SPACE_MIGRATION_SCOPE } from '@pds-transfer/core'
+import { createServer } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { PLAIN_PDS_OAUTH_SCOPE, SPACE_MIGRATION_SCOPE } from '@pds-transfer/core'
 import { bearerSourceClient, type SourceClient } from '@pds-transfer/destination'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { transferPage } from '../../packages/destination/src/migrate-transfer-page.ts'
+import { plainPdsScope } from '../../packages/destination/src/plain-oauth-scope.ts'
 import { buildAccount } from '../src/fixtures/build-account.ts'
 import { seedSpaceAccount } from '../src/fixtures/space-account.ts'
 import { type DestinationServer, startDestinationServer } from '../src/harness/destination-server.ts'
@@ -165,5 +168,50 @@ describe('a plain move finds and carries the permissioned data', () => {
     expect(page).toContain('Not moved:')
     expect(page).toContain(SPACE_MIGRATION_SCOPE.replace('&', '&#38;'))
     await b.engine.cancel(started.transferId)
+  })
+})
+
+/**
+ * The scope asked of a plain PDS's authorization server (spec/dialect-plain-pds.md, "Scopes"):
+ * `SPACE_MIGRATION_SCOPE` only when its metadata lists it, or when the operator says always.
+ * The PDS here serves its two OAuth metadata documents over loopback HTTP, as a PDS does.
+ */
+describe('the space scope is asked of a plain PDS only when its server lists it', () => {
+  async function pds(scopesSupported: string[] | undefined) {
+    const server = createServer((req, res) => {
+      const { port } = server.address() as AddressInfo
+      const issuer = `http://127.0.0.1:${port}`
+      const body =
+        req.url === '/.well-known/oauth-protected-resource'
+          ? { resource: issuer, authorization_servers: [issuer] }
+          : req.url === '/.well-known/oauth-authorization-server'
+            ? { issuer, ...(scopesSupported && { scopes_supported: scopesSupported }) }
+            : undefined
+      res.writeHead(body ? 200 : 404, { 'content-type': 'application/json' }).end(JSON.stringify(body ?? {}))
+    })
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+    const { port } = server.address() as AddressInfo
+    return { url: `http://127.0.0.1:${port}`, close: () => new Promise((r) => server.close(r)) }
+  }
+
+  it('adds it when scopes_supported lists it, not otherwise; the operator may force either way', async () => {
+    const listing = await pds(['atproto', 'transition:generic', SPACE_MIGRATION_SCOPE])
+    const silent = await pds(['atproto', 'transition:generic'])
+    const bare = await pds(undefined)
+    try {
+      expect(await plainPdsScope(listing.url)).toBe(`${PLAIN_PDS_OAUTH_SCOPE} ${SPACE_MIGRATION_SCOPE}`)
+      expect(await plainPdsScope(silent.url)).toBe(PLAIN_PDS_OAUTH_SCOPE)
+      expect(await plainPdsScope(bare.url)).toBe(PLAIN_PDS_OAUTH_SCOPE)
+      expect(await plainPdsScope(silent.url, 'always')).toBe(
+        `${PLAIN_PDS_OAUTH_SCOPE} ${SPACE_MIGRATION_SCOPE}`,
+      )
+      expect(await plainPdsScope(listing.url, 'never')).toBe(PLAIN_PDS_OAUTH_SCOPE)
+      // No metadata at all (nothing listening): not asked, the move goes on.
+      expect(await plainPdsScope('http://127.0.0.1:9')).toBe(PLAIN_PDS_OAUTH_SCOPE)
+    } finally {
+      await listing.close()
+      await silent.close()
+      await bare.close()
+    }
   })
 })

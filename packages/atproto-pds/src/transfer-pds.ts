@@ -166,6 +166,8 @@ export async function startTransferPds(options: TransferPdsOptions): Promise<Tra
     store: oauthStore,
     plcDirectoryUrl: options.plcUrl,
     allowHttp: ctx.cfg.service.devMode,
+    // No PermissionedDataSink here (the reference PDS hosts no spaces): a grant we could not use is not asked for.
+    spaceScope: 'never',
   })
   const resolver = new PlcDidResolver(options.plcUrl)
   const sink = new ReferencePdsSink(ctx, { stagingDir: join(dataDir, 'transfer-staging') })

@@ -1,4 +1,5 @@
 import { NSID } from './lexicons.ts'
+import { SPACE_MIGRATION_SCOPE } from './space-scope.ts'
 
 /**
  * The OAuth scope a destination asks the source's authorization server for: `atproto` plus one
@@ -55,8 +56,13 @@ export const DRAFT_OAUTH_SCOPE = [
 /** Every scope a destination's client metadata lists: it may ask for any of the sets above. */
 export const MIGRATION_CLIENT_SCOPE = [
   ...new Set(
-    [TRANSFER_OAUTH_SCOPE, PLAIN_PDS_OAUTH_SCOPE, DRAFT_OAUTH_SCOPE, KEYS_OAUTH_SCOPE].flatMap((scope) =>
-      scope.split(' '),
-    ),
+    [
+      TRANSFER_OAUTH_SCOPE,
+      PLAIN_PDS_OAUTH_SCOPE,
+      DRAFT_OAUTH_SCOPE,
+      KEYS_OAUTH_SCOPE,
+      // Asked of a plain PDS only when its server lists it (destination's plain-oauth-scope.ts).
+      SPACE_MIGRATION_SCOPE,
+    ].flatMap((scope) => scope.split(' ')),
   ),
 ].join(' ')

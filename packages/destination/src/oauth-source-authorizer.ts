@@ -14,6 +14,7 @@ import {
   PLAIN_PDS_OAUTH_SCOPE,
   TRANSFER_OAUTH_SCOPE,
 } from '@pds-transfer/core'
+import { plainPdsScope, type SpaceScopePolicy } from './plain-oauth-scope.ts'
 import { AuthorizationNotCompleted, type SourceAuthorizer } from './source-authorizer.ts'
 import type { SourceClient } from './source-client.ts'
 import { type SourceDialect, sourceDialect } from './source-dialect.ts'
@@ -51,6 +52,11 @@ export interface OAuthSourceAuthorizerOptions {
   /** The operator's terms of service and privacy policy (https). */
   tosUri?: string
   policyUri?: string
+  /**
+   * When a plain PDS is asked for `SPACE_MIGRATION_SCOPE` (its permissioned data): `metadata`
+   * (default) when its authorization server lists it, `always`, or `never`.
+   */
+  spaceScope?: SpaceScopePolicy
 }
 
 /**
@@ -74,6 +80,7 @@ export class OAuthSourceAuthorizer implements SourceAuthorizer {
     /** The client metadata, served at `CLIENT_METADATA_PATH` (public clients) */
     readonly metadata: OAuthClientMetadataInput,
     private readonly keys: Key[],
+    private readonly spaceScope: SpaceScopePolicy,
   ) {}
 
   static async create(options: OAuthSourceAuthorizerOptions): Promise<OAuthSourceAuthorizer> {
@@ -115,7 +122,7 @@ export class OAuthSourceAuthorizer implements SourceAuthorizer {
       allowHttp: options.allowHttp ?? false,
       ...(options.plcDirectoryUrl && { plcDirectoryUrl: options.plcDirectoryUrl }),
     })
-    return new OAuthSourceAuthorizer(client, metadata, keys)
+    return new OAuthSourceAuthorizer(client, metadata, keys, options.spaceScope ?? 'metadata')
   }
 
   get clientId(): string {
@@ -139,7 +146,12 @@ export class OAuthSourceAuthorizer implements SourceAuthorizer {
     scope?: string
     returnTo?: string
   }): Promise<URL> {
-    const scope = params.scope ?? SCOPE_OF[await sourceDialect(params.sourceUrl, params.did)]
+    const dialect = params.scope ? undefined : await sourceDialect(params.sourceUrl, params.did)
+    const scope =
+      params.scope ??
+      (dialect === 'plain'
+        ? await plainPdsScope(params.sourceUrl, this.spaceScope)
+        : SCOPE_OF[dialect ?? 'v1'])
     return this.client.authorize(params.did, {
       scope,
       ...(params.returnTo && { state: JSON.stringify({ returnTo: params.returnTo }) }),

@@ -22,9 +22,15 @@ export type SpaceProbe =
 
 /** Asks `listSpaces` for one space, to tell which of {@link SpaceProbe} the source is. */
 export async function probeSpaces(client: SpaceReaderOptions['client']): Promise<SpaceProbe> {
-  const res = await client.fetch('/xrpc/com.atproto.space.listSpaces?limit=1', {
-    signal: AbortSignal.timeout(PROBE_TIMEOUT_MS),
-  })
+  let res: Response
+  try {
+    res = await client.fetch('/xrpc/com.atproto.space.listSpaces?limit=1', {
+      signal: AbortSignal.timeout(PROBE_TIMEOUT_MS),
+    })
+  } catch {
+    // No answer is not "no data": the reader asks again, with its retries, and fails by name.
+    return { kind: 'served' }
+  }
   const body = (await res.json().catch(() => undefined)) as { error?: unknown; message?: unknown } | undefined
   if (res.ok) return { kind: 'served' }
   const error = typeof body?.error === 'string' ? body.error : undefined
