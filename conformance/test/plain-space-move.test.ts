@@ -166,6 +166,7 @@ describe('a plain move finds and carries the permissioned data', () => {
     // Shown in /migrate with the code step.
     const page = transferPage(pulled, { origin: b.url, host: '127.0.0.1', canSetPassword: false }, {})
     expect(page).toContain('Not moved:')
+    expect(page).toContain('Everything your current server gave has been copied')
     expect(page).toContain(SPACE_MIGRATION_SCOPE.replace('&', '&#38;'))
     await b.engine.cancel(started.transferId)
   })

@@ -78,7 +78,7 @@ ${t.rollback ? `<p class="error" role="alert">${esc(t.rollback.message)}</p>` : 
         ? `<p class="warn" role="alert">Your last attempt to finish the move did not complete (${esc(t.failure.reason)}): ${esc(t.failure.message.replace(/\.$/, ''))}.
 Nothing has moved yet: your identity still points to your current server. Enter your code again, or have a new one emailed.</p>`
         : ''
-    body = `${lastAttempt}<p class="ok" role="status">${missing > 0 ? 'Everything your current server still has' : 'Everything'} has been copied and verified${
+    body = `${lastAttempt}<p class="ok" role="status">${missing > 0 ? 'Everything your current server still has' : t.notMoved?.length ? 'Everything your current server gave' : 'Everything'} has been copied and verified${
       t.endOfStream === 'unverified'
         ? ' (your old server cannot confirm the end of the stream, so every image was checked one by one)'
         : ''

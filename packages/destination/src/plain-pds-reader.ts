@@ -151,8 +151,8 @@ export class PlainPdsReader {
       /** Read the email from `getSession` (default true; a draft source gave it in its private state). */
       accountEmail?: boolean
       /**
-       * Data a dialect adds after the preferences and before the PLC code is asked for (the
-       * draft's `permissioned-data`), read with the pull's client and the key the repo verified
+       * Data a dialect adds after the preferences and before the PLC code is asked for
+       * (permissioned data: the draft's `permissioned-data`, a plain PDS's probed `listSpaces`), read with the pull's client and the key the repo verified
        * with; the blobs it could not have join `missingBlobs`.
        */
       extra?: ExtraUnits
