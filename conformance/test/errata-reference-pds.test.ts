@@ -13,6 +13,7 @@ import { createTransferId } from '@pds-transfer/destination'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { type SeededAccount, seedReferenceAccount } from '../src/fixtures/seed-reference-account.ts'
 import { headlessAuthorize } from '../src/harness/headless-oauth.ts'
+import { memoryStore } from '../src/harness/memory-store.ts'
 import { type ReferencePdsPair, startReferencePdsPair } from '../src/harness/reference-pds.ts'
 
 /** The scope string of 0014 §3.1/§3.3, verbatim: bare `rpc:` permissions, no `atproto`. */
@@ -53,8 +54,8 @@ describe('errata on the reference PDS', () => {
         scope: scope as never,
         redirect_uris: ['http://127.0.0.1:9/callback'],
       }),
-      stateStore: mapStore(states),
-      sessionStore: mapStore(sessions),
+      stateStore: memoryStore(states),
+      sessionStore: memoryStore(sessions),
       requestLock: requestLocalLock,
       allowHttp: true,
       plcDirectoryUrl: pair.plc.url,
@@ -165,17 +166,3 @@ describe('errata on the reference PDS', () => {
     return { did, transferId: createTransferId(), algorithm: 'HPKE-3', encryptionKey: publicJwk(key) }
   }
 })
-
-function mapStore<V>(map: Map<string, V>) {
-  return {
-    async get(key: string) {
-      return map.get(key)
-    },
-    async set(key: string, value: V) {
-      map.set(key, value)
-    },
-    async del(key: string) {
-      map.delete(key)
-    },
-  }
-}

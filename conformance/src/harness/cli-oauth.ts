@@ -9,6 +9,7 @@ import {
 } from '@atproto/oauth-client-node'
 import type { SourceClient } from '@pds-transfer/destination'
 import { headlessAuthorize } from './headless-oauth.ts'
+import { memoryStore } from './memory-store.ts'
 
 /** A DPoP-bound OAuth session at the PDS under test, as the suite's client. */
 export interface CliOAuthSession {
@@ -62,8 +63,8 @@ export async function cliOAuthSession(params: {
         scope: params.scope as never,
         redirect_uris: [redirect as never],
       }),
-      stateStore: mapStore(new Map<string, NodeSavedState>()),
-      sessionStore: mapStore(sessions),
+      stateStore: memoryStore(new Map<string, NodeSavedState>()),
+      sessionStore: memoryStore(sessions),
       requestLock: requestLocalLock,
       allowHttp: true,
       ...(params.plcUrl && { plcDirectoryUrl: params.plcUrl }),
@@ -132,19 +133,5 @@ async function startCallbackServer(port: number, timeoutMs: number) {
         server.closeAllConnections()
         server.close(() => r())
       }),
-  }
-}
-
-function mapStore<V>(map: Map<string, V>) {
-  return {
-    async get(key: string) {
-      return map.get(key)
-    },
-    async set(key: string, value: V) {
-      map.set(key, value)
-    },
-    async del(key: string) {
-      map.delete(key)
-    },
   }
 }

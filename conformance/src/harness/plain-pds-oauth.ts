@@ -7,6 +7,7 @@ import {
 } from '@atproto/oauth-client-node'
 import type { SourceClient } from '@pds-transfer/destination'
 import { headlessAuthorize } from './headless-oauth.ts'
+import { memoryStore } from './memory-store.ts'
 
 /**
  * A DPoP-bound OAuth session of `account` at a PDS's own authorization server (a loopback
@@ -31,13 +32,13 @@ export async function oauthSourceClient(params: {
    */
   sessionStore?: SimpleSessionStore
 }): Promise<{ client: SourceClient; grantedScope: string }> {
-  const sessionStore = params.sessionStore ?? mapStore(new Map<string, NodeSavedSession>())
+  const sessionStore = params.sessionStore ?? memoryStore(new Map<string, NodeSavedSession>())
   const client = new NodeOAuthClient({
     clientMetadata: buildAtprotoLoopbackClientMetadata({
       scope: params.scope as never,
       redirect_uris: ['http://127.0.0.1:9/callback'],
     }),
-    stateStore: mapStore(new Map<string, NodeSavedState>()),
+    stateStore: memoryStore(new Map<string, NodeSavedState>()),
     sessionStore,
     requestLock: requestLocalLock,
     allowHttp: true,
@@ -72,20 +73,6 @@ async function signIn(
   const authorizeUrl = await client.authorize(params.did, { scope: params.scope })
   const callback = await headlessAuthorize(authorizeUrl, params.account)
   return (await client.callback(callback.searchParams)).session
-}
-
-function mapStore<V>(map: Map<string, V>) {
-  return {
-    async get(key: string) {
-      return map.get(key)
-    },
-    async set(key: string, value: V) {
-      map.set(key, value)
-    },
-    async del(key: string) {
-      map.delete(key)
-    },
-  }
 }
 
 /**

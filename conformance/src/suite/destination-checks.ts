@@ -214,14 +214,48 @@ export async function completionOutcome(
   )
 }
 
-/** The PLC code the hostile source "emailed" for an account, once its export has been written. */
-async function plcCode(t: DestinationTarget, did: string): Promise<string> {
+/** What entering a hostile source's PLC code needs of a target, v1 or draft: its status, hooks and the source's "mailbox". */
+type CompletingTarget = Pick<DestinationTarget, 'status' | 'verdictTimeoutMs' | 'probe' | 'complete'> & {
+  hostile: { plcUrl: string; plcToken(did: string): string | undefined }
+}
+
+/** The PLC code the hostile source "emailed" for an account; `never` says what it means when none comes. */
+async function plcCode(t: CompletingTarget, did: string, never: string): Promise<string> {
   for (let i = 0; i < 100; i++) {
     const token = t.hostile.plcToken(did)
     if (token) return token
     await new Promise((r) => setTimeout(r, 50))
   }
-  throw new CheckFailed(`the hostile source sent no PLC code for ${did}`)
+  throw new CheckFailed(`${never} for ${did}`)
+}
+
+/**
+ * Enters the emailed code for a transfer whose source answers completeTransfer with a hostile
+ * (validly signed) operation, and judges the outcome: not submitted to PLC, the transfer not
+ * completed, the account inactive. `run` is the check's transfer, imported and waiting for the code.
+ */
+export async function judgeHostileOperation(
+  t: CompletingTarget,
+  run: { account: { did: string }; transferId: string; result: Verdict },
+  noCode: string,
+): Promise<string> {
+  const { account, transferId, result } = run
+  if (!t.complete) skip('no way to enter the PLC code: give --complete-hook (see README, destination mode)')
+  expectThat(result.accepted, `the honest transfer of this case was refused: ${show(result.status)}`)
+  const directory = new plc.Client(t.hostile.plcUrl)
+  const before = await directory.getAuditableLog(account.did)
+  await t.complete(transferId, await plcCode(t, account.did, noCode))
+  const outcome = await completionOutcome(t, transferId)
+  expectThat(outcome.status !== 'completed', `the transfer completed with the operation: ${show(outcome)}`)
+  const after = await directory.getAuditableLog(account.did)
+  expectThat(
+    after.length === before.length,
+    `the operation was submitted: the PLC log of ${account.did} grew from ${before.length} to ${after.length} entries`,
+  )
+  const reason = reasonEvidence(outcome, ['PlcOperationInvalid'])
+  const probe = await t.probe(account.did, [])
+  expectThat(!probe.active, `the account is active at the destination (${probe.via})`)
+  return `${show(outcome)}; ${reason}; PLC log unchanged (${after.length} entries); inactive (${probe.via})`
 }
 
 /**
@@ -472,25 +506,11 @@ export const destinationChecks: readonly Check<DestinationTarget>[] = [
       await needControl(t)
       if (!t.complete)
         skip('no way to enter the PLC code: give --complete-hook (see README, destination mode)')
-      const { account, transferId, result } = await runTransfer(t, 'complete-drops-recovery-key')
-      expectThat(result.accepted, `the honest stream of this case was refused: ${show(result.status)}`)
-      const directory = new plc.Client(t.hostile.plcUrl)
-      const before = await directory.getAuditableLog(account.did)
-      await t.complete(transferId, await plcCode(t, account.did))
-      const outcome = await completionOutcome(t, transferId)
-      expectThat(
-        outcome.status !== 'completed',
-        `the transfer completed with the operation: ${show(outcome)}`,
+      return judgeHostileOperation(
+        t,
+        await runTransfer(t, 'complete-drops-recovery-key'),
+        'the hostile source sent no PLC code',
       )
-      const after = await directory.getAuditableLog(account.did)
-      expectThat(
-        after.length === before.length,
-        `the operation was submitted: the PLC log of ${account.did} grew from ${before.length} to ${after.length} entries`,
-      )
-      const reason = reasonEvidence(outcome, ['PlcOperationInvalid'])
-      const probe = await t.probe(account.did, [])
-      expectThat(!probe.active, `the account is active at the destination (${probe.via})`)
-      return `${show(outcome)}; ${reason}; PLC log unchanged (${after.length} entries); inactive (${probe.via})`
     },
   },
 ]

@@ -1,13 +1,6 @@
-/**
- * Checks of a receiving PDS pulling from a source that serves the current draft (proposal 0015,
- * spec/dialect-draft.md): what comes over the sync endpoints (getRepo, getBlob) must be verified
- * as it would be in a stream, and completeTransfer's operation checked before it is submitted
- * (D8). The destination pulls from our hostile draft source (`hostile-draft-source.ts`).
- */
-import * as plc from '@did-plc/lib'
-import { type Check, CheckFailed, expectThat, skip } from './check.ts'
+import { type Check, expectThat, skip } from './check.ts'
 import {
-  completionOutcome,
+  judgeHostileOperation,
   judgeWrongBlob,
   nothingKept,
   reasonEvidence,
@@ -45,18 +38,6 @@ async function needControl(t: DraftDestinationTarget): Promise<void> {
     skip('the honest draft control transfer was not imported, so a refusal proves nothing')
 }
 
-/** The PLC code the hostile source "emailed" (the destination asked requestPlcOperationSignature). */
-async function plcCode(t: DraftDestinationTarget, did: string): Promise<string> {
-  for (let i = 0; i < 100; i++) {
-    const token = t.hostile.plcToken(did)
-    if (token) return token
-    await new Promise((r) => setTimeout(r, 50))
-  }
-  throw new CheckFailed(
-    `the destination never asked the draft source for a PLC code (requestPlcOperationSignature) for ${did}`,
-  )
-}
-
 /** A hostile completeTransfer operation: not submitted, the transfer not completed, the account inactive. */
 function hostileOperation(
   behaviour: Extract<HostileDraftBehaviour, `complete-${string}`>,
@@ -71,25 +52,11 @@ function hostileOperation(
       await needControl(t)
       if (!t.complete)
         skip('no way to enter the PLC code: give --complete-hook (see README, destination mode)')
-      const { account, transferId, result } = await runTransfer(t, behaviour)
-      expectThat(result.accepted, `the honest pull of this case was refused: ${show(result.status)}`)
-      const directory = new plc.Client(t.hostile.plcUrl)
-      const before = await directory.getAuditableLog(account.did)
-      await t.complete(transferId, await plcCode(t, account.did))
-      const outcome = await completionOutcome(t, transferId)
-      expectThat(
-        outcome.status !== 'completed',
-        `the transfer completed with the operation: ${show(outcome)}`,
+      return judgeHostileOperation(
+        t,
+        await runTransfer(t, behaviour),
+        'the destination never asked the draft source for a PLC code (requestPlcOperationSignature)',
       )
-      const after = await directory.getAuditableLog(account.did)
-      expectThat(
-        after.length === before.length,
-        `the operation was submitted: the PLC log of ${account.did} grew from ${before.length} to ${after.length} entries`,
-      )
-      const reason = reasonEvidence(outcome, ['PlcOperationInvalid'])
-      const probe = await t.probe(account.did, [])
-      expectThat(!probe.active, `the account is active at the destination (${probe.via})`)
-      return `${show(outcome)}; ${reason}; PLC log unchanged (${after.length} entries); inactive (${probe.via})`
     },
   }
 }

@@ -1,14 +1,7 @@
-/**
- * Checks of a sending PDS serving the current draft (proposal 0015, spec/dialect-draft.md): the
- * JSON exportAccount, capability negotiation (§7), the draft's error names (§4), repeat as
- * resume, and completeTransfer's PLC operation (§2.2, D8). Same shape as `source-checks.ts`:
- * black-box over HTTP, or in-process against our own source (the tests run this code).
- */
-import * as plc from '@did-plc/lib'
 import { CAPABILITY, NSID, validateDraftExportOutput } from '@pds-transfer/core'
-import { checkPlcMove, createTransferId, type SourceClient } from '@pds-transfer/destination'
+import { createTransferId, type SourceClient } from '@pds-transfer/destination'
 import { type Check, CheckFailed, expectThat, httpsEvidence, skip } from './check.ts'
-import { currentRotationKeys, stillActive } from './source-checks.ts'
+import { currentRotationKeys, judgeSignedOperation, stillActive } from './source-checks.ts'
 import type { SourceTarget } from './source-target.ts'
 import { anonymousClient, describe, type XrpcAnswer, xrpc } from './xrpc-call.ts'
 
@@ -334,21 +327,7 @@ export const draftSourceChecks: readonly Check<DraftSourceTarget>[] = [
         body: completeBody(t, c, transferId, code, rotationKeys),
         timeoutMs: timeout(t),
       })
-      expectThat(res.status === 200, describe(res))
-      const client = new plc.Client(t.plcUrl ?? 'https://plc.directory')
-      const op = await checkPlcMove(client, res.json?.signedPlcOperation, {
-        did: t.did,
-        pdsEndpoint: c.newPdsEndpoint,
-        signingKey: c.newSigningKey,
-        rotationKey: c.newRotationKey,
-        // Exactly these, in this order, the signer's own key at most left out: so the user's
-        // keys keep their places, first (D8).
-        requestedRotationKeys: rotationKeys,
-      }).catch((err: unknown) => {
-        throw new CheckFailed(`the operation is not acceptable: ${(err as Error).message}`)
-      })
-      if (c.submit) await client.sendOperation(t.did, op as plc.Operation)
-      return `valid next operation (prev ${op.prev}), rotation keys ${op.rotationKeys.join(', ')}${c.submit ? '; submitted to PLC' : '; not submitted'}`
+      return judgeSignedOperation(t, c, res, rotationKeys)
     },
   },
 ]

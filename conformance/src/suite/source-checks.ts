@@ -13,7 +13,7 @@ import { analyzeExport, type ExportAnalysis, type ViolationCode } from './analyz
 import { type Check, CheckFailed, cacheControlEvidence, expectThat, httpsEvidence, skip } from './check.ts'
 import { recordExport } from './export-capture.ts'
 import type { SourceTarget } from './source-target.ts'
-import { anonymousClient, describe, expectXrpcError, xrpc } from './xrpc-call.ts'
+import { anonymousClient, describe, expectXrpcError, type XrpcAnswer, xrpc } from './xrpc-call.ts'
 
 const STATUSES = ['pending', 'exporting', 'importing', 'completing', 'completed', 'failed']
 
@@ -584,19 +584,7 @@ export const sourceChecks: readonly Check<SourceTarget>[] = [
       const res = await xrpc(t.client, NSID.completeTransfer, {
         body: completeInput(t, transferId, await c.plcToken(), rotationKeys),
       })
-      expectThat(res.status === 200, describe(res))
-      const client = new plc.Client(t.plcUrl ?? 'https://plc.directory')
-      const op = await checkPlcMove(client, res.json?.signedPlcOperation, {
-        did: t.did,
-        pdsEndpoint: c.newPdsEndpoint,
-        signingKey: c.newSigningKey,
-        rotationKey: c.newRotationKey,
-        requestedRotationKeys: rotationKeys,
-      }).catch((err: unknown) => {
-        throw new CheckFailed(`the operation is not acceptable: ${(err as Error).message}`)
-      })
-      if (c.submit) await client.sendOperation(t.did, op as plc.Operation)
-      return `valid next operation (prev ${op.prev}), rotation keys ${op.rotationKeys.join(', ')}${c.submit ? '; submitted to PLC' : '; not submitted'}`
+      return judgeSignedOperation(t, c, res, rotationKeys)
     },
   },
   {
@@ -659,6 +647,32 @@ export async function stillActive(t: Pick<SourceTarget, 'url' | 'did' | 'account
 /** A well-formed exportAccount input for the target's account, encrypted to `key`. */
 function exportInput(t: SourceTarget, key: TransferPrivateJwk = t.recipientKey) {
   return { did: t.did, transferId: createTransferId(), algorithm: key.alg, encryptionKey: publicJwk(key) }
+}
+
+/**
+ * Judges completeTransfer's answer (v1 and draft): 200 with the valid next PLC operation, PDS and
+ * signing key moved, exactly `rotationKeys` in this order (the signer's own key at most left out:
+ * the user's keys keep their places, first, D8), nothing else changed; submitted when asked.
+ */
+export async function judgeSignedOperation(
+  t: Pick<SourceTarget, 'did' | 'plcUrl'>,
+  c: NonNullable<SourceTarget['complete']>,
+  res: XrpcAnswer,
+  rotationKeys: string[],
+): Promise<string> {
+  expectThat(res.status === 200, describe(res))
+  const client = new plc.Client(t.plcUrl ?? 'https://plc.directory')
+  const op = await checkPlcMove(client, res.json?.signedPlcOperation, {
+    did: t.did,
+    pdsEndpoint: c.newPdsEndpoint,
+    signingKey: c.newSigningKey,
+    rotationKey: c.newRotationKey,
+    requestedRotationKeys: rotationKeys,
+  }).catch((err: unknown) => {
+    throw new CheckFailed(`the operation is not acceptable: ${(err as Error).message}`)
+  })
+  if (c.submit) await client.sendOperation(t.did, op as plc.Operation)
+  return `valid next operation (prev ${op.prev}), rotation keys ${op.rotationKeys.join(', ')}${c.submit ? '; submitted to PLC' : '; not submitted'}`
 }
 
 /** The DID's current rotation keys, then the destination's (`complete.newRotationKey`) when completing. */
